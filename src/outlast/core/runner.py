@@ -1,0 +1,255 @@
+"""Run workflows durably in this process: start a run, execute an attempt, replay on restart.
+
+The compute plane (workers) builds on :class:`Runner`; tests and simple apps use it directly::
+
+    runner = Runner(RedisStore(redis))
+    run_id = await runner.start(blog, {"topic": "durable AI"})
+    outcome = await runner.execute(blog, run_id)     # a new attempt replays completed steps
+
+Cancelling the task that runs an attempt *abandons* it (as a crash would: nothing terminal is
+written and a later attempt resumes from the checkpoints); :meth:`Attempt.cancel` instead ends
+the run ``cancelled``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import contextvars
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from outlast import events as ev
+from outlast.core import serde
+from outlast.core.component import checkpoint_from_json, error_info
+from outlast.core.context import Checkpoint, Frame, RunContext, current_frame
+from outlast.core.ids import new_run_id, valid_run_id
+from outlast.core.masking import MASK, Secrets
+from outlast.core.workflow import Workflow
+from outlast.core.writer import EventWriter
+from outlast.errors import ConfigError, NonDeterminismError, RunFailed, SerializationError, StaleAttemptError
+from outlast.store.base import OP_EXPIRE, OP_META, NewRun, Op, RunStore
+from outlast.store.memory import MemoryStore
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """How an attempt ended: ``completed``, ``failed``, ``cancelled`` or ``abandoned``."""
+
+    run_id: str
+    status: str
+    attempt: int
+    result: Any = None
+    error: dict[str, Any] | None = None
+
+
+class Runner:
+    """Starts runs and executes attempts of them against a store."""
+
+    def __init__(
+        self,
+        store: RunStore,
+        *,
+        retention: float = 7 * 24 * 3600,
+        flush_interval: float = 0.03,
+        frame_chars: int = 512,
+        worker_id: str | None = None,
+    ) -> None:
+        self.store = store
+        self.retention = retention
+        self.flush_interval = flush_interval
+        self.frame_chars = frame_chars
+        self.worker_id = worker_id
+
+    async def start(
+        self,
+        wf: Workflow[Any, Any],
+        input: dict[str, Any] | None = None,
+        *,
+        run_id: str | None = None,
+        version: str = "dev",
+        tenant: str = "",
+        extra: dict[str, str] | None = None,
+    ) -> str:
+        """Validate the input and record a queued run (idempotent for a given ``run_id``)."""
+        stored = wf.validate_input(input)
+        run_id = run_id or new_run_id()
+        if not valid_run_id(run_id):
+            raise ConfigError(f"run id {run_id!r}: use 1-128 letters, digits, '_', '-', '.', ':'")
+        shown = {k: (MASK if k in wf.secret_args else v) for k, v in stored.items()}
+        queued = ev.envelope(
+            seq=1, type=ev.RUN_QUEUED, run_id=run_id, attempt=0, step=None, ts=time.time(),
+            data={"workflow": wf.name, "input": shown, "version": version},
+        )  # fmt: skip
+        run = NewRun(run_id=run_id, workflow=wf.name, input=stored, version=version, tenant=tenant,
+                     extra=extra or {})  # fmt: skip
+        await self.store.create_run(run, serde.dumps(queued))
+        return run_id
+
+    async def begin(self, wf: Workflow[Any, Any], run_id: str, *, expected_attempt: int | None = None) -> Attempt:
+        """Take the fence for a new attempt and load what earlier attempts completed."""
+        start = await self.store.begin_attempt(run_id, expected_attempt)
+        record = await self.store.get_run(run_id)
+        if record.workflow != wf.name:
+            raise ConfigError(f"run {run_id} is a {record.workflow!r} run, not {wf.name!r}")
+        steps = await self.store.load_steps(run_id)
+        objects = await self.store.load_objects(run_id)
+        checkpoints: dict[str, Checkpoint] = {}
+        emitted: set[str] = set()
+        for key, raw in steps.items():
+            if key.startswith("e:"):
+                emitted.add(key)
+            else:
+                checkpoints[key] = checkpoint_from_json(raw)
+        return Attempt(self, wf, run_id, start.attempt, start.last_seq, record.input, checkpoints, emitted, objects)
+
+    async def execute(self, wf: Workflow[Any, Any], run_id: str, *, expected_attempt: int | None = None) -> Outcome:
+        attempt = await self.begin(wf, run_id, expected_attempt=expected_attempt)
+        return await attempt.run()
+
+    async def run(self, wf: Workflow[Any, Any], input: dict[str, Any] | None = None, **options: Any) -> Any:
+        """Start and execute a run to its end; its result, or RunFailed."""
+        run_id = await self.start(wf, input, **options)
+        outcome = await self.execute(wf, run_id)
+        if outcome.status != "completed":
+            raise RunFailed(run_id, outcome.status, outcome.error)
+        return outcome.result
+
+
+class Attempt:
+    """One attempt of one run, holding the fence (its attempt number)."""
+
+    def __init__(
+        self,
+        runner: Runner,
+        wf: Workflow[Any, Any],
+        run_id: str,
+        attempt: int,
+        last_seq: int,
+        input: dict[str, Any],
+        checkpoints: dict[str, Checkpoint],
+        emitted: set[str],
+        objects: dict[str, Any],
+    ) -> None:
+        self.runner = runner
+        self.workflow = wf
+        self.run_id = run_id
+        self.attempt = attempt
+        self.input = input
+        secrets = Secrets()
+        for name in wf.secret_args:
+            secrets.add(input.get(name))
+        self.writer = EventWriter(
+            runner.store, run_id, attempt, last_seq + 1, secrets=secrets, on_fenced=self._writer_failed,
+            flush_interval=runner.flush_interval, frame_chars=runner.frame_chars,
+        )  # fmt: skip
+        self.ctx = RunContext(
+            run_id=run_id, attempt=attempt, workflow=wf.name, writer=self.writer, checkpoints=checkpoints,
+            emitted=emitted, objects=objects, lenient_replay=wf.lenient_replay, secrets=secrets,
+        )  # fmt: skip
+        self._body: asyncio.Task[Any] | None = None
+        self._cancel_reason: str | None = None
+
+    def cancel(self, reason: str = "cancelled") -> None:
+        """End the run ``cancelled``: running steps see CancelledError."""
+        self._cancel_reason = reason
+        if self._body is not None:
+            self._body.cancel()
+
+    def _writer_failed(self, _exc: BaseException) -> None:
+        if self._body is not None:
+            self._body.cancel()
+
+    async def run(self) -> Outcome:
+        writer = self.writer
+        writer.event(
+            ev.RUN_STARTED,
+            None,
+            {"attempt": self.attempt, "checkpoints": len(self.ctx.checkpoints), "worker": self.runner.worker_id},
+        )
+        context = contextvars.copy_context()
+        context.run(current_frame.set, Frame(self.ctx, None, ""))
+        kwargs = self.workflow.bind_input(self.input)
+        self._body = asyncio.create_task(self.workflow.fn(**kwargs), context=context)
+        if self._cancel_reason is not None:
+            self._body.cancel()
+        try:
+            return await self._finish()
+        finally:
+            await writer.close()
+
+    async def _finish(self) -> Outcome:
+        body, writer = self._body, self.writer
+        if body is None:
+            raise RuntimeError("Attempt._finish() before run()")
+        try:
+            value = await body
+        except asyncio.CancelledError:
+            task = asyncio.current_task()
+            if task is not None and task.cancelling():
+                # The attempt itself is being abandoned (shutdown, crash test): write nothing final.
+                with contextlib.suppress(Exception):
+                    await asyncio.wait_for(writer.drain(), 1.0)
+                raise
+            if writer.failure is not None:
+                return self._abandoned()
+            reason = self._cancel_reason or "cancelled"
+            return await self._terminal("cancelled", ev.RUN_CANCELLED, {"reason": reason}, None, None)
+        except Exception as exc:
+            if writer.failure is not None:
+                return self._abandoned()
+            error = error_info(exc)
+            error["reason"] = "error"
+            if isinstance(exc, NonDeterminismError):
+                error.update(reason="non_determinism", step=exc.step_id)
+            return await self._terminal("failed", ev.RUN_FAILED, {"error": error, "reason": error["reason"]},
+                                        None, error)  # fmt: skip
+        if writer.failure is not None:
+            return self._abandoned()
+        try:
+            stored = serde.to_jsonable(value, f"result of workflow {self.workflow.name!r}")
+        except SerializationError as exc:
+            error = {**error_info(exc), "reason": "error"}
+            return await self._terminal("failed", ev.RUN_FAILED, {"error": error, "reason": "error"}, None, error)
+        return await self._terminal("completed", ev.RUN_COMPLETED, {"result": stored}, stored, None)
+
+    async def _terminal(
+        self, status: str, type: str, data: dict[str, Any], result: Any, error: dict[str, Any] | None
+    ) -> Outcome:
+        ops: list[Op] = [(OP_META, "status", status), (OP_META, "finished_at", repr(time.time()))]
+        if status == "completed":
+            ops.append((OP_META, "result", serde.dumps(result)))
+        if error is not None:
+            ops.append((OP_META, "error", serde.dumps(error)))
+        ops.append((OP_EXPIRE, repr(self.runner.retention), ""))
+        try:
+            await self.writer.commit(type, None, data, ops)
+        except StaleAttemptError:
+            return self._abandoned()
+        return Outcome(self.run_id, status, self.attempt, result, error)
+
+    def _abandoned(self) -> Outcome:
+        error = error_info(self.writer.failure) if self.writer.failure else None
+        return Outcome(self.run_id, "abandoned", self.attempt, None, error)
+
+
+@dataclass
+class LocalRun:
+    """A workflow run in memory: its result (when completed) and every event it wrote."""
+
+    run_id: str
+    status: str
+    result: Any
+    error: dict[str, Any] | None
+    events: list[ev.Event] = field(default_factory=list)
+
+
+async def run_local(wf: Workflow[Any, Any], input: dict[str, Any] | None = None) -> LocalRun:
+    """Run a workflow in-process with no server: for unit tests of workflows."""
+    store = MemoryStore()
+    runner = Runner(store)
+    run_id = await runner.start(wf, input)
+    outcome = await runner.execute(wf, run_id)
+    events = [event async for event in store.read_events(run_id, follow=False)]
+    return LocalRun(run_id, outcome.status, outcome.result, outcome.error, events)

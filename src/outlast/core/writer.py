@@ -1,0 +1,230 @@
+"""The single writer of one run attempt's events.
+
+Workflow code never waits on Redis to emit a status or an output chunk: events get their seq
+at once (in call order) and go into a queue; one flusher task writes everything queued in a
+single fenced Lua call, so a burst of events costs one round trip (group commit). A step's
+checkpoint rides in the same call as its ``step.completed`` event and is awaited.
+
+Output chunks are coalesced per step into frames, flushed after ``flush_interval`` seconds
+or ``frame_chars`` characters, and always before the step's next lifecycle event.
+
+When the store refuses a write because another attempt owns the run, the writer stops for
+good and calls ``on_fenced`` so the runner can abandon the attempt.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from outlast import events as ev
+from outlast.core import serde
+from outlast.core.masking import Secrets
+from outlast.errors import StaleAttemptError, StoreUnavailable
+from outlast.store.base import AppendItem, Op, RunStore
+
+MAX_BATCH = 256
+
+
+@dataclass
+class _OutputBuffer:
+    attempt_try: int
+    texts: list[str] = field(default_factory=list)
+    items: list[Any] = field(default_factory=list)
+    chars: int = 0
+    timer: asyncio.TimerHandle | None = None
+
+
+class EventWriter:
+    def __init__(
+        self,
+        store: RunStore,
+        run_id: str,
+        attempt: int,
+        next_seq: int,
+        *,
+        secrets: Secrets,
+        on_fenced: Callable[[BaseException], None],
+        flush_interval: float = 0.03,
+        frame_chars: int = 512,
+        store_retry_for: float = 30.0,
+    ) -> None:
+        self.store = store
+        self.run_id = run_id
+        self.attempt = attempt
+        self.secrets = secrets
+        self.flush_interval = flush_interval
+        self.frame_chars = frame_chars
+        self.store_retry_for = store_retry_for
+        self._on_fenced = on_fenced
+        self._next_seq = next_seq
+        self._pending: list[tuple[AppendItem, asyncio.Future[None] | None]] = []
+        self._outputs: dict[str, _OutputBuffer] = {}
+        self._wake = asyncio.Event()
+        self._idle = asyncio.Event()
+        self._idle.set()
+        self._loop = asyncio.get_running_loop()
+        self._thread = threading.get_ident()
+        self._task: asyncio.Task[None] | None = None
+        self.failure: BaseException | None = None
+        self.last_written = next_seq - 1
+
+    # -- producing -------------------------------------------------------------------------
+
+    def event(self, type: str, step: str | None, data: dict[str, Any], ops: Sequence[Op] = ()) -> None:
+        """Queue an event; it is written soon, in order. Safe to call from worker threads."""
+        if threading.get_ident() != self._thread:
+            self._loop.call_soon_threadsafe(self.event, type, step, data, ops)
+            return
+        self._queue(type, step, data, ops, None)
+
+    async def commit(self, type: str, step: str | None, data: dict[str, Any], ops: Sequence[Op] = ()) -> None:
+        """Queue an event and wait until it (and everything before it) is durable."""
+        future: asyncio.Future[None] = self._loop.create_future()
+        self._queue(type, step, data, ops, future)
+        await future
+
+    def _queue(
+        self,
+        type: str,
+        step: str | None,
+        data: dict[str, Any],
+        ops: Sequence[Op],
+        future: asyncio.Future[None] | None,
+    ) -> None:
+        if self.failure is not None:
+            if future is not None:
+                future.set_exception(self.failure)
+            return
+        if step is not None and type != ev.OUTPUT and step in self._outputs:
+            self.flush_output(step)
+        seq = self._next_seq
+        self._next_seq += 1
+        payload = serde.dumps(
+            ev.envelope(
+                seq=seq,
+                type=type,
+                run_id=self.run_id,
+                attempt=self.attempt,
+                step=step,
+                ts=time.time(),
+                data=self.secrets.mask(data),
+            )
+        )
+        self._pending.append((AppendItem(seq, payload, tuple(ops)), future))
+        self._idle.clear()
+        self._wake.set()
+        if self._task is None:
+            self._task = asyncio.create_task(self._flusher(), name=f"outlast-writer-{self.run_id}")
+
+    # -- output coalescing ------------------------------------------------------------------
+
+    def output(self, step: str, chunk: Any, attempt_try: int) -> None:
+        """Buffer one chunk of a streaming step's output."""
+        if threading.get_ident() != self._thread:
+            self._loop.call_soon_threadsafe(self.output, step, chunk, attempt_try)
+            return
+        buf = self._outputs.get(step)
+        is_text = isinstance(chunk, str)
+        if buf is not None and (buf.attempt_try != attempt_try or (is_text and buf.items) or (not is_text and buf.texts)):
+            self.flush_output(step)
+            buf = None
+        if buf is None:
+            buf = self._outputs[step] = _OutputBuffer(attempt_try)
+            buf.timer = self._loop.call_later(self.flush_interval, self.flush_output, step)
+        if is_text:
+            buf.texts.append(chunk)
+            buf.chars += len(chunk)
+        else:
+            buf.items.append(serde.to_jsonable(chunk, f"output chunk of step {step!r}"))
+            buf.chars += 16
+        if buf.chars >= self.frame_chars:
+            self.flush_output(step)
+
+    def flush_output(self, step: str) -> None:
+        buf = self._outputs.pop(step, None)
+        if buf is None:
+            return
+        if buf.timer is not None:
+            buf.timer.cancel()
+        data: dict[str, Any] = {"try": buf.attempt_try}
+        if buf.texts:
+            data["text"] = "".join(buf.texts)
+        else:
+            data["items"] = buf.items
+        self._queue(ev.OUTPUT, step, data, (), None)
+
+    def discard_output(self, step: str) -> None:
+        buf = self._outputs.pop(step, None)
+        if buf is not None and buf.timer is not None:
+            buf.timer.cancel()
+
+    # -- flushing ---------------------------------------------------------------------------
+
+    async def _flusher(self) -> None:
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            while self._pending:
+                batch = self._pending[:MAX_BATCH]
+                del self._pending[: len(batch)]
+                try:
+                    await self._write([item for item, _ in batch])
+                except Exception as exc:
+                    self._fail(exc, batch)
+                    return
+                self.last_written = batch[-1][0].seq
+                for _, future in batch:
+                    if future is not None and not future.done():
+                        future.set_result(None)
+            self._idle.set()
+
+    async def _write(self, items: list[AppendItem]) -> None:
+        deadline = time.monotonic() + self.store_retry_for
+        delay = 0.05
+        while True:
+            try:
+                await self.store.append(self.run_id, self.attempt, items)
+                return
+            except StoreUnavailable:
+                # The same batch again is safe: seqs already written are skipped by the script.
+                if time.monotonic() + delay > deadline:
+                    raise
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 1.0)
+
+    def _fail(self, exc: BaseException, batch: list[tuple[AppendItem, asyncio.Future[None] | None]]) -> None:
+        self.failure = exc
+        for _, future in batch + self._pending:
+            if future is not None and not future.done():
+                future.set_exception(exc)
+        self._pending.clear()
+        for step in list(self._outputs):
+            self.discard_output(step)
+        self._idle.set()
+        self._on_fenced(exc)
+
+    @property
+    def fenced(self) -> bool:
+        return isinstance(self.failure, StaleAttemptError)
+
+    async def drain(self) -> None:
+        """Wait until everything queued so far is written (or the writer failed)."""
+        for step in list(self._outputs):
+            self.flush_output(step)
+        await self._idle.wait()
+        if self.failure is not None:
+            raise self.failure
+
+    async def close(self) -> None:
+        for step in list(self._outputs):
+            self.discard_output(step)
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task

@@ -1,0 +1,96 @@
+"""Every error Outlast raises on purpose derives from :class:`OutlastError`.
+
+::
+
+    OutlastError
+    ├── ConfigError                 bad settings, unusable options
+    ├── SerializationError          a value that cannot be stored as JSON
+    ├── InputValidationError        a workflow input that fails its schema
+    ├── WorkflowNotFound            no workflow registered under a name
+    ├── RunNotFound                 no run with that id (or not visible to the tenant)
+    ├── NonDeterminismError         replayed code diverged from the recorded steps
+    ├── StoreError                  the durable store failed (mapped from redis errors)
+    │   ├── StoreUnavailable        cannot reach the server / server failed to start
+    │   ├── StaleAttemptError       a write fenced off: another attempt owns the run
+    │   └── ProtocolViolation       a write broke the event-log invariants (a bug)
+    └── RunFailed                   awaiting a run's result when the run failed
+
+Errors from redis-py are mapped at the store boundary with ``raise ... from exc`` so
+callers only need to catch this tree.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class OutlastError(Exception):
+    """Root of every error Outlast raises on purpose."""
+
+
+class ConfigError(OutlastError):
+    """A setting or decorator option is invalid."""
+
+
+class SerializationError(OutlastError):
+    """A value (argument, result, event payload) cannot be encoded as JSON."""
+
+
+class InputValidationError(OutlastError):
+    """A workflow input does not match the workflow's input schema.
+
+    ``errors`` holds pydantic-style error dicts (``loc``, ``msg``, ``type``).
+    """
+
+    def __init__(self, message: str, errors: list[dict[str, Any]] | None = None) -> None:
+        super().__init__(message)
+        self.errors = errors or []
+
+
+class WorkflowNotFound(OutlastError):
+    """No workflow is registered under the requested name."""
+
+
+class RunNotFound(OutlastError):
+    """No run exists with the requested id."""
+
+
+class NonDeterminismError(OutlastError):
+    """Replayed workflow code called a different step than the one recorded at a position."""
+
+    def __init__(self, step_id: str, message: str) -> None:
+        super().__init__(f"non-deterministic replay at step {step_id!r}: {message}")
+        self.step_id = step_id
+
+
+class StoreError(OutlastError):
+    """The durable store failed."""
+
+
+class StoreUnavailable(StoreError):
+    """The Redis-compatible server cannot be reached or started."""
+
+
+class StaleAttemptError(StoreError):
+    """A write was refused because a newer attempt owns the run (the fence moved on)."""
+
+    def __init__(self, run_id: str, attempt: int, current: int) -> None:
+        super().__init__(f"run {run_id}: attempt {attempt} is stale, attempt {current} owns the run")
+        self.run_id = run_id
+        self.attempt = attempt
+        self.current = current
+
+
+class ProtocolViolation(StoreError):
+    """A write broke an invariant of the event log (for example a gap in seq numbers)."""
+
+
+class RunFailed(OutlastError):
+    """The awaited run ended failed or cancelled."""
+
+    def __init__(self, run_id: str, status: str, error: dict[str, Any] | None) -> None:
+        detail = (error or {}).get("message", "")
+        super().__init__(f"run {run_id} {status}" + (f": {detail}" if detail else ""))
+        self.run_id = run_id
+        self.status = status
+        self.error = error or {}

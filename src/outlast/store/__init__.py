@@ -1,0 +1,1 @@
+"""The durable store: Redis key schema, Lua scripts, the Redis and in-memory stores, embedded Valkey."""

