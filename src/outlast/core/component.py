@@ -72,7 +72,7 @@ class Component(Generic[P, R]):
             with contextlib.suppress(Exception):  # unresolvable hints: results stay plain JSON
                 hints = inspect.get_annotations(fn, eval_str=True)
                 self._result_adapter = TypeAdapter(hints.get("return", Any))
-        functools.update_wrapper(self, fn)  # type: ignore[arg-type]
+        functools.update_wrapper(self, fn)
 
     def __call__(self, *args: P.args, **kwargs: P.kwargs) -> StepCall[R]:
         frame = current_frame.get()
@@ -86,7 +86,9 @@ class Component(Generic[P, R]):
 
     # -- running the body -------------------------------------------------------------------
 
-    async def _invoke(self, args: tuple[Any, ...], kwargs: dict[str, Any], sink: Callable[[Any], None]) -> Any:
+    async def _invoke(
+        self, args: tuple[Any, ...], kwargs: dict[str, Any], sink: Callable[[Any], None]
+    ) -> Any:
         """One try of the body. Streaming bodies feed ``sink`` and return the joined result."""
         if self.is_async_gen:
             chunks: list[Any] = []
@@ -185,7 +187,9 @@ class StepCall(Generic[R]):
         comp = self.component
         ctx = parent.ctx
         writer = ctx.writer
-        step_id = f"{parent.step_id}/{comp.name}#{self.index}" if parent.step_id else f"{comp.name}#{self.index}"
+        step_id = (
+            f"{parent.step_id}/{comp.name}#{self.index}" if parent.step_id else f"{comp.name}#{self.index}"
+        )
         arguments = self._arguments()
         for name in comp.secret_args:
             ctx.secrets.add(arguments.get(name))
@@ -203,7 +207,9 @@ class StepCall(Generic[R]):
             )
             if not ctx.lenient_replay:
                 raise NonDeterminismError(recorded.step_id, what)
-            writer.event(ev.LOG, step_id, {"level": "warning", "message": f"lenient replay re-runs step: {what}"})
+            writer.event(
+                ev.LOG, step_id, {"level": "warning", "message": f"lenient replay re-runs step: {what}"}
+            )
 
         shown = {k: (MASK if k in comp.secret_args else v) for k, v in arguments.items()}
         started = time.time()
@@ -244,7 +250,9 @@ class StepCall(Generic[R]):
                     await asyncio.sleep(delay)
                     continue
                 if comp.fallback is _UNSET or isinstance(exc, NonDeterminismError):
-                    writer.event(ev.STEP_FAILED, step_id, {"name": comp.name, "error": error_info(exc), "tries": tries})
+                    writer.event(
+                        ev.STEP_FAILED, step_id, {"name": comp.name, "error": error_info(exc), "tries": tries}
+                    )
                     raise
                 fallback_error = error_info(exc)
                 result = await comp._fallback_value(self.args, self.kwargs)
@@ -255,7 +263,9 @@ class StepCall(Generic[R]):
         try:
             stored = serde.to_jsonable(result, f"result of step {step_id!r}")
         except SerializationError as exc:
-            writer.event(ev.STEP_FAILED, step_id, {"name": comp.name, "error": error_info(exc), "tries": tries})
+            writer.event(
+                ev.STEP_FAILED, step_id, {"name": comp.name, "error": error_info(exc), "tries": tries}
+            )
             raise
         checkpoint = {
             "v": 1, "name": comp.name, "step_id": step_id, "args_hash": args_hash,
@@ -268,9 +278,13 @@ class StepCall(Generic[R]):
         if fallback_error is not None:
             data["fallback"] = True
             data["error"] = fallback_error
-        await writer.commit(ev.STEP_COMPLETED, step_id, data, ((OP_STEP, self.position, serde.dumps(checkpoint)),))
+        await writer.commit(
+            ev.STEP_COMPLETED, step_id, data, ((OP_STEP, self.position, serde.dumps(checkpoint)),)
+        )
         # A retried parent step finds this child done instead of running it again.
-        ctx.checkpoints[self.position] = Checkpoint(comp.name, step_id, args_hash, stored, fallback_error is not None)
+        ctx.checkpoints[self.position] = Checkpoint(
+            comp.name, step_id, args_hash, stored, fallback_error is not None
+        )
         return cast(R, result)
 
     def _arguments(self) -> dict[str, Any]:
@@ -280,7 +294,10 @@ class StepCall(Generic[R]):
         except TypeError as exc:
             raise TypeError(f"{comp.name}(): {exc}") from exc
         bound.apply_defaults()
-        return {name: serde.to_jsonable(value, f"argument {name!r} of {comp.name}") for name, value in bound.arguments.items()}
+        return {
+            name: serde.to_jsonable(value, f"argument {name!r} of {comp.name}")
+            for name, value in bound.arguments.items()
+        }
 
 
 def checkpoint_from_json(raw: bytes) -> Checkpoint:
@@ -331,6 +348,8 @@ def component(
     """
 
     def wrap(func: Callable[P, Any]) -> Component[P, Any]:
-        return Component(func, name=name, retry=retry, timeout=timeout, fallback=fallback, secret_args=secret_args)
+        return Component(
+            func, name=name, retry=retry, timeout=timeout, fallback=fallback, secret_args=secret_args
+        )
 
     return wrap(fn) if fn is not None else wrap

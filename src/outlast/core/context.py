@@ -46,7 +46,7 @@ class RunContext:
 class Frame:
     """A position in the step tree: the root (workflow body) or a running step."""
 
-    __slots__ = ("ctx", "position", "step_id", "steps", "emissions")
+    __slots__ = ("ctx", "emissions", "position", "step_id", "steps")
 
     def __init__(self, ctx: RunContext, step_id: str | None, position: str) -> None:
         self.ctx = ctx

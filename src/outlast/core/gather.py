@@ -11,7 +11,9 @@ from outlast.errors import ConfigError
 T = TypeVar("T")
 
 
-async def gather(*calls: Awaitable[T], limit: int | None = None, return_exceptions: bool = False) -> list[Any]:
+async def gather(
+    *calls: Awaitable[T], limit: int | None = None, return_exceptions: bool = False
+) -> list[Any]:
     """Run ``calls`` concurrently and return their results in the order given.
 
     Step identities were fixed when the calls were made, so the order stays stable across
@@ -32,7 +34,7 @@ async def gather(*calls: Awaitable[T], limit: int | None = None, return_exceptio
     if return_exceptions:
         return list(await asyncio.gather(*tasks, return_exceptions=True))
     try:
-        done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
+        await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
         for task in tasks:
             if task.done() and not task.cancelled() and task.exception() is not None:
                 raise task.exception()  # type: ignore[misc]

@@ -87,7 +87,9 @@ class Runner:
         await self.store.create_run(run, serde.dumps(queued))
         return run_id
 
-    async def begin(self, wf: Workflow[Any, Any], run_id: str, *, expected_attempt: int | None = None) -> Attempt:
+    async def begin(
+        self, wf: Workflow[Any, Any], run_id: str, *, expected_attempt: int | None = None
+    ) -> Attempt:
         """Take the fence for a new attempt and load what earlier attempts completed."""
         start = await self.store.begin_attempt(run_id, expected_attempt)
         record = await self.store.get_run(run_id)
@@ -102,9 +104,13 @@ class Runner:
                 emitted.add(key)
             else:
                 checkpoints[key] = checkpoint_from_json(raw)
-        return Attempt(self, wf, run_id, start.attempt, start.last_seq, record.input, checkpoints, emitted, objects)
+        return Attempt(
+            self, wf, run_id, start.attempt, start.last_seq, record.input, checkpoints, emitted, objects
+        )
 
-    async def execute(self, wf: Workflow[Any, Any], run_id: str, *, expected_attempt: int | None = None) -> Outcome:
+    async def execute(
+        self, wf: Workflow[Any, Any], run_id: str, *, expected_attempt: int | None = None
+    ) -> Outcome:
         attempt = await self.begin(wf, run_id, expected_attempt=expected_attempt)
         return await attempt.run()
 
@@ -166,7 +172,11 @@ class Attempt:
         writer.event(
             ev.RUN_STARTED,
             None,
-            {"attempt": self.attempt, "checkpoints": len(self.ctx.checkpoints), "worker": self.runner.worker_id},
+            {
+                "attempt": self.attempt,
+                "checkpoints": len(self.ctx.checkpoints),
+                "worker": self.runner.worker_id,
+            },
         )
         context = contextvars.copy_context()
         context.run(current_frame.set, Frame(self.ctx, None, ""))
@@ -211,7 +221,9 @@ class Attempt:
             stored = serde.to_jsonable(value, f"result of workflow {self.workflow.name!r}")
         except SerializationError as exc:
             error = {**error_info(exc), "reason": "error"}
-            return await self._terminal("failed", ev.RUN_FAILED, {"error": error, "reason": "error"}, None, error)
+            return await self._terminal(
+                "failed", ev.RUN_FAILED, {"error": error, "reason": "error"}, None, error
+            )
         return await self._terminal("completed", ev.RUN_COMPLETED, {"result": stored}, stored, None)
 
     async def _terminal(

@@ -75,7 +75,9 @@ class Workflow(Generic[P, R]):
                 for err in exc.errors(include_url=False)
             ]
             summary = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'input'}: {e['msg']}" for e in errors)
-            raise InputValidationError(f"invalid input for workflow {self.name!r}: {summary}", errors) from None
+            raise InputValidationError(
+                f"invalid input for workflow {self.name!r}: {summary}", errors
+            ) from None
         return dict(serde.to_jsonable(model.model_dump(mode="json"), "workflow input"))
 
     def bind_input(self, stored: dict[str, Any]) -> dict[str, Any]:
@@ -116,7 +118,9 @@ def workflow(
     """
 
     def wrap(func: Callable[P, Awaitable[R]]) -> Workflow[P, R]:
-        return Workflow(func, name=name, lenient_replay=lenient_replay, secret_args=secret_args, description=description)
+        return Workflow(
+            func, name=name, lenient_replay=lenient_replay, secret_args=secret_args, description=description
+        )
 
     return wrap(fn) if fn is not None else wrap
 

@@ -131,7 +131,9 @@ class EventWriter:
             return
         buf = self._outputs.get(step)
         is_text = isinstance(chunk, str)
-        if buf is not None and (buf.attempt_try != attempt_try or (is_text and buf.items) or (not is_text and buf.texts)):
+        if buf is not None and (
+            buf.attempt_try != attempt_try or (is_text and buf.items) or (not is_text and buf.texts)
+        ):
             self.flush_output(step)
             buf = None
         if buf is None:

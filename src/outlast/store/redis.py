@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
-from typing import Any, TypeVar
+from collections.abc import AsyncIterator, Awaitable, Sequence
+from typing import Any, TypeVar, cast
 
 import redis.asyncio as aioredis
 from redis import exceptions as redis_errors
@@ -25,10 +25,13 @@ from outlast.store.keys import run_keys
 T = TypeVar("T")
 
 
-async def _guard(call: Callable[[], Awaitable[T]]) -> T:
-    """Run one store call, mapping redis-py errors into the OutlastError tree."""
+async def _guard(pending: Awaitable[T] | T) -> T:
+    """Await one store call, mapping redis-py errors into the OutlastError tree.
+
+    (redis-py's asyncio methods are typed ``Awaitable[X] | X``; at run time they are awaitable.)
+    """
     try:
-        return await call()
+        return await cast(Awaitable[T], pending)
     except (redis_errors.ConnectionError, redis_errors.TimeoutError) as exc:
         raise StoreUnavailable(f"Redis unreachable: {exc}") from exc
     except redis_errors.RedisError as exc:
@@ -69,13 +72,13 @@ class RedisStore:
             run.run_id, run.workflow, run.version, run.tenant, serde.dumps(run.input),
             repr(time.time()), queued_event, len(run.extra), *extra,
         ]  # fmt: skip
-        created = await _guard(lambda: self._create(keys=[keys.meta, keys.events], args=args))
+        created: int = await _guard(self._create(keys=[keys.meta, keys.events], args=args))
         return bool(created)
 
     async def begin_attempt(self, run_id: str, expected: int | None = None) -> AttemptStart:
         keys = run_keys(run_id)
         args = ["" if expected is None else str(expected), repr(time.time())]
-        reply = await _guard(lambda: self._begin(keys=[keys.meta], args=args))
+        reply: list[Any] = await _guard(self._begin(keys=[keys.meta], args=args))
         tag = _s(reply[0])
         if tag == "OK":
             return AttemptStart(attempt=int(reply[1]), last_seq=int(reply[2]))
@@ -92,7 +95,7 @@ class RedisStore:
             args += [item.seq, item.payload, len(item.ops)]
             for op in item.ops:
                 args += op
-        reply = await _guard(lambda: self._append(keys=keys.all(), args=args))
+        reply: list[Any] = await _guard(self._append(keys=keys.all(), args=args))
         tag = _s(reply[0])
         if tag == "OK":
             return int(reply[1])
@@ -103,15 +106,15 @@ class RedisStore:
         raise ProtocolViolation(f"run {run_id}: append of seq {int(reply[2])} after {int(reply[1])}")
 
     async def load_steps(self, run_id: str) -> dict[str, bytes]:
-        raw: dict[bytes, bytes] = await _guard(lambda: self.redis.hgetall(run_keys(run_id).steps))
+        raw: dict[bytes, bytes] = await _guard(self.redis.hgetall(run_keys(run_id).steps))
         return {k.decode(): v for k, v in raw.items()}
 
     async def load_objects(self, run_id: str) -> dict[str, Any]:
-        raw: dict[bytes, bytes] = await _guard(lambda: self.redis.hgetall(run_keys(run_id).objects))
+        raw: dict[bytes, bytes] = await _guard(self.redis.hgetall(run_keys(run_id).objects))
         return {k.decode(): serde.loads(v) for k, v in raw.items()}
 
     async def get_run(self, run_id: str) -> RunRecord:
-        raw: dict[bytes, bytes] = await _guard(lambda: self.redis.hgetall(run_keys(run_id).meta))
+        raw: dict[bytes, bytes] = await _guard(self.redis.hgetall(run_keys(run_id).meta))
         if not raw:
             raise RunNotFound(f"no run {run_id!r}")
         return RunRecord.from_hash({k.decode(): v.decode() for k, v in raw.items()})
@@ -124,14 +127,10 @@ class RedisStore:
         cursor = after
         while True:
             if follow:
-                reply = await _guard(
-                    lambda: self.redis.xread({stream: f"0-{cursor}"}, count=count, block=block_ms)
-                )
+                reply = await _guard(self.redis.xread({stream: f"0-{cursor}"}, count=count, block=block_ms))
                 entries = reply[0][1] if reply else []
             else:
-                entries = await _guard(
-                    lambda: self.redis.xrange(stream, min=f"(0-{cursor}", count=count)
-                )
+                entries = await _guard(self.redis.xrange(stream, min=f"(0-{cursor}", count=count))
             if not entries:
                 if not follow:
                     return
