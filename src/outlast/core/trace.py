@@ -1,0 +1,95 @@
+"""The span tree of a run, derived from its event log.
+
+Every step's lifecycle events carry what a trace needs (name, parent, masked arguments,
+result, tries, errors, fallback), so the tree is rebuilt from the stream for any run, by any
+process, with no separate trace store. Secrets were masked before the events were written.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+from pydantic import BaseModel
+
+from outlast import events as ev
+from outlast.store.base import RunStore
+
+
+class Span(BaseModel):
+    step_id: str
+    name: str
+    parent: str | None
+    position: str
+    args: dict[str, Any] = {}
+    status: str = "running"  # running | completed | failed | cancelled
+    result: Any = None
+    error: dict[str, Any] | None = None
+    fallback: bool = False
+    tries: int = 1
+    retries: list[dict[str, Any]] = []
+    attempt: int = 0
+    started_at: float
+    ended_at: float | None = None
+    children: list[Span] = []
+
+
+def build_trace(events: Iterable[ev.Event]) -> list[Span]:
+    """Root spans (top-level steps) with their children, in call order.
+
+    A step re-run by a later attempt (it had not completed) keeps only its latest attempt.
+    """
+    spans: dict[str, Span] = {}
+    for event in events:
+        step = event.step
+        if step is None:
+            continue
+        data = event.data
+        if event.type == ev.STEP_STARTED:
+            spans[step] = Span(
+                step_id=step,
+                name=data.get("name", step),
+                parent=data.get("parent"),
+                position=data.get("position", ""),
+                args=data.get("args", {}),
+                attempt=event.attempt,
+                started_at=event.ts,
+            )
+            continue
+        span = spans.get(step)
+        if span is None:
+            continue
+        if event.type == ev.STEP_RETRYING:
+            span.retries.append(
+                {"try": data.get("try"), "error": data.get("error"), "delay": data.get("delay")}
+            )
+        elif event.type == ev.STEP_COMPLETED:
+            span.status = "completed"
+            span.result = data.get("result")
+            span.tries = int(data.get("tries", 1))
+            span.fallback = bool(data.get("fallback", False))
+            span.error = data.get("error")
+            span.ended_at = event.ts
+        elif event.type == ev.STEP_FAILED:
+            span.status = "cancelled" if data.get("cancelled") else "failed"
+            span.error = data.get("error")
+            span.tries = int(data.get("tries", 1))
+            span.ended_at = event.ts
+    roots: list[Span] = []
+    for span in spans.values():
+        parent = spans.get(span.parent) if span.parent else None
+        (parent.children if parent is not None else roots).append(span)
+    key = _position_key
+    roots.sort(key=key)
+    for span in spans.values():
+        span.children.sort(key=key)
+    return roots
+
+
+def _position_key(span: Span) -> tuple[int, ...]:
+    return tuple(int(part) for part in span.position.split("/") if part.isdigit())
+
+
+async def load_trace(store: RunStore, run_id: str) -> list[Span]:
+    """The span tree of a run, read from the store."""
+    return build_trace([event async for event in store.read_events(run_id, follow=False)])
