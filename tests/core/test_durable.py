@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-import subprocess
 import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -15,13 +14,16 @@ import pytest
 import redis.asyncio as aioredis
 
 import outlast
-from outlast import component, events as ev, workflow
+from outlast import component, workflow
+from outlast import events as ev
 from outlast.core.trace import load_trace
 from outlast.store.embedded import EmbeddedServer
 from outlast.store.redis import RedisStore
 
 from . import durable_app
 from .durable_app import pipeline
+
+ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture
@@ -110,16 +112,15 @@ async def test_sigkilled_process_resumes_from_checkpoints(
 ) -> None:
     runner = outlast.Runner(store)
     run_id = await runner.start(pipeline, {"steps": 6, "block_at": 4})
-    root = Path(__file__).resolve().parents[2]
-    env = {**os.environ, "PYTHONPATH": str(root)}
-    child = subprocess.Popen(
-        [sys.executable, "-m", "tests.core.durable_app", redis_url, run_id], env=env, cwd=root
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    child = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "tests.core.durable_app", redis_url, run_id, env=env, cwd=ROOT
     )
     try:
         await asyncio.wait_for(wait_for_event(store, run_id, ev.STEP_STARTED, "block_forever#4"), 30)
     finally:
         child.send_signal(signal.SIGKILL)
-        child.wait()
+        await child.wait()
     assert child.returncode == -signal.SIGKILL
     assert await counts(redis) == {"block4": 1, **{f"fetch{n}": 1 for n in range(4)}}
 

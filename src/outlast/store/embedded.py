@@ -132,7 +132,9 @@ class EmbeddedServer:
                 return self
             time.sleep(0.01)  # polling a child process for readiness; there is no event to await
         self.kill()
-        raise StoreUnavailable(f"{self.binary} did not answer on port {self.port} within {self.start_timeout}s")
+        raise StoreUnavailable(
+            f"{self.binary} did not answer on port {self.port} within {self.start_timeout}s"
+        )
 
     def stop(self, timeout: float = 5.0) -> None:
         """Stop cleanly: SIGTERM makes valkey flush the AOF and exit."""
