@@ -1,0 +1,46 @@
+"""Connecting to the store: ``OUTLAST_REDIS_URL`` / an explicit URL, or a private embedded Valkey."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+import redis.asyncio as aioredis
+from redis import exceptions as redis_errors
+
+from outlast.errors import StoreUnavailable
+from outlast.store.embedded import DEFAULT_DATA_DIR, EmbeddedServer
+
+ENV_URL = "OUTLAST_REDIS_URL"
+
+
+@asynccontextmanager
+async def connect(
+    url: str | None = None, *, data_dir: str | os.PathLike[str] | None = None
+) -> AsyncIterator[aioredis.Redis]:
+    """An asyncio Redis client, closed on exit.
+
+    ``url`` (or ``OUTLAST_REDIS_URL``) selects an external server; with neither, a private
+    Valkey is started with its data in ``data_dir`` (default ``.outlast/data``) and stopped
+    on exit.
+    """
+    url = url or os.environ.get(ENV_URL) or None
+    server: EmbeddedServer | None = None
+    if url is None:
+        server = EmbeddedServer(Path(data_dir) if data_dir else DEFAULT_DATA_DIR)
+        await asyncio.to_thread(server.start)
+        url = server.url
+    client = aioredis.Redis.from_url(url)
+    try:
+        try:
+            await client.ping()
+        except (redis_errors.ConnectionError, redis_errors.TimeoutError, OSError) as exc:
+            raise StoreUnavailable(f"cannot reach Redis at {url}: {exc}; is the server running?") from exc
+        yield client
+    finally:
+        await client.aclose()
+        if server is not None:
+            await asyncio.to_thread(server.stop)
