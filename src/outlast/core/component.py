@@ -66,6 +66,10 @@ class Component(Generic[P, R]):
         self.is_sync_gen = inspect.isgeneratorfunction(fn)
         self.is_async = inspect.iscoroutinefunction(fn)
         self.streaming = self.is_async_gen or self.is_sync_gen
+        params = list(self.signature.parameters.values())
+        simple = all(p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD) for p in params)
+        #: Parameter names, when a call passing every one positionally needs no signature binding.
+        self.simple_params: tuple[str, ...] | None = tuple(p.name for p in params) if simple else None
         annotation = self.signature.return_annotation
         self._result_adapter: TypeAdapter[Any] | None = None
         if not self.streaming and annotation is not inspect.Signature.empty and annotation is not None:
@@ -194,7 +198,7 @@ class StepCall(Generic[R]):
         for name in comp.secret_args:
             ctx.secrets.add(arguments.get(name))
         hashed = {k: v for k, v in arguments.items() if k not in comp.secret_args}
-        args_hash = serde.stable_hash([comp.name, hashed])
+        args_hash = serde.fast_hash([comp.name, hashed])
 
         recorded = ctx.checkpoints.get(self.position)
         if recorded is not None:
@@ -288,16 +292,24 @@ class StepCall(Generic[R]):
         return cast(R, result)
 
     def _arguments(self) -> dict[str, Any]:
+        """The call's arguments by parameter name, as JSON types (defaults applied)."""
         comp = self.component
+        names = comp.simple_params
+        if names is not None and not self.kwargs and len(self.args) == len(names):
+            arguments = dict(zip(names, self.args, strict=True))  # fast path: all positional
+        else:
+            try:
+                bound = comp.signature.bind(*self.args, **self.kwargs)
+            except TypeError as exc:
+                raise TypeError(f"{comp.name}(): {exc}") from exc
+            bound.apply_defaults()
+            arguments = dict(bound.arguments)
         try:
-            bound = comp.signature.bind(*self.args, **self.kwargs)
-        except TypeError as exc:
-            raise TypeError(f"{comp.name}(): {exc}") from exc
-        bound.apply_defaults()
-        return {
-            name: serde.to_jsonable(value, f"argument {name!r} of {comp.name}")
-            for name, value in bound.arguments.items()
-        }
+            return dict(serde.to_jsonable(arguments, "arguments"))
+        except SerializationError:
+            for name, value in arguments.items():  # find which one, for the message
+                serde.to_jsonable(value, f"argument {name!r} of {comp.name}")
+            raise
 
 
 def checkpoint_from_json(raw: bytes) -> Checkpoint:

@@ -31,6 +31,8 @@ async def gather(
             return await call
 
     tasks = [asyncio.ensure_future(one(call)) for call in calls]
+    if not tasks:
+        return []
     if return_exceptions:
         return list(await asyncio.gather(*tasks, return_exceptions=True))
     try:

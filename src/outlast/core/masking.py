@@ -41,7 +41,7 @@ def _mask(value: Any, secrets: set[str]) -> Any:
                 value = value.replace(secret, MASK)
         return value
     if isinstance(value, dict):
-        return {key: _mask(item, secrets) for key, item in value.items()}
+        return {_mask(key, secrets): _mask(item, secrets) for key, item in value.items()}
     if isinstance(value, list):
         return [_mask(item, secrets) for item in value]
     return value

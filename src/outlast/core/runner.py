@@ -229,9 +229,13 @@ class Attempt:
     async def _terminal(
         self, status: str, type: str, data: dict[str, Any], result: Any, error: dict[str, Any] | None
     ) -> Outcome:
+        # The run record is read by the API and the console: it gets the same masking as events.
+        secrets = self.ctx.secrets
+        if error is not None:
+            error = secrets.mask(error)
         ops: list[Op] = [(OP_META, "status", status), (OP_META, "finished_at", repr(time.time()))]
         if status == "completed":
-            ops.append((OP_META, "result", serde.dumps(result)))
+            ops.append((OP_META, "result", serde.dumps(secrets.mask(result))))
         if error is not None:
             ops.append((OP_META, "error", serde.dumps(error)))
         ops.append((OP_EXPIRE, repr(self.runner.retention), ""))

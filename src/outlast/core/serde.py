@@ -40,3 +40,8 @@ def stable_hash(value: Any) -> str:
     """A short, stable hash of a jsonable value (key order does not matter)."""
     canonical = json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
     return hashlib.sha256(canonical.encode()).hexdigest()[:16]
+
+
+def fast_hash(value: Any) -> str:
+    """A short hash of a jsonable value's JSON text (key order matters: it is the call's order)."""
+    return hashlib.blake2b(pydantic_core.to_json(value), digest_size=8).hexdigest()

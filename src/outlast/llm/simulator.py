@@ -1,0 +1,405 @@
+"""An OpenAI-compatible LLM simulator for tests, demos and benchmarks.
+
+Drive it with the official ``openai`` SDK (``base_url=SimulatorServer().base_url``). It serves
+``POST /v1/chat/completions`` (plain and ``stream: true``), ``GET /v1/models`` and admin
+endpoints ``GET|PATCH /admin/knobs``, ``GET /admin/stats`` and ``POST /admin/reset``.
+
+Per chat request, in order: body validation (400) and model check (404) — neither is
+rate-limited nor counted as accepted; then the sliding-window RPM/TPM limiter (429 with
+``Retry-After``); every request past it is *accepted* (its arrival is recorded for
+``max_requests_in_any_60s_window``) and may still hit an outage window (503) or the seeded
+error dice (500/503); the rest is answered with deterministic text (see :mod:`.sim_knobs`).
+``POST /admin/reset`` zeroes the stats, empties the rate-limit window and re-seeds the dice.
+
+Run standalone: ``python -m outlast.llm.simulator --port 8900 --rpm-limit 60``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import math
+import random
+import socket
+import threading
+import time
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import uvicorn
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse, Response, StreamingResponse
+from pydantic import ValidationError
+
+from outlast.llm.sim_knobs import (
+    ChatRequest,
+    Plan,
+    RateLimiter,
+    SimKnobs,
+    SimStats,
+    completion_words,
+    count_prompt_tokens,
+    error_body,
+    render_completion,
+    sse,
+    token_pieces,
+)
+
+__all__ = ["SimKnobs", "SimState", "SimulatorServer", "create_app", "main", "serve"]
+
+
+def _error(
+    status: int, message: str, type_: str, code: str | None = None, headers: dict[str, str] | None = None
+) -> JSONResponse:
+    return JSONResponse(error_body(message, type_, code), status_code=status, headers=headers)
+
+
+class SimState:
+    """Everything one simulator app shares: live knobs, stats, limiter, stall release."""
+
+    def __init__(self, knobs: SimKnobs) -> None:
+        self.knobs = knobs
+        self.stats = SimStats()
+        self.limiter = RateLimiter()
+        self.release = asyncio.Event()  # set only on shutdown: frees stalled responses
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self._rng_seed = knobs.seed
+        self._rng = random.Random(knobs.seed)
+
+    def reset(self) -> None:
+        self.stats.reset()
+        self.limiter.clear()
+        self._rng_seed = self.knobs.seed
+        self._rng = random.Random(self.knobs.seed)
+
+    def dice(self) -> random.Random:
+        if self._rng_seed != self.knobs.seed:
+            self._rng_seed = self.knobs.seed
+            self._rng = random.Random(self.knobs.seed)
+        return self._rng
+
+    def release_stalls(self) -> None:
+        """Thread-safe: let every stalled response end (used when stopping the server)."""
+        if self.loop is not None and not self.loop.is_closed():
+            with contextlib.suppress(RuntimeError):  # the loop closed meanwhile
+                self.loop.call_soon_threadsafe(self.release.set)
+
+    async def stall(self, request: Request) -> None:
+        """Hang until the client disconnects or the server stops; never blocks the loop."""
+
+        async def disconnected() -> None:
+            while (await request.receive())["type"] != "http.disconnect":
+                pass
+
+        waiters = [asyncio.ensure_future(self.release.wait()), asyncio.ensure_future(disconnected())]
+        try:
+            await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for waiter in waiters:
+                waiter.cancel()
+
+    async def chat(self, request: Request) -> Response:
+        self.stats.request()
+        response = await self._chat(request)
+        self.stats.status(response.status_code)
+        return response
+
+    async def _chat(self, request: Request) -> Response:
+        try:
+            req = ChatRequest.model_validate(json.loads(await request.body()))
+        except (ValueError, ValidationError) as exc:
+            return _error(400, f"Invalid request body: {exc}", "invalid_request_error", "invalid_request")
+        k = self.knobs
+        if req.model not in k.models:
+            msg = f"The model `{req.model}` does not exist. Served models: {', '.join(k.models)}."
+            return _error(404, msg, "invalid_request_error", "model_not_found")
+        limit = req.max_completion_tokens or req.max_tokens
+        json_mode = (req.response_format or {}).get("type") == "json_object"
+        words = completion_words(k.seed, req.model, req.messages)
+        text, finish = render_completion(words, limit, json_mode)
+        pieces = token_pieces(text)
+        prompt_tokens = count_prompt_tokens(req.messages)
+        arrival = time.monotonic()
+        admission = self.limiter.admit(arrival, prompt_tokens + len(pieces), k.rpm_limit, k.tpm_limit)
+        headers = {"x-request-id": f"req_{uuid.uuid4().hex}", **admission.headers}
+        if not admission.allowed:
+            return _error(429, admission.message, admission.kind, "rate_limit_exceeded", headers)
+        self.stats.accepted(arrival)
+        now = time.time()
+        outage = next((w for w in k.outages if w.active(now)), None)
+        if outage is not None:
+            headers["retry-after"] = str(max(1, math.ceil(outage.end - now)))
+            msg = "Simulated outage: the service is unavailable, please try again later."
+            return _error(503, msg, "server_error", "service_unavailable", headers)
+        if k.error_rate > 0 and self.dice().random() < k.error_rate:
+            if self.dice().random() < 0.5:
+                msg = "The server had an error while processing your request. Sorry about that!"
+                return _error(500, msg, "server_error", "internal_error", headers)
+            msg = "The engine is currently overloaded, please try again later."
+            return _error(503, msg, "server_error", "overloaded", headers)
+        self.stats.tokens(prompt=prompt_tokens)
+        plan = Plan(
+            id=f"chatcmpl-{uuid.uuid4().hex[:24]}",
+            model=req.model,
+            pieces=pieces,
+            finish=finish,
+            prompt_tokens=prompt_tokens,
+            ttft=k.ttft_ms / 1000.0,
+            tps=k.tokens_per_second,
+            stall_after=k.stall_after_tokens if 0 < k.stall_after_tokens < len(pieces) else 0,
+        )
+        if req.stream:
+            usage = bool((req.stream_options or {}).get("include_usage"))
+            stream = self._stream(plan, usage, request)
+            return StreamingResponse(stream, media_type="text/event-stream", headers=headers)
+        await asyncio.sleep(plan.ttft + (len(pieces) / plan.tps if plan.tps else 0.0))
+        if plan.stall_after:
+            await self.stall(request)
+            if self.release.is_set():  # the server is stopping under a still-waiting client
+                return _error(503, "The simulator is shutting down.", "server_error", "shutting_down")
+            return Response(status_code=499)  # the client gave up; nothing is sent
+        self.stats.tokens(completion=len(pieces))
+        return JSONResponse(plan.completion(), headers=headers)
+
+    async def _stream(self, plan: Plan, include_usage: bool, request: Request) -> AsyncIterator[bytes]:
+        def chunk(delta: dict[str, Any], finish: str | None = None) -> bytes:
+            return sse(plan.chunk(delta, finish, include_usage))
+
+        if plan.ttft:
+            await asyncio.sleep(plan.ttft)
+        start = time.monotonic()
+        yield chunk({"role": "assistant", "content": "", "refusal": None})
+        for i, piece in enumerate(plan.pieces):
+            if plan.stall_after and i == plan.stall_after:
+                await self.stall(request)
+                return  # released only when the server stops: end without a finish chunk or [DONE]
+            if plan.tps:
+                await asyncio.sleep(max(0.0, start + i / plan.tps - time.monotonic()))
+            self.stats.tokens(completion=1)
+            yield chunk({"content": piece})
+        yield chunk({}, plan.finish)
+        if include_usage:
+            yield sse(plan.usage_chunk())
+        yield sse("[DONE]")
+
+
+def _build(knobs: SimKnobs | None) -> tuple[FastAPI, SimState]:
+    state = SimState(knobs if knobs is not None else SimKnobs())
+
+    @asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        state.loop = asyncio.get_running_loop()
+        yield
+        state.release.set()
+
+    app = FastAPI(title="Outlast LLM simulator", lifespan=lifespan)
+    app.state.sim = state
+
+    @app.post("/v1/chat/completions")
+    async def chat_completions(request: Request) -> Response:
+        return await state.chat(request)
+
+    @app.get("/v1/models")
+    async def list_models() -> dict[str, Any]:
+        data = [
+            {"id": m, "object": "model", "created": 0, "owned_by": "outlast-sim"} for m in state.knobs.models
+        ]
+        return {"object": "list", "data": data}
+
+    @app.get("/admin/knobs")
+    async def get_knobs() -> dict[str, Any]:
+        return state.knobs.model_dump(mode="json")
+
+    @app.patch("/admin/knobs")
+    async def patch_knobs(request: Request) -> Response:
+        try:
+            patch = json.loads(await request.body())
+        except ValueError as exc:
+            return _error(422, f"Invalid JSON body: {exc}", "invalid_request_error", "invalid_knob")
+        if not isinstance(patch, dict):
+            return _error(422, "Expected a JSON object of knobs.", "invalid_request_error", "invalid_knob")
+        try:
+            state.knobs.apply(patch)
+        except ValidationError as exc:
+            details = json.loads(exc.json(include_url=False, include_context=False))
+            reasons = "; ".join(f"{'.'.join(map(str, d['loc'])) or 'body'}: {d['msg']}" for d in details)
+            param = ".".join(map(str, details[0]["loc"])) if details else None
+            body = error_body(
+                f"Invalid knob value(s): {reasons}", "invalid_request_error", "invalid_knob", param
+            )
+            body["detail"] = details
+            return JSONResponse(body, status_code=422)
+        return JSONResponse(state.knobs.model_dump(mode="json"))
+
+    @app.get("/admin/stats")
+    async def get_stats() -> dict[str, Any]:
+        return state.stats.snapshot()
+
+    @app.post("/admin/reset")
+    async def reset() -> dict[str, Any]:
+        state.reset()
+        return state.stats.snapshot()
+
+    return app, state
+
+
+def create_app(knobs: SimKnobs | None = None) -> FastAPI:
+    """A fresh simulator app; ``knobs`` (kept live, not copied) defaults to ``SimKnobs()``."""
+    return _build(knobs)[0]
+
+
+def _knobs(knobs: SimKnobs | None, overrides: dict[str, Any]) -> SimKnobs:
+    knobs = knobs if knobs is not None else SimKnobs()
+    if overrides:
+        knobs.apply(overrides)
+    return knobs
+
+
+def serve(
+    host: str = "127.0.0.1",
+    port: int = 8900,
+    knobs: SimKnobs | None = None,
+    *,
+    log_level: str = "info",
+    **knob_overrides: Any,
+) -> None:
+    """Run the simulator in the foreground; any :class:`SimKnobs` field may be passed by name."""
+    app = create_app(_knobs(knobs, knob_overrides))
+    uvicorn.run(app, host=host, port=port, log_level=log_level, ws="none", lifespan="on")
+
+
+class SimulatorServer:
+    """A simulator on a free loopback port, served by uvicorn in a background thread."""
+
+    def __init__(
+        self, knobs: SimKnobs | None = None, *, host: str = "127.0.0.1", port: int = 0, **knob_overrides: Any
+    ) -> None:
+        self.app, self._state = _build(_knobs(knobs, knob_overrides))
+        self.host, self._port = host, port
+        self._server: uvicorn.Server | None = None
+        self._thread: threading.Thread | None = None
+
+    @property
+    def knobs(self) -> SimKnobs:
+        return self._state.knobs
+
+    @property
+    def port(self) -> int:
+        return self._port
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}:{self._port}"
+
+    @property
+    def base_url(self) -> str:
+        return f"{self.url}/v1"
+
+    def stats(self) -> dict[str, Any]:
+        return self._state.stats.snapshot()
+
+    def reset(self) -> None:
+        """Zero the stats and empty the rate-limit window (same as ``POST /admin/reset``)."""
+        loop = self._state.loop
+        if loop is None or self._thread is None or not self._thread.is_alive():
+            self._state.reset()
+            return
+
+        async def reset() -> None:
+            self._state.reset()
+
+        asyncio.run_coroutine_threadsafe(reset(), loop).result(timeout=10)
+
+    def start(self, timeout: float = 10.0) -> SimulatorServer:
+        if self._thread is not None:
+            raise RuntimeError("simulator already started")
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((self.host, self._port))
+        self._port = sock.getsockname()[1]
+        config = uvicorn.Config(
+            self.app, log_config=None, log_level="warning", access_log=False,
+            http="h11", ws="none", lifespan="on", loop="asyncio", timeout_graceful_shutdown=5,
+        )  # fmt: skip
+        self._server = server = uvicorn.Server(config)
+        self._thread = threading.Thread(
+            target=server.run, kwargs={"sockets": [sock]}, name=f"llm-sim:{self._port}", daemon=True
+        )
+        self._thread.start()
+        deadline = time.monotonic() + timeout
+        while not server.started:  # uvicorn's only readiness signal: poll it
+            if not self._thread.is_alive() or time.monotonic() > deadline:
+                self.stop()
+                sock.close()
+                raise RuntimeError(f"LLM simulator failed to start on {self.url}")
+            time.sleep(0.005)
+        return self
+
+    def stop(self, timeout: float = 10.0) -> None:
+        server, thread = self._server, self._thread
+        if server is None or thread is None:
+            return
+        self._state.release_stalls()
+        server.should_exit = True
+        thread.join(timeout)
+        if thread.is_alive():
+            server.force_exit = True
+            thread.join(timeout)
+        self._server = self._thread = None
+
+    def __enter__(self) -> SimulatorServer:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    async def __aenter__(self) -> SimulatorServer:
+        return await asyncio.to_thread(self.start)
+
+    async def __aexit__(self, *exc: object) -> None:
+        await asyncio.to_thread(self.stop)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(
+        prog="python -m outlast.llm.simulator", description=__doc__.split("\n")[0]
+    )
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=8900)
+    parser.add_argument("--ttft-ms", type=float, default=0.0)
+    parser.add_argument("--tokens-per-second", type=float, default=0.0)
+    parser.add_argument("--rpm-limit", type=int, default=0)
+    parser.add_argument("--tpm-limit", type=int, default=0)
+    parser.add_argument("--error-rate", type=float, default=0.0)
+    parser.add_argument("--outage", action="append", default=[], metavar="START:END", help="epoch seconds")
+    parser.add_argument("--stall-after-tokens", type=int, default=0)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--model", action="append", default=[], help="served model (repeatable)")
+    parser.add_argument("--log-level", default="info")
+    args = parser.parse_args(argv)
+    try:
+        outages = [dict(zip(("start", "end"), map(float, o.split(":")), strict=True)) for o in args.outage]
+        values: dict[str, Any] = {
+            "ttft_ms": args.ttft_ms,
+            "tokens_per_second": args.tokens_per_second,
+            "rpm_limit": args.rpm_limit,
+            "tpm_limit": args.tpm_limit,
+            "error_rate": args.error_rate,
+            "outages": outages,
+            "stall_after_tokens": args.stall_after_tokens,
+            "seed": args.seed,
+        }
+        if args.model:
+            values["models"] = args.model
+        knobs = SimKnobs.model_validate(values)
+    except (ValueError, ValidationError) as exc:
+        parser.error(str(exc))
+    serve(args.host, args.port, knobs, log_level=args.log_level)
+
+
+if __name__ == "__main__":
+    main()
