@@ -105,4 +105,6 @@ def server(
 
 
 def main() -> None:
+    from outlast.cli import compute  # noqa: F401  (registers its commands on `app`)
+
     app()

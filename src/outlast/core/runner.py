@@ -29,7 +29,7 @@ from outlast.core.masking import MASK, Secrets
 from outlast.core.workflow import Workflow
 from outlast.core.writer import EventWriter
 from outlast.errors import ConfigError, NonDeterminismError, RunFailed, SerializationError, StaleAttemptError
-from outlast.store.base import OP_EXPIRE, OP_META, NewRun, Op, RunStore
+from outlast.store.base import OP_EXPIRE, OP_META, AttemptStart, NewRun, Op, RunStore
 from outlast.store.memory import MemoryStore
 
 
@@ -92,6 +92,10 @@ class Runner:
     ) -> Attempt:
         """Take the fence for a new attempt and load what earlier attempts completed."""
         start = await self.store.begin_attempt(run_id, expected_attempt)
+        return await self.load(wf, run_id, start)
+
+    async def load(self, wf: Workflow[Any, Any], run_id: str, start: AttemptStart) -> Attempt:
+        """Prepare an attempt whose fence was already taken (by ``begin`` or a worker's claim)."""
         record = await self.store.get_run(run_id)
         if record.workflow != wf.name:
             raise ConfigError(f"run {run_id} is a {record.workflow!r} run, not {wf.name!r}")

@@ -73,6 +73,10 @@ class RunRecord(BaseModel):
     last_seq: int = 0
     progress: dict[str, Any] | None = None
     status_message: str | None = None
+    lease_owner: str = ""
+    lease_until: float = 0
+    cancel_requested: bool = False
+    lost_workers: str = ""
 
     @classmethod
     def from_hash(cls, raw: dict[str, str]) -> RunRecord:

@@ -17,6 +17,31 @@ then they expire together):
                                       status/progress/object/custom/log event already
                                       emitted (so a replay does not emit it again).
 ``outlast:run:{ID}:objects``  hash    current value of each published object, as JSON.
+
+The meta hash also holds the run's lease (``lease_owner``, ``lease_until`` in server ms): the
+authoritative record of which worker executes the current attempt.
+
+Compute-plane keys (global, one per deployment version where named so):
+
+``outlast:work:<version>``       stream  dispatch queue: one entry ``{run: ID}`` per start or
+                                         hand-off; consumer group ``workers``. Writer: start,
+                                         release; entries are acked once a worker holds the run.
+                                         Trimmed to ~100k entries.
+``outlast:leases:<version>``     zset    index of leased runs → lease expiry (server ms), scanned
+                                         for takeovers. Advisory: the meta hash decides. Writer:
+                                         workers. Members removed when the run ends.
+``outlast:workers``              hash    worker id → JSON (host, pid, version, running, heartbeat).
+                                         Writer: each worker, every heartbeat; stale entries are
+                                         pruned by readers after 3 lease timeouts.
+``outlast:workflows:<version>``  hash    workflow name → JSON (description, input/output schema).
+                                         Writer: workers at start-up. Lifetime: permanent.
+``outlast:versions``             zset    version → last time a worker of it registered (ms).
+``outlast:deploy``               hash    ``active`` → version new runs go to; ``previous`` → the
+                                         one ``rollback`` returns to. Writer: ``outlast deploy``.
+``outlast:runs``                 zset    run id → created ms: the run index for listing.
+                                         Writer: start. Members pruned when their run expired.
+``outlast:idem:{<workflow>}:<key>`` string  run id started for an idempotency key. TTL 24 h.
+``outlast:cancel``               pubsub  channel: run ids whose cancellation was requested.
 """
 
 from __future__ import annotations
@@ -37,6 +62,30 @@ class RunKeys:
 
     def all(self) -> list[str]:
         return [self.meta, self.events, self.steps, self.objects]
+
+
+def work_stream(version: str) -> str:
+    return f"{PREFIX}:work:{version}"
+
+
+def lease_index(version: str) -> str:
+    return f"{PREFIX}:leases:{version}"
+
+
+def workflows_key(version: str) -> str:
+    return f"{PREFIX}:workflows:{version}"
+
+
+WORKERS = f"{PREFIX}:workers"
+VERSIONS = f"{PREFIX}:versions"
+DEPLOY = f"{PREFIX}:deploy"
+RUNS_INDEX = f"{PREFIX}:runs"
+CANCEL_CHANNEL = f"{PREFIX}:cancel"
+WORK_GROUP = "workers"
+
+
+def idempotency_key(workflow: str, key: str) -> str:
+    return f"{PREFIX}:idem:{{{workflow}}}:{key}"
 
 
 def run_keys(run_id: str) -> RunKeys:

@@ -84,3 +84,109 @@ end
 redis.call('HSET', KEYS[1], 'last_seq', last, 'updated_at', ARGV[3])
 return {'OK', last}
 """
+
+# --- compute plane: leases on runs --------------------------------------------------------------
+# The lease lives in the run's meta hash (lease_owner, lease_until in server ms), next to the
+# attempt it belongs to, so one script can check and move both. Server time (TIME) is used so
+# workers on different machines agree on expiry.
+
+_NOW = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+"""
+
+# KEYS: meta
+# ARGV: owner, lease_ms, max_attempts (0 = unlimited)
+# Claims the run for a new attempt when nobody holds a live lease on it.
+# Returns {'OK', attempt, last_seq, lease_until} | {'ALIVE', lease_until} | {'TERMINAL', status}
+#       | {'CANCELLED', attempt} | {'EXHAUSTED', attempt, lost_workers} | {'GONE'}
+CLAIM: Final = (
+    _NOW
+    + """
+local cur = redis.call('HMGET', KEYS[1], 'attempt', 'last_seq', 'status', 'lease_until', 'lease_owner',
+  'cancel_requested', 'lost_workers')
+if not cur[1] then return {'GONE'} end
+if cur[3] == 'completed' or cur[3] == 'failed' or cur[3] == 'cancelled' then return {'TERMINAL', cur[3]} end
+local until_ms = tonumber(cur[4] or '0')
+if until_ms > now then return {'ALIVE', until_ms} end
+if cur[6] == '1' then return {'CANCELLED', tonumber(cur[1])} end
+local lost = cur[7] or ''
+if cur[5] and cur[5] ~= '' and until_ms > 0 then
+  lost = (lost == '' and cur[5]) or (lost .. ',' .. cur[5])
+  redis.call('HSET', KEYS[1], 'lost_workers', lost)
+end
+local attempt = tonumber(cur[1]) + 1
+local max_attempts = tonumber(ARGV[3])
+if max_attempts > 0 and attempt > max_attempts then return {'EXHAUSTED', tonumber(cur[1]), lost} end
+local lease_until = now + tonumber(ARGV[2])
+redis.call('HSET', KEYS[1], 'attempt', attempt, 'status', 'running', 'started_at', now / 1000,
+  'updated_at', now / 1000, 'lease_owner', ARGV[1], 'lease_until', lease_until)
+return {'OK', attempt, tonumber(cur[2]), lease_until}
+"""
+)
+
+# KEYS: meta
+# ARGV: attempt, owner, lease_ms
+# Returns {'OK', lease_until, cancel_requested ('1' or '')} | {'STALE', attempt} | {'GONE'}
+RENEW: Final = (
+    _NOW
+    + """
+local cur = redis.call('HMGET', KEYS[1], 'attempt', 'lease_owner', 'cancel_requested', 'status')
+if not cur[1] then return {'GONE'} end
+if cur[1] ~= ARGV[1] or cur[2] ~= ARGV[2] or cur[4] ~= 'running' then return {'STALE', tonumber(cur[1])} end
+local lease_until = now + tonumber(ARGV[3])
+redis.call('HSET', KEYS[1], 'lease_until', lease_until)
+return {'OK', lease_until, cur[3] or ''}
+"""
+)
+
+# KEYS: meta
+# ARGV: attempt, owner
+# Drops the lease so another worker can take the run over at once. Returns 1, or 0 when stale.
+RELEASE: Final = """
+local cur = redis.call('HMGET', KEYS[1], 'attempt', 'lease_owner')
+if cur[1] ~= ARGV[1] or cur[2] ~= ARGV[2] then return 0 end
+redis.call('HSET', KEYS[1], 'lease_until', 0)
+return 1
+"""
+
+# KEYS: meta
+# Marks a run for cancellation. Returns {'TERMINAL', status} | {'LEASED', attempt} (its worker will
+# cancel it) | {'UNLEASED', attempt} (nobody runs it: the caller finishes it with FINISH) | {'GONE'}
+REQUEST_CANCEL: Final = (
+    _NOW
+    + """
+local cur = redis.call('HMGET', KEYS[1], 'attempt', 'status', 'lease_until')
+if not cur[1] then return {'GONE'} end
+if cur[2] == 'completed' or cur[2] == 'failed' or cur[2] == 'cancelled' then return {'TERMINAL', cur[2]} end
+redis.call('HSET', KEYS[1], 'cancel_requested', '1')
+if tonumber(cur[3] or '0') > now then return {'LEASED', tonumber(cur[1])} end
+return {'UNLEASED', tonumber(cur[1])}
+"""
+)
+
+# KEYS: meta, events, steps, objects
+# ARGV: run_id, expected_attempt, status, event_type, data_json, retention_s, error_json ('' = none)
+# Ends a run that no live attempt is executing (cancel of a queued run, attempts exhausted): takes
+# the fence by bumping the attempt, appends the terminal event with the next seq, and expires the
+# run's keys. Returns {'OK', attempt, seq} | {'CONFLICT', attempt} | {'TERMINAL', status} | {'GONE'}
+FINISH: Final = (
+    _NOW
+    + """
+local cur = redis.call('HMGET', KEYS[1], 'attempt', 'last_seq', 'status')
+if not cur[1] then return {'GONE'} end
+if cur[3] == 'completed' or cur[3] == 'failed' or cur[3] == 'cancelled' then return {'TERMINAL', cur[3]} end
+if cur[1] ~= ARGV[2] then return {'CONFLICT', tonumber(cur[1])} end
+local attempt = tonumber(cur[1]) + 1
+local seq = tonumber(cur[2]) + 1
+local envelope = cjson.encode({v = 1, seq = seq, type = ARGV[4], run_id = ARGV[1], attempt = attempt,
+  step = cjson.null, ts = now / 1000, data = cjson.decode(ARGV[5])})
+redis.call('XADD', KEYS[2], '0-' .. seq, 'e', envelope)
+redis.call('HSET', KEYS[1], 'attempt', attempt, 'last_seq', seq, 'status', ARGV[3], 'finished_at', now / 1000,
+  'updated_at', now / 1000, 'lease_until', 0)
+if ARGV[7] ~= '' then redis.call('HSET', KEYS[1], 'error', ARGV[7]) end
+local ms = math.floor(tonumber(ARGV[6]) * 1000)
+for k = 1, 4 do redis.call('PEXPIRE', KEYS[k], ms) end
+return {'OK', attempt, seq}
+"""
+)

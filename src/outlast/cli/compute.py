@@ -1,0 +1,140 @@
+"""CLI commands of the compute plane: worker, workers, cancel, deploy."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import signal
+import time
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from outlast.cli.main import RedisOption, app, console, run_async
+from outlast.store.connect import connect
+from outlast.worker.dispatch import Dispatcher
+from outlast.worker.loader import load_app
+from outlast.worker.worker import Worker
+
+deploy_app = typer.Typer(help="Blue-green deployment: which version new runs go to.", no_args_is_help=True)
+app.add_typer(deploy_app, name="deploy")
+
+
+@app.command()
+def worker(
+    target: Annotated[
+        str, typer.Argument(help="Module path (pkg.flows) or file (flows.py) defining workflows.")
+    ],
+    concurrency: Annotated[int, typer.Option(min=1, help="Runs executed at once.")] = 10,
+    version: Annotated[
+        str | None, typer.Option(help="Deployment version (default $OUTLAST_VERSION or 'dev').")
+    ] = None,
+    heartbeat: Annotated[float, typer.Option(min=0.01, help="Lease renewal interval, seconds.")] = 1.0,
+    lease_timeout: Annotated[
+        float, typer.Option(min=0.05, help="A lease not renewed for this long expires.")
+    ] = 4.0,
+    drain_timeout: Annotated[float, typer.Option(min=0, help="On SIGTERM, wait this long for runs.")] = 30.0,
+    max_attempts: Annotated[int, typer.Option(min=1, help="Attempts before a run fails.")] = 5,
+    burst: Annotated[bool, typer.Option(help="Exit once nothing is queued or running.")] = False,
+    redis: RedisOption = None,
+) -> None:
+    """Run workflows: take runs from the queue, heartbeat, take over dead workers' runs."""
+    registry = load_app(target)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+
+    async def serve() -> None:
+        async with connect(redis) as client:
+            w = Worker(
+                registry, client, concurrency=concurrency, version=version, heartbeat=heartbeat,
+                lease_timeout=lease_timeout, drain_timeout=drain_timeout, max_attempts=max_attempts,
+            )  # fmt: skip
+            loop = asyncio.get_running_loop()
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                loop.add_signal_handler(sig, w.stop)
+            names = ", ".join(wf.name for wf in registry)
+            console.print(f"worker {w.id} version {w.version}: {names} (concurrency {concurrency})")
+            await w.run(burst=burst)
+            console.print(f"worker {w.id} stopped after {w.started_runs} runs")
+
+    run_async(serve())
+
+
+@app.command()
+def workers(redis: RedisOption = None) -> None:
+    """List live workers."""
+
+    async def show() -> None:
+        async with connect(redis) as client:
+            rows = await Dispatcher(client).workers()
+        table = Table("id", "version", "host", "pid", "running", "last heartbeat")
+        for w in rows:
+            age = time.time() - w["heartbeat_at"]
+            state = " (draining)" if w.get("draining") else ""
+            running = str(len(w["running"]))
+            table.add_row(w["id"], w["version"] + state, w["host"], str(w["pid"]), running, f"{age:.1f}s ago")
+        console.print(table if rows else "no live workers")
+
+    run_async(show())
+
+
+@app.command()
+def cancel(run_id: str, redis: RedisOption = None) -> None:
+    """Cancel a run (queued runs end at once; running ones within a heartbeat)."""
+
+    async def go() -> None:
+        async with connect(redis) as client:
+            result = await Dispatcher(client).cancel(run_id)
+        if result.already:
+            console.print(f"run {run_id} already ended ({result.status}); nothing to cancel")
+        else:
+            console.print(f"run {run_id}: {result.status}")
+
+    run_async(go())
+
+
+@deploy_app.command("promote")
+def promote(version: str, redis: RedisOption = None) -> None:
+    """Send new runs to VERSION; runs already started stay on their version."""
+
+    async def go() -> None:
+        async with connect(redis) as client:
+            previous = await Dispatcher(client).promote(version)
+        console.print(f"active version: {version} (was {previous or 'none'})")
+
+    run_async(go())
+
+
+@deploy_app.command("rollback")
+def rollback(redis: RedisOption = None) -> None:
+    """Make the previously active version active again."""
+
+    async def go() -> None:
+        async with connect(redis) as client:
+            version = await Dispatcher(client).rollback()
+        console.print(f"active version: {version}")
+
+    run_async(go())
+
+
+@deploy_app.command("status")
+def status(
+    redis: RedisOption = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """Active version, workers and in-flight runs per version ("drained" when none)."""
+
+    async def go() -> None:
+        async with connect(redis) as client:
+            report = await Dispatcher(client).deploy_status()
+        if as_json:
+            console.print_json(json.dumps(report))
+            return
+        console.print(f"active version: {report['active'] or 'none'}")
+        table = Table("version", "workers", "in-flight runs", "state")
+        for row in report["versions"]:
+            table.add_row(row["version"], str(row["workers"]), str(row["in_flight"]), row["state"])
+        console.print(table)
+
+    run_async(go())

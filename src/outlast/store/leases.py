@@ -1,0 +1,99 @@
+"""Fenced leases on runs, for the compute plane (scripts in :mod:`outlast.store.scripts`)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import redis.asyncio as aioredis
+
+from outlast.core import serde
+from outlast.errors import RunNotFound
+from outlast.store import scripts
+from outlast.store.keys import run_keys
+from outlast.store.redis import _guard, _s
+
+
+@dataclass(frozen=True, slots=True)
+class Claim:
+    """What CLAIM answered: ``status`` is ok, alive, terminal, cancelled, exhausted or gone."""
+
+    status: str
+    attempt: int = 0
+    last_seq: int = 0
+    lease_until: int = 0
+    detail: str = ""
+
+
+class RunLeases:
+    """Claim, renew and release runs; request cancellation; end runs nobody executes."""
+
+    def __init__(self, redis: aioredis.Redis, *, retention: float = 7 * 24 * 3600) -> None:
+        self.redis = redis
+        self.retention = retention
+        self._claim = redis.register_script(scripts.CLAIM)
+        self._renew = redis.register_script(scripts.RENEW)
+        self._release = redis.register_script(scripts.RELEASE)
+        self._cancel = redis.register_script(scripts.REQUEST_CANCEL)
+        self._finish = redis.register_script(scripts.FINISH)
+
+    async def claim(self, run_id: str, owner: str, lease_ms: int, max_attempts: int) -> Claim:
+        reply: list[Any] = await _guard(
+            self._claim(keys=[run_keys(run_id).meta], args=[owner, lease_ms, max_attempts])
+        )
+        tag = _s(reply[0]).lower()
+        if tag == "ok":
+            return Claim("ok", int(reply[1]), int(reply[2]), int(reply[3]))
+        if tag == "alive":
+            return Claim("alive", lease_until=int(reply[1]))
+        if tag in ("terminal", "gone"):
+            return Claim(tag, detail=_s(reply[1]) if len(reply) > 1 else "")
+        if tag == "exhausted":
+            return Claim("exhausted", attempt=int(reply[1]), detail=_s(reply[2]))
+        return Claim("cancelled", attempt=int(reply[1]))
+
+    async def renew(self, run_id: str, attempt: int, owner: str, lease_ms: int) -> tuple[bool, int, bool]:
+        """(still ours, lease_until, cancel requested)."""
+        reply: list[Any] = await _guard(
+            self._renew(keys=[run_keys(run_id).meta], args=[attempt, owner, lease_ms])
+        )
+        if _s(reply[0]) != "OK":
+            return False, 0, False
+        return True, int(reply[1]), _s(reply[2]) == "1"
+
+    async def release(self, run_id: str, attempt: int, owner: str) -> bool:
+        released: int = await _guard(self._release(keys=[run_keys(run_id).meta], args=[attempt, owner]))
+        return bool(released)
+
+    async def request_cancel(self, run_id: str) -> tuple[str, int | str]:
+        """('terminal', status) | ('leased', attempt) | ('unleased', attempt)."""
+        reply: list[Any] = await _guard(self._cancel(keys=[run_keys(run_id).meta], args=[]))
+        tag = _s(reply[0]).lower()
+        if tag == "gone":
+            raise RunNotFound(f"no run {run_id!r}")
+        if tag == "terminal":
+            return tag, _s(reply[1])
+        return tag, int(reply[1])
+
+    async def finish(
+        self,
+        run_id: str,
+        expected_attempt: int,
+        status: str,
+        event_type: str,
+        data: dict[str, Any],
+        error: dict[str, Any] | None = None,
+    ) -> tuple[str, int]:
+        """End a run nobody executes. ('ok', seq) | ('conflict', attempt) | ('terminal', 0) | ('gone', 0)."""
+        keys = run_keys(run_id)
+        args: list[Any] = [
+            run_id, expected_attempt, status, event_type, serde.dumps(data), repr(self.retention),
+            serde.dumps(error) if error is not None else "",
+        ]  # fmt: skip
+        reply: list[Any] = await _guard(self._finish(keys=keys.all(), args=args))
+        tag = _s(reply[0]).lower()
+        if tag == "ok":
+            return "ok", int(reply[2])
+        if tag == "conflict":
+            return "conflict", int(reply[1])
+        return tag, 0

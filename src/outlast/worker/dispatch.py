@@ -1,0 +1,242 @@
+"""Starting and cancelling runs, deployment versions and the registry: what any client needs.
+
+The API plane and the CLI use :class:`Dispatcher`; they never execute workflow code. Starting a
+run writes its record and its ``run.queued`` event and puts its id on the work stream of its
+deployment version, in one MULTI/EXEC transaction, so no half-written run can exist.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import redis.asyncio as aioredis
+
+from outlast import events as ev
+from outlast.core import serde
+from outlast.core.ids import new_run_id, valid_run_id
+from outlast.core.masking import MASK
+from outlast.core.workflow import Workflow
+from outlast.errors import ConfigError, RunFailed, StoreError, WorkflowNotFound
+from outlast.store import keys, scripts
+from outlast.store.base import RunRecord
+from outlast.store.leases import RunLeases
+from outlast.store.redis import RedisStore, _guard
+
+IDEMPOTENCY_TTL = 24 * 3600
+WORK_STREAM_MAXLEN = 100_000
+
+
+@dataclass(frozen=True)
+class Started:
+    run_id: str
+    created: bool
+    version: str
+
+
+@dataclass(frozen=True)
+class Cancelled:
+    """``status``: ``cancelled`` (done now), ``cancelling`` (its worker stops it) or the terminal
+    status the run already had (``completed``/``failed``/``cancelled``, with ``already``)."""
+
+    run_id: str
+    status: str
+    already: bool = False
+
+
+class Dispatcher:
+    """Start, cancel and await runs; read and change deployment versions."""
+
+    def __init__(self, redis: aioredis.Redis, *, retention: float = 7 * 24 * 3600) -> None:
+        self.redis = redis
+        self.store = RedisStore(redis, retention=retention)
+        self.leases = RunLeases(redis, retention=retention)
+        self._create = redis.register_script(scripts.CREATE_RUN)
+
+    # -- versions ------------------------------------------------------------------------------
+
+    async def active_version(self) -> str | None:
+        value: Any = await _guard(self.redis.hget(keys.DEPLOY, "active"))
+        return value.decode() if value else None
+
+    async def promote(self, version: str) -> str | None:
+        """Make ``version`` the one new runs go to; returns the previously active one."""
+        previous = await self.active_version()
+        if previous != version:
+            mapping = {"active": version, "previous": previous or ""}
+            await _guard(self.redis.hset(keys.DEPLOY, mapping=mapping))
+        return previous
+
+    async def rollback(self) -> str:
+        previous: Any = await _guard(self.redis.hget(keys.DEPLOY, "previous"))
+        if not previous:
+            raise ConfigError("nothing to roll back to: no version was active before this one")
+        await self.promote(previous.decode())
+        return str(previous.decode())
+
+    async def workflows(self, version: str) -> dict[str, dict[str, Any]]:
+        raw = await _guard(self.redis.hgetall(keys.workflows_key(version)))
+        return {k.decode(): json.loads(v) for k, v in raw.items()}
+
+    async def versions(self) -> list[str]:
+        raw = await _guard(self.redis.zrange(keys.VERSIONS, 0, -1))
+        return [v.decode() for v in raw]
+
+    async def workers(self, stale_after: float = 15.0) -> list[dict[str, Any]]:
+        """Live workers (heartbeat within ``stale_after`` seconds); stale entries are pruned."""
+        raw: dict[bytes, bytes] = await _guard(self.redis.hgetall(keys.WORKERS))
+        now = time.time()
+        alive: list[dict[str, Any]] = []
+        stale: list[bytes] = []
+        for worker_id, payload in raw.items():
+            info = json.loads(payload)
+            if now - info.get("heartbeat_at", 0) <= stale_after:
+                alive.append(info)
+            else:
+                stale.append(worker_id)
+        if stale:
+            await _guard(self.redis.hdel(keys.WORKERS, *[w.decode() for w in stale]))
+        return sorted(alive, key=lambda w: str(w.get("id")))
+
+    async def deploy_status(self) -> dict[str, Any]:
+        """Active version; per version: live workers, in-flight and queued runs, and its state."""
+        active = await self.active_version()
+        live = await self.workers()
+        report: list[dict[str, Any]] = []
+        for version in await self.versions():
+            in_flight = int(await _guard(self.redis.zcard(keys.lease_index(version))))
+            queued = 0
+            try:
+                groups: list[dict[str, Any]] = await _guard(
+                    self.redis.xinfo_groups(keys.work_stream(version))
+                )
+            except StoreError:
+                groups = []  # no stream yet
+            for group in groups:
+                queued += int(group.get("lag") or 0) + int(group.get("pending") or 0)
+            if version == active:
+                state = "active"
+            else:
+                state = "drained" if in_flight == 0 and queued == 0 else "draining"
+            workers = sum(1 for w in live if w.get("version") == version)
+            report.append(
+                {
+                    "version": version,
+                    "workers": workers,
+                    "in_flight": in_flight,
+                    "queued": queued,
+                    "state": state,
+                }
+            )
+        return {"active": active, "versions": report}
+
+    # -- runs ----------------------------------------------------------------------------------
+
+    async def start(
+        self,
+        workflow: Workflow[Any, Any] | str,
+        input: dict[str, Any] | None = None,
+        *,
+        version: str | None = None,
+        idempotency_key: str | None = None,
+        tenant: str = "",
+        run_id: str | None = None,
+        extra: dict[str, str] | None = None,
+    ) -> Started:
+        """Record a queued run and dispatch it to a worker of its version.
+
+        A Workflow object validates ``input`` here; a workflow name must be registered by a
+        worker of the version (``input`` is then expected to be validated by the caller, as the
+        API does against the registered JSON Schema). The same ``idempotency_key`` for the same
+        workflow returns the same run for 24 hours.
+        """
+        version = version or await self.active_version() or "dev"
+        if isinstance(workflow, Workflow):
+            name, stored = workflow.name, workflow.validate_input(input)
+            secret_args: tuple[str, ...] = workflow.secret_args
+        else:
+            registered = await self.workflows(version)
+            if workflow not in registered:
+                known = ", ".join(sorted(registered)) or "none"
+                raise WorkflowNotFound(
+                    f"no workflow {workflow!r} in version {version!r} (registered: {known})"
+                )
+            name, stored = workflow, dict(input or {})
+            secret_args = tuple(registered[workflow].get("secret_args", ()))
+        run_id = run_id or new_run_id()
+        if not valid_run_id(run_id):
+            raise ConfigError(f"run id {run_id!r}: use 1-128 letters, digits, '_', '-', '.', ':'")
+        if idempotency_key is not None:
+            idem = keys.idempotency_key(name, idempotency_key)
+            claimed = await _guard(self.redis.set(idem, run_id, nx=True, ex=IDEMPOTENCY_TTL))
+            if not claimed:
+                existing = await _guard(self.redis.get(idem))
+                if existing:
+                    run_id = existing.decode()
+                    if await _guard(self.redis.exists(keys.run_keys(run_id).meta)):
+                        record = await self.store.get_run(run_id)
+                        return Started(run_id, False, record.version)
+        shown = {k: (MASK if k in secret_args else v) for k, v in stored.items()}
+        queued = ev.envelope(
+            seq=1, type=ev.RUN_QUEUED, run_id=run_id, attempt=0, step=None, ts=time.time(),
+            data={"workflow": name, "input": shown, "version": version},
+        )  # fmt: skip
+        run_keys = keys.run_keys(run_id)
+        extra_pairs: list[str] = []
+        for field, value in (extra or {}).items():
+            extra_pairs += [field, value]
+        args: list[Any] = [
+            run_id, name, version, tenant, serde.dumps(stored), repr(time.time()), serde.dumps(queued),
+            len(extra or {}), *extra_pairs,
+        ]  # fmt: skip
+        pipe = self.redis.pipeline(transaction=True)
+        await self._create(keys=[run_keys.meta, run_keys.events], args=args, client=pipe)  # queued, not run
+        pipe.xadd(keys.work_stream(version), {"run": run_id}, maxlen=WORK_STREAM_MAXLEN, approximate=True)
+        pipe.zadd(keys.RUNS_INDEX, {run_id: int(time.time() * 1000)}, nx=True)
+        replies: list[Any] = await _guard(pipe.execute())
+        return Started(run_id, bool(replies[0]), version)
+
+    async def cancel(self, run_id: str) -> Cancelled:
+        """Cancel a run: a queued (or orphaned) run ends now; a running one is stopped by its worker."""
+        for _ in range(5):
+            tag, value = await self.leases.request_cancel(run_id)
+            if tag == "terminal":
+                return Cancelled(run_id, str(value), already=True)
+            if tag == "leased":
+                await _guard(self.redis.publish(keys.CANCEL_CHANNEL, run_id))
+                return Cancelled(run_id, "cancelling")
+            outcome, _ = await self.leases.finish(
+                run_id, int(value), "cancelled", ev.RUN_CANCELLED, {"reason": "cancelled"}
+            )
+            if outcome == "ok":
+                return Cancelled(run_id, "cancelled")
+            if outcome == "terminal":
+                record = await self.store.get_run(run_id)
+                return Cancelled(run_id, record.status, already=True)
+            # A worker claimed it in between: go round again, it is leased now.
+        return Cancelled(run_id, "cancelling")
+
+    async def wait(self, run_id: str, timeout: float | None = None) -> RunRecord:
+        """Block until the run ends (or ``timeout``), then return its record."""
+        record = await self.store.get_run(run_id)
+        if record.status in ev.TERMINAL_STATUSES:
+            return record
+
+        async def until_terminal() -> None:
+            async for _event in self.store.read_events(run_id, after=record.last_seq, block_ms=1_000):
+                pass
+
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(until_terminal(), timeout)
+        return await self.store.get_run(run_id)
+
+    async def result(self, run_id: str, timeout: float | None = None) -> Any:
+        """The run's result once it completed; RunFailed if it failed or was cancelled."""
+        record = await self.wait(run_id, timeout)
+        if record.status == "completed":
+            return record.result
+        raise RunFailed(run_id, record.status, record.error)

@@ -1,0 +1,45 @@
+"""Loading a user's app: a module path (``myapp.flows``) or a file (``flows.py``) defining workflows."""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import sys
+from pathlib import Path
+from types import ModuleType
+
+from outlast.core.workflow import Registry, Workflow
+from outlast.errors import ConfigError
+
+
+def load_app(target: str) -> Registry:
+    """The workflows ``target`` defines: a ``Registry`` named ``app``, else every module-level workflow."""
+    module = _import(target)
+    app = getattr(module, "app", None)
+    if isinstance(app, Registry):
+        return app
+    found = Registry(obj for obj in vars(module).values() if isinstance(obj, Workflow))
+    if not len(found):
+        raise ConfigError(f"{target}: defines no @workflow (nor an outlast.Registry named 'app')")
+    return found
+
+
+def _import(target: str) -> ModuleType:
+    path = Path(target)
+    if target.endswith(".py") or path.is_file():
+        if not path.is_file():
+            raise ConfigError(f"{target}: no such file")
+        name = f"outlast_app_{path.stem}"
+        spec = importlib.util.spec_from_file_location(name, path)
+        if spec is None or spec.loader is None:
+            raise ConfigError(f"{target}: cannot be imported as a Python module")
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[name] = module
+        sys.path.insert(0, str(path.resolve().parent))
+        spec.loader.exec_module(module)
+        return module
+    sys.path.insert(0, str(Path.cwd()))
+    try:
+        return importlib.import_module(target)
+    except ModuleNotFoundError as exc:
+        raise ConfigError(f"cannot import {target!r}: {exc}; pass a module path or a .py file") from exc

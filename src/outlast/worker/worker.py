@@ -1,0 +1,382 @@
+"""The compute plane: a worker executes runs of one deployment version.
+
+* Dispatch: a blocking XREADGROUP on the version's work stream wakes the worker the moment a
+  run is started (no polling). A run is *claimed* (fenced CLAIM script: new attempt + lease)
+  before the stream entry is acked; entries a crashed worker read but never claimed are
+  re-read by others with XAUTOCLAIM.
+* Heartbeats: a thread renews each held lease every ``heartbeat`` seconds (fenced RENEW).
+  A superseded attempt is abandoned; a cancel request cancels its task.
+* Takeover: every beat, each worker looks in the version's lease index for leases that
+  expired and claims those runs as new attempts; replay skips their completed steps.
+* Draining: :meth:`stop` stops taking runs at once, lets running ones finish for up to
+  ``drain_timeout`` seconds, then releases the rest so another worker takes them over now.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import socket
+import time
+import uuid
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+import redis.asyncio as aioredis
+from redis import exceptions as redis_errors
+
+from outlast import events as ev
+from outlast.core.runner import Attempt, Runner
+from outlast.core.workflow import Registry, Workflow
+from outlast.errors import OutlastError, WorkflowNotFound
+from outlast.store import keys
+from outlast.store.base import AttemptStart
+from outlast.store.leases import Claim, RunLeases
+from outlast.store.redis import RedisStore, _guard
+from outlast.worker.heartbeat import Held, LeaseRenewer
+
+log = logging.getLogger("outlast.worker")
+
+
+@dataclass
+class _Job:
+    run_id: str
+    attempt_no: int
+    task: asyncio.Task[None] | None = None
+    attempt: Attempt | None = None
+
+
+class Worker:
+    """Runs workflows of one version from Redis. ``await worker.run()``; ``worker.stop()`` drains."""
+
+    def __init__(
+        self,
+        workflows: Registry | Iterable[Workflow[Any, Any]],
+        redis: aioredis.Redis,
+        *,
+        concurrency: int = 10,
+        version: str | None = None,
+        heartbeat: float = 1.0,
+        lease_timeout: float = 4.0,
+        drain_timeout: float = 30.0,
+        max_attempts: int = 5,
+        worker_id: str | None = None,
+        retention: float = 7 * 24 * 3600,
+        max_stream_len: int = 0,
+    ) -> None:
+        if concurrency < 1 or heartbeat <= 0 or lease_timeout <= heartbeat or max_attempts < 1:
+            raise OutlastError(
+                "worker settings: need concurrency >= 1, heartbeat > 0, lease_timeout > heartbeat "
+                "and max_attempts >= 1"
+            )
+        self.registry = workflows if isinstance(workflows, Registry) else Registry(workflows)
+        self.redis = redis
+        self.concurrency = concurrency
+        self.version = version or os.environ.get("OUTLAST_VERSION") or "dev"
+        self.heartbeat = heartbeat
+        self.lease_ms = int(lease_timeout * 1000)
+        self.drain_timeout = drain_timeout
+        self.max_attempts = max_attempts
+        self.id = worker_id or f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+        self.store = RedisStore(redis, retention=retention, max_stream_len=max_stream_len)
+        self.leases = RunLeases(redis, retention=retention)
+        self.runner = Runner(self.store, retention=retention, worker_id=self.id)
+        self.stream = keys.work_stream(self.version)
+        self.index = keys.lease_index(self.version)
+        self.jobs: dict[str, _Job] = {}
+        self.started_runs = 0
+        self._stopping = asyncio.Event()
+        self._slot_free = asyncio.Event()
+        self._hard_stop = False
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    # -- lifecycle -----------------------------------------------------------------------------
+
+    def stop(self, *, now: bool = False) -> None:
+        """Stop taking runs and drain; ``now=True`` (a second signal) abandons runs at once."""
+        self._hard_stop = self._hard_stop or now or self._stopping.is_set()
+        self._stopping.set()
+        self._slot_free.set()
+
+    async def run(self, *, burst: bool = False) -> None:
+        """Work until :meth:`stop` (or, with ``burst``, until nothing is queued or running)."""
+        self._loop = asyncio.get_running_loop()
+        await self._prepare()
+        url = _url_of(self.redis)
+        renewer = LeaseRenewer(
+            url, self.id, self.version, interval=self.heartbeat, lease_ms=self.lease_ms,
+            held=self._held, on_result=self._renewed,
+        )  # fmt: skip
+        renewer.start()
+        background = [
+            asyncio.create_task(self._beat_loop(), name="outlast-beat"),
+            asyncio.create_task(self._cancel_listener(), name="outlast-cancel"),
+        ]
+        try:
+            await self._dispatch_loop(burst)
+            await self._drain()
+        finally:
+            for task in background:
+                task.cancel()
+            await asyncio.gather(*background, return_exceptions=True)
+            renewer.stop()
+            await asyncio.to_thread(renewer.join)
+            with contextlib.suppress(OutlastError):
+                await _guard(self.redis.hdel(keys.WORKERS, self.id))
+
+    async def run_until_idle(self) -> None:
+        await self.run(burst=True)
+
+    async def _prepare(self) -> None:
+        try:
+            await self.redis.xgroup_create(self.stream, keys.WORK_GROUP, id="0", mkstream=True)
+        except redis_errors.ResponseError as exc:
+            if "BUSYGROUP" not in str(exc):
+                raise
+        pipe = self.redis.pipeline(transaction=False)
+        for wf in self.registry:
+            info = {
+                "name": wf.name, "description": wf.description, "version": self.version,
+                "input_schema": wf.input_schema(), "output_schema": wf.output_schema(),
+                "secret_args": list(wf.secret_args),
+            }  # fmt: skip
+            pipe.hset(keys.workflows_key(self.version), wf.name, json.dumps(info))
+        pipe.zadd(keys.VERSIONS, {self.version: int(time.time() * 1000)})
+        pipe.hsetnx(keys.DEPLOY, "active", self.version)  # the first version ever seen becomes active
+        replies: list[Any] = await _guard(pipe.execute())
+        del replies
+        await self._report()
+
+    # -- dispatch ------------------------------------------------------------------------------
+
+    async def _dispatch_loop(self, burst: bool) -> None:
+        block_ms = 50 if burst else int(self.heartbeat * 1000)
+        while not self._stopping.is_set():
+            free = self.concurrency - len(self.jobs)
+            if free <= 0:
+                self._slot_free.clear()
+                await self._slot_free.wait()
+                continue
+            read = asyncio.ensure_future(
+                self.redis.xreadgroup(
+                    keys.WORK_GROUP, self.id, {self.stream: ">"}, count=free, block=block_ms
+                )
+            )
+            stop = asyncio.ensure_future(self._stopping.wait())
+            await asyncio.wait([read, stop], return_when=asyncio.FIRST_COMPLETED)
+            stop.cancel()
+            if not read.done():
+                read.cancel()
+                with contextlib.suppress(asyncio.CancelledError, redis_errors.RedisError):
+                    await read
+                break
+            try:
+                reply = read.result()
+            except redis_errors.RedisError as exc:
+                log.warning("worker %s: reading the work stream failed: %s", self.id, exc)
+                await asyncio.sleep(self.heartbeat)
+                continue
+            entries = reply[0][1] if reply else []
+            for entry_id, fields in entries:
+                await self._dispatch(entry_id, fields[b"run"].decode())
+            if burst and not entries and not self.jobs and not await self._takeover_scan():
+                break
+
+    async def _dispatch(self, entry_id: bytes, run_id: str) -> None:
+        try:
+            await self._try_claim(run_id)
+        finally:
+            await _guard(self.redis.xack(self.stream, keys.WORK_GROUP, entry_id))
+
+    async def _try_claim(self, run_id: str) -> bool:
+        """Claim and start ``run_id`` if nobody holds a live lease on it. True when started."""
+        if run_id in self.jobs or self._stopping.is_set():
+            return False
+        claim = await self.leases.claim(run_id, self.id, self.lease_ms, self.max_attempts)
+        if claim.status == "ok":
+            self._start(run_id, claim)
+            return True
+        if claim.status == "alive":
+            await _guard(self.redis.zadd(self.index, {run_id: claim.lease_until}))
+        elif claim.status in ("terminal", "gone"):
+            await _guard(self.redis.zrem(self.index, run_id))
+        elif claim.status == "cancelled":
+            await self.leases.finish(
+                run_id, claim.attempt, "cancelled", ev.RUN_CANCELLED, {"reason": "cancelled"}
+            )
+            await _guard(self.redis.zrem(self.index, run_id))
+        elif claim.status == "exhausted":
+            await self._fail_exhausted(run_id, claim)
+        return False
+
+    async def _fail_exhausted(self, run_id: str, claim: Claim) -> None:
+        lost = [w for w in claim.detail.split(",") if w]
+        message = f"the run lost its worker {claim.attempt} times (max_attempts={self.max_attempts})"
+        error = {
+            "type": "AttemptsExhausted",
+            "message": message,
+            "lost_workers": lost,
+            "reason": "attempts_exhausted",
+        }
+        data = {"error": error, "reason": "attempts_exhausted", "lost_workers": lost}
+        await self.leases.finish(run_id, claim.attempt, "failed", ev.RUN_FAILED, data, error)
+        await _guard(self.redis.zrem(self.index, run_id))
+
+    def _start(self, run_id: str, claim: Claim) -> None:
+        job = _Job(run_id, claim.attempt)
+        self.jobs[run_id] = job
+        self.started_runs += 1
+        job.task = asyncio.create_task(self._execute(job, claim), name=f"outlast-run-{run_id}")
+
+    async def _execute(self, job: _Job, claim: Claim) -> None:
+        run_id = job.run_id
+        try:
+            await _guard(self.redis.zadd(self.index, {run_id: claim.lease_until}))
+            record = await self.store.get_run(run_id)
+            try:
+                wf = self.registry.get(record.workflow)
+            except WorkflowNotFound as exc:
+                error = {"type": "WorkflowNotFound", "message": str(exc), "reason": "workflow_not_found"}
+                await self.leases.finish(run_id, claim.attempt, "failed", ev.RUN_FAILED,
+                                         {"error": error, "reason": "workflow_not_found"}, error)  # fmt: skip
+                return
+            job.attempt = await self.runner.load(wf, run_id, AttemptStart(claim.attempt, claim.last_seq))
+            outcome = await job.attempt.run()
+            if outcome.status != "abandoned":
+                await _guard(self.redis.zrem(self.index, run_id))
+        except OutlastError as exc:
+            log.warning("worker %s: run %s attempt %s: %s", self.id, run_id, claim.attempt, exc)
+        finally:
+            self.jobs.pop(run_id, None)
+            self._slot_free.set()
+
+    # -- heartbeat side (main loop) ------------------------------------------------------------
+
+    def _held(self) -> list[Held]:
+        return [Held(job.run_id, job.attempt_no) for job in list(self.jobs.values())]
+
+    def _renewed(self, run_id: str, attempt: int, ok: bool, lease_until: int, cancel: bool) -> None:
+        if self._loop is not None and (not ok or cancel):
+            self._loop.call_soon_threadsafe(self._on_lease_news, run_id, attempt, ok, cancel)
+
+    def _on_lease_news(self, run_id: str, attempt: int, ok: bool, cancel: bool) -> None:
+        job = self.jobs.get(run_id)
+        if job is None or job.attempt_no != attempt:
+            return
+        if not ok:
+            log.warning(
+                "worker %s: lost the lease on run %s (attempt %s); abandoning it", self.id, run_id, attempt
+            )
+            if job.task is not None:
+                job.task.cancel()
+        elif cancel and job.attempt is not None:
+            job.attempt.cancel("cancelled")
+
+    async def _cancel_listener(self) -> None:
+        pubsub = self.redis.pubsub()
+        try:
+            await pubsub.subscribe(keys.CANCEL_CHANNEL)
+            async for message in pubsub.listen():
+                if message.get("type") != "message":
+                    continue
+                job = self.jobs.get(message["data"].decode())
+                if job is not None and job.attempt is not None:
+                    job.attempt.cancel("cancelled")
+        except redis_errors.RedisError as exc:
+            log.warning(
+                "worker %s: cancel listener stopped: %s (the heartbeat still sees cancels)", self.id, exc
+            )
+        finally:
+            with contextlib.suppress(Exception):
+                await pubsub.aclose()  # type: ignore[no-untyped-call]
+
+    async def _beat_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.heartbeat)
+            try:
+                await self._report()
+                if not self._stopping.is_set():
+                    await self._takeover_scan()
+                    await self._reclaim_unclaimed()
+            except OutlastError as exc:
+                log.warning("worker %s: heartbeat: %s", self.id, exc)
+
+    async def _report(self) -> None:
+        info = {
+            "id": self.id, "host": socket.gethostname(), "pid": os.getpid(), "version": self.version,
+            "running": sorted(self.jobs), "concurrency": self.concurrency, "heartbeat_at": time.time(),
+            "draining": self._stopping.is_set(),
+        }  # fmt: skip
+        await _guard(self.redis.hset(keys.WORKERS, self.id, json.dumps(info)))
+
+    async def _takeover_scan(self) -> bool:
+        """Claim runs of this version whose lease expired. True if any was taken over."""
+        free = self.concurrency - len(self.jobs)
+        if free <= 0:
+            return False
+        seconds, micros = await _guard(self.redis.time())
+        now_ms = seconds * 1000 + micros // 1000
+        expired = await _guard(
+            self.redis.zrangebyscore(self.index, 0, now_ms, start=0, num=free + len(self.jobs))
+        )
+        took = False
+        for raw in expired:
+            run_id = raw.decode()
+            if run_id in self.jobs:
+                continue
+            if await self._try_claim(run_id):
+                log.info("worker %s: took over run %s", self.id, run_id)
+                took = True
+            if len(self.jobs) >= self.concurrency:
+                break
+        return took
+
+    async def _reclaim_unclaimed(self) -> None:
+        """Dispatch entries a dead worker read but never claimed (its lease never existed)."""
+        reply = await _guard(
+            self.redis.xautoclaim(
+                self.stream, keys.WORK_GROUP, self.id, min_idle_time=self.lease_ms, count=10
+            )
+        )
+        for entry_id, fields in reply[1]:
+            if fields:
+                await self._dispatch(entry_id, fields[b"run"].decode())
+
+    # -- draining ------------------------------------------------------------------------------
+
+    async def _drain(self) -> None:
+        tasks = [job.task for job in self.jobs.values() if job.task is not None]
+        if tasks and not self._hard_stop:
+            log.info("worker %s: draining %d runs for up to %ss", self.id, len(tasks), self.drain_timeout)
+            done_waiting = asyncio.ensure_future(asyncio.wait(tasks, timeout=self.drain_timeout))
+            hard = asyncio.ensure_future(self._wait_hard_stop())
+            await asyncio.wait([done_waiting, hard], return_when=asyncio.FIRST_COMPLETED)
+            hard.cancel()
+            done_waiting.cancel()
+        leftovers = [job for job in self.jobs.values() if job.task is not None]
+        for job in leftovers:
+            job.task.cancel()  # type: ignore[union-attr]
+        await asyncio.gather(*(job.task for job in leftovers if job.task), return_exceptions=True)
+        for job in leftovers:
+            # Hand the run over now instead of after the lease times out.
+            with contextlib.suppress(OutlastError):
+                if await self.leases.release(job.run_id, job.attempt_no, self.id):
+                    await _guard(self.redis.zadd(self.index, {job.run_id: 0}))
+                    await _guard(self.redis.xadd(self.stream, {"run": job.run_id}))
+
+    async def _wait_hard_stop(self) -> None:
+        while not self._hard_stop:
+            self._slot_free.clear()
+            await self._slot_free.wait()
+
+
+def _url_of(redis: aioredis.Redis) -> str:
+    kw = redis.connection_pool.connection_kwargs
+    if "path" in kw:
+        return f"unix://{kw['path']}?db={kw.get('db', 0)}"
+    auth = f":{kw['password']}@" if kw.get("password") else ""
+    return f"redis://{auth}{kw.get('host', '127.0.0.1')}:{kw.get('port', 6379)}/{kw.get('db', 0)}"
