@@ -24,6 +24,7 @@ from outlast.errors import (
     WorkflowNotFound,
 )
 from outlast.events import Event
+from outlast.store.connect import connect
 from outlast.store.memory import MemoryStore
 from outlast.store.redis import RedisStore
 
@@ -54,6 +55,7 @@ __all__ = [
     "Workflow",
     "WorkflowNotFound",
     "component",
+    "connect",
     "emit",
     "gather",
     "log",

@@ -53,9 +53,14 @@ def worker(
             loop = asyncio.get_running_loop()
             for sig in (signal.SIGTERM, signal.SIGINT):
                 loop.add_signal_handler(sig, w.stop)
-            names = ", ".join(wf.name for wf in registry)
-            console.print(f"worker {w.id} version {w.version}: {names} (concurrency {concurrency})")
-            await w.run(burst=burst)
+            running = asyncio.create_task(w.run(burst=burst))
+            ready = asyncio.create_task(w.ready.wait())
+            await asyncio.wait([running, ready], return_when=asyncio.FIRST_COMPLETED)
+            ready.cancel()
+            if w.ready.is_set():
+                names = ", ".join(wf.name for wf in registry)
+                console.print(f"worker {w.id} version {w.version}: {names} (concurrency {concurrency})")
+            await running
             console.print(f"worker {w.id} stopped after {w.started_runs} runs")
 
     run_async(serve())

@@ -42,7 +42,7 @@ def progress(done: float, total: float | None = None, label: str | None = None) 
     if frame is None:
         return
     data = {"done": done, "total": total, "label": label}
-    _emit(frame, ev.PROGRESS, data, ((OP_META, "progress", serde.dumps(data)),))
+    _emit(frame, ev.PROGRESS, data, ((OP_META, "progress", serde.dumps(frame.ctx.secrets.mask(data))),))
 
 
 def publish(name: str, value: Any) -> None:
@@ -54,7 +54,8 @@ def publish(name: str, value: Any) -> None:
     new = frame.ctx.secrets.mask(serde.to_jsonable(value, f"object {name!r}"))
     marker_frame_seen = frame.next_emission()
     if marker_frame_seen in ctx.emitted:
-        ctx.objects[name] = new
+        # Already published by an earlier attempt. Leave the base alone: it was loaded from the
+        # store and is what clients hold, so the next new patch applies cleanly to their copy.
         return
     ctx.emitted.add(marker_frame_seen)
     if name in ctx.objects:

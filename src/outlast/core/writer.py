@@ -25,7 +25,7 @@ from typing import Any
 from outlast import events as ev
 from outlast.core import serde
 from outlast.core.masking import Secrets
-from outlast.errors import StaleAttemptError, StoreUnavailable
+from outlast.errors import SerializationError, StaleAttemptError, StoreUnavailable
 from outlast.store.base import AppendItem, Op, RunStore
 
 MAX_BATCH = 256
@@ -53,6 +53,7 @@ class EventWriter:
         flush_interval: float = 0.03,
         frame_chars: int = 512,
         store_retry_for: float = 30.0,
+        max_event_bytes: int = 1 << 20,
     ) -> None:
         self.store = store
         self.run_id = run_id
@@ -61,6 +62,7 @@ class EventWriter:
         self.flush_interval = flush_interval
         self.frame_chars = frame_chars
         self.store_retry_for = store_retry_for
+        self.max_event_bytes = max_event_bytes
         self._on_fenced = on_fenced
         self._next_seq = next_seq
         self._pending: list[tuple[AppendItem, asyncio.Future[None] | None]] = []
@@ -116,6 +118,14 @@ class EventWriter:
                 data=self.secrets.mask(data),
             )
         )
+        if len(payload) > self.max_event_bytes:
+            # Refuse before taking the seq: a Redis stream entry this large would be kept for days
+            # and streamed to every reader. Results that big belong in external storage.
+            self._next_seq -= 1
+            raise SerializationError(
+                f"{type} event of {len(payload):,} bytes exceeds the {self.max_event_bytes:,}-byte limit "
+                f"(step {step!r}); store large payloads elsewhere and pass a reference"
+            )
         self._pending.append((AppendItem(seq, payload, tuple(ops)), future))
         self._idle.clear()
         self._wake.set()

@@ -14,6 +14,7 @@ from typing import Any, Protocol
 from pydantic import BaseModel
 
 from outlast.core import serde
+from outlast.errors import ConfigError
 from outlast.events import SCHEMA_VERSION, Event
 
 #: Opcodes of side effects applied atomically with an event (see store/scripts.py).
@@ -35,6 +36,14 @@ class AppendItem:
     ops: tuple[Op, ...] = ()
 
 
+#: Meta fields the store owns; ``NewRun.extra`` may not set them.
+CORE_META_FIELDS = frozenset(
+    {"v", "run_id", "workflow", "version", "tenant", "input", "status", "attempt", "last_seq", "created_at",
+     "updated_at", "started_at", "finished_at", "result", "error", "progress", "status_message",
+     "lease_owner", "lease_until", "cancel_requested", "lost_workers"}
+)  # fmt: skip
+
+
 @dataclass(frozen=True, slots=True)
 class NewRun:
     run_id: str
@@ -43,6 +52,11 @@ class NewRun:
     version: str = "dev"
     tenant: str = ""
     extra: dict[str, str] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        clash = sorted(CORE_META_FIELDS & set(self.extra))
+        if clash:
+            raise ConfigError(f"extra run fields {clash} would overwrite the run's own fields")
 
 
 @dataclass(frozen=True, slots=True)

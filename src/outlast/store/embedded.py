@@ -11,6 +11,7 @@ Tests use the same class for their private servers, and fault tests kill and res
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import importlib.util
 import os
 import shutil
@@ -21,6 +22,7 @@ import subprocess
 import time
 from pathlib import Path
 from types import TracebackType
+from typing import IO
 
 from outlast.errors import StoreUnavailable
 
@@ -88,6 +90,31 @@ class EmbeddedServer:
         self.binary = binary or find_server_binary()
         self.start_timeout = start_timeout
         self.process: subprocess.Popen[bytes] | None = None
+        self._lock_file: IO[str] | None = None
+
+    def _lock(self) -> None:
+        """One server per data dir: two writing one AOF would corrupt it."""
+        lock = (self.data_dir / "outlast.lock").open("a+")
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            lock.seek(0)
+            owner = lock.read().strip() or "another process"
+            lock.close()
+            raise StoreUnavailable(
+                f"data dir {self.data_dir} is in use by {owner}; run `outlast server` once and point "
+                "every process at it with OUTLAST_REDIS_URL, or pick another data dir"
+            ) from None
+        lock.seek(0)
+        lock.truncate()
+        lock.write(f"pid {os.getpid()} (port {self.port})")
+        lock.flush()
+        self._lock_file = lock
+
+    def _unlock(self) -> None:
+        if self._lock_file is not None:
+            self._lock_file.close()  # closing drops the flock
+            self._lock_file = None
 
     @property
     def url(self) -> str:
@@ -101,6 +128,7 @@ class EmbeddedServer:
         if self.running:
             return self
         self.data_dir.mkdir(parents=True, exist_ok=True)
+        self._lock()
         args = [
             self.binary,
             "--port", str(self.port),
@@ -119,13 +147,16 @@ class EmbeddedServer:
                 args, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
             )
         except OSError as exc:
+            self._unlock()
             raise StoreUnavailable(f"cannot start {self.binary}: {exc}") from exc
         deadline = time.monotonic() + self.start_timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
                 err = self.process.stderr.read().decode(errors="replace") if self.process.stderr else ""
+                code = self.process.returncode
+                self.kill()  # reaps it and drops the data-dir lock
                 raise StoreUnavailable(
-                    f"{self.binary} exited with code {self.process.returncode} on port {self.port}; "
+                    f"{self.binary} exited with code {code} on port {self.port}; "
                     f"see {self.data_dir / 'server.log'}. {err.strip()}"
                 )
             if _ping(self.port):
@@ -151,6 +182,7 @@ class EmbeddedServer:
         if proc.stderr:
             proc.stderr.close()
         self.process = None
+        self._unlock()
 
     def kill(self) -> None:
         """SIGKILL the server, as a crash would."""
@@ -163,6 +195,7 @@ class EmbeddedServer:
         if proc.stderr:
             proc.stderr.close()
         self.process = None
+        self._unlock()
 
     def __enter__(self) -> EmbeddedServer:
         return self.start()

@@ -13,7 +13,7 @@ then they expire together):
 ``outlast:run:{ID}:events``   stream  the event log; entry id ``0-<seq>``, one field ``e``
                                       holding the JSON envelope. Optionally capped.
 ``outlast:run:{ID}:steps``    hash    checkpoints: ``<position>`` → JSON checkpoint of a
-                                      completed step; ``e:<position>`` → ``1`` for each
+                                      completed step; ``e:<position>:<n>`` → ``1`` for each
                                       status/progress/object/custom/log event already
                                       emitted (so a replay does not emit it again).
 ``outlast:run:{ID}:objects``  hash    current value of each published object, as JSON.

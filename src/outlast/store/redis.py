@@ -46,18 +46,12 @@ class RedisStore:
     """Runs, checkpoints and event logs in Redis; every racing write is one Lua script.
 
     ``max_stream_len`` caps each run's stream while it runs (exact trimming; readers see a
-    ``stream.gap``); ``retention`` is how long a finished run's keys live (seconds).
+    ``stream.gap``). How long a finished run's keys live is the writer's choice (the terminal
+    event's expiry: ``Runner(retention=...)``).
     """
 
-    def __init__(
-        self,
-        redis: aioredis.Redis,
-        *,
-        retention: float = 7 * 24 * 3600,
-        max_stream_len: int = 0,
-    ) -> None:
+    def __init__(self, redis: aioredis.Redis, *, max_stream_len: int = 0) -> None:
         self.redis = redis
-        self.retention = retention
         self.max_stream_len = max_stream_len
         self._create = redis.register_script(scripts.CREATE_RUN)
         self._begin = redis.register_script(scripts.BEGIN_ATTEMPT)

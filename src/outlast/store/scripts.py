@@ -179,8 +179,11 @@ if cur[3] == 'completed' or cur[3] == 'failed' or cur[3] == 'cancelled' then ret
 if cur[1] ~= ARGV[2] then return {'CONFLICT', tonumber(cur[1])} end
 local attempt = tonumber(cur[1]) + 1
 local seq = tonumber(cur[2]) + 1
-local envelope = cjson.encode({v = 1, seq = seq, type = ARGV[4], run_id = ARGV[1], attempt = attempt,
-  step = cjson.null, ts = now / 1000, data = cjson.decode(ARGV[5])})
+-- Built as text so the caller's data JSON passes through untouched (cjson would turn [] into {}).
+-- run_id is restricted to [A-Za-z0-9_-.:] and the type is ours, so neither needs escaping.
+local envelope = '{"v":1,"seq":' .. seq .. ',"type":"' .. ARGV[4] .. '","run_id":"' .. ARGV[1] ..
+  '","attempt":' .. attempt .. ',"step":null,"ts":' .. string.format('%.3f', now / 1000) ..
+  ',"data":' .. ARGV[5] .. '}'
 redis.call('XADD', KEYS[2], '0-' .. seq, 'e', envelope)
 redis.call('HSET', KEYS[1], 'attempt', attempt, 'last_seq', seq, 'status', ARGV[3], 'finished_at', now / 1000,
   'updated_at', now / 1000, 'lease_until', 0)

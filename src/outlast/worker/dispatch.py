@@ -23,7 +23,7 @@ from outlast.core.masking import MASK
 from outlast.core.workflow import Workflow
 from outlast.errors import ConfigError, RunFailed, StoreError, WorkflowNotFound
 from outlast.store import keys, scripts
-from outlast.store.base import RunRecord
+from outlast.store.base import NewRun, RunRecord
 from outlast.store.leases import RunLeases
 from outlast.store.redis import RedisStore, _guard
 
@@ -53,7 +53,7 @@ class Dispatcher:
 
     def __init__(self, redis: aioredis.Redis, *, retention: float = 7 * 24 * 3600) -> None:
         self.redis = redis
-        self.store = RedisStore(redis, retention=retention)
+        self.store = RedisStore(redis)
         self.leases = RunLeases(redis, retention=retention)
         self._create = redis.register_script(scripts.CREATE_RUN)
 
@@ -185,6 +185,7 @@ class Dispatcher:
             seq=1, type=ev.RUN_QUEUED, run_id=run_id, attempt=0, step=None, ts=time.time(),
             data={"workflow": name, "input": shown, "version": version},
         )  # fmt: skip
+        NewRun(run_id=run_id, workflow=name, input=stored, extra=extra or {})  # validates ``extra``
         run_keys = keys.run_keys(run_id)
         extra_pairs: list[str] = []
         for field, value in (extra or {}).items():

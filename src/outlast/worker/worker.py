@@ -82,7 +82,7 @@ class Worker:
         self.drain_timeout = drain_timeout
         self.max_attempts = max_attempts
         self.id = worker_id or f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
-        self.store = RedisStore(redis, retention=retention, max_stream_len=max_stream_len)
+        self.store = RedisStore(redis, max_stream_len=max_stream_len)
         self.leases = RunLeases(redis, retention=retention)
         self.runner = Runner(self.store, retention=retention, worker_id=self.id)
         self.stream = keys.work_stream(self.version)
@@ -92,7 +92,10 @@ class Worker:
         self._stopping = asyncio.Event()
         self._slot_free = asyncio.Event()
         self._hard_stop = False
+        self._takeover_wanted = False
         self._loop: asyncio.AbstractEventLoop | None = None
+        #: Set once the worker registered itself and its workflows and listens for runs.
+        self.ready = asyncio.Event()
 
     # -- lifecycle -----------------------------------------------------------------------------
 
@@ -116,6 +119,7 @@ class Worker:
             asyncio.create_task(self._beat_loop(), name="outlast-beat"),
             asyncio.create_task(self._cancel_listener(), name="outlast-cancel"),
         ]
+        self.ready.set()
         try:
             await self._dispatch_loop(burst)
             await self._drain()
@@ -156,6 +160,9 @@ class Worker:
     async def _dispatch_loop(self, burst: bool) -> None:
         block_ms = 50 if burst else int(self.heartbeat * 1000)
         while not self._stopping.is_set():
+            if self._takeover_wanted:  # runs already under way go before new ones
+                self._takeover_wanted = False
+                await self._takeover_scan()
             free = self.concurrency - len(self.jobs)
             if free <= 0:
                 self._slot_free.clear()
@@ -246,7 +253,12 @@ class Worker:
                 return
             job.attempt = await self.runner.load(wf, run_id, AttemptStart(claim.attempt, claim.last_seq))
             outcome = await job.attempt.run()
-            if outcome.status != "abandoned":
+            if outcome.status == "abandoned":
+                reason = (outcome.error or {}).get("message", "")
+                log.warning(
+                    "worker %s: abandoned run %s attempt %s: %s", self.id, run_id, claim.attempt, reason
+                )
+            else:
                 await _guard(self.redis.zrem(self.index, run_id))
         except OutlastError as exc:
             log.warning("worker %s: run %s attempt %s: %s", self.id, run_id, claim.attempt, exc)
@@ -315,11 +327,13 @@ class Worker:
 
     async def _takeover_scan(self) -> bool:
         """Claim runs of this version whose lease expired. True if any was taken over."""
-        free = self.concurrency - len(self.jobs)
-        if free <= 0:
-            return False
         seconds, micros = await _guard(self.redis.time())
         now_ms = seconds * 1000 + micros // 1000
+        free = self.concurrency - len(self.jobs)
+        if free <= 0:
+            # Full: remember that orphans wait, so the next free slot goes to one of them.
+            self._takeover_wanted = bool(await _guard(self.redis.zcount(self.index, 0, now_ms)))
+            return False
         expired = await _guard(
             self.redis.zrangebyscore(self.index, 0, now_ms, start=0, num=free + len(self.jobs))
         )

@@ -1,0 +1,67 @@
+"""Workflows that worker processes run in the compute-plane tests.
+
+Side effects are counted in Redis at ``APP_REDIS_URL``: ``INCR ran:<tag>:<i>`` when a step's
+body *starts*, so a test can tell exactly which bodies ran how often, across processes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+
+import redis.asyncio as aioredis
+
+import outlast
+from outlast import component, workflow
+
+_clients: dict[str, aioredis.Redis] = {}
+
+
+def counters() -> aioredis.Redis:
+    client = _clients.get("r")
+    if client is None:
+        client = _clients["r"] = aioredis.Redis.from_url(os.environ["APP_REDIS_URL"])
+    return client
+
+
+@component
+async def work(tag: str, i: int, delay: float) -> int:
+    await counters().incr(f"ran:{tag}:{i}")
+    await asyncio.sleep(delay)  # the step "does work" for a while: the test kills workers meanwhile
+    return i
+
+
+@workflow
+async def multi(tag: str, steps: int = 5, delay: float = 0.05) -> int:
+    total = 0
+    for i in range(steps):
+        total += await work(tag, i, delay)
+        outlast.progress(done=i + 1, total=steps)
+    return total
+
+
+@component
+async def hang_step(tag: str) -> None:
+    await counters().incr(f"ran:{tag}:hang")
+    try:
+        await asyncio.Event().wait()
+    except asyncio.CancelledError:
+        await counters().incr(f"cancelled:{tag}")
+        raise
+
+
+@workflow
+async def hang(tag: str) -> None:
+    await hang_step(tag)
+
+
+@component
+async def noop(i: int) -> int:
+    return i
+
+
+@workflow
+async def quick(n: int = 1) -> int:
+    for i in range(n):
+        await noop(i)
+    return n
