@@ -65,3 +65,19 @@ async def quick(n: int = 1) -> int:
     for i in range(n):
         await noop(i)
     return n
+
+
+@component
+async def gate(tag: str) -> str:
+    """Blocks until the test pushes to ``gate:<tag>`` (a blocking pop: no polling)."""
+    await counters().incr(f"ran:{tag}:gate")
+    await counters().blpop([f"gate:{tag}"], timeout=0)
+    return "open"
+
+
+@workflow
+async def gated(tag: str) -> str:
+    await work(tag, 0, 0.0)
+    opened = await gate(tag)
+    await work(tag, 1, 0.0)
+    return opened

@@ -33,6 +33,7 @@ class Workflow(Generic[P, R]):
         lenient_replay: bool = False,
         secret_args: tuple[str, ...] = (),
         description: str | None = None,
+        upgrade_safe: bool = False,
     ) -> None:
         if not inspect.iscoroutinefunction(fn):
             raise ConfigError(f"@workflow needs an async function, got {fn!r}")
@@ -41,6 +42,7 @@ class Workflow(Generic[P, R]):
         if not self.name or not set(self.name) <= WORKFLOW_NAME_CHARS:
             raise ConfigError(f"workflow name {self.name!r}: use letters, digits, '_', '-' and '.'")
         self.lenient_replay = lenient_replay
+        self.upgrade_safe = upgrade_safe
         self.secret_args = tuple(secret_args)
         self.description = description if description is not None else inspect.getdoc(fn) or ""
         self.signature = inspect.signature(fn)
@@ -100,6 +102,7 @@ def workflow(
     lenient_replay: bool = False,
     secret_args: tuple[str, ...] = (),
     description: str | None = None,
+    upgrade_safe: bool = False,
 ) -> Callable[[Callable[P, Awaitable[R]]], Workflow[P, R]]: ...
 def workflow(
     fn: Callable[P, Awaitable[R]] | None = None,
@@ -109,18 +112,22 @@ def workflow(
     lenient_replay: bool = False,
     secret_args: tuple[str, ...] = (),
     description: str | None = None,
+    upgrade_safe: bool = False,
 ) -> Workflow[P, R] | Callable[[Callable[P, Awaitable[R]]], Workflow[P, R]]:
     """Declare a durable workflow. ``name`` defaults to the function name.
 
     ``lenient_replay``: when replayed code calls a different step than the one recorded at a
     position, re-run it (with a warning event) instead of failing with NonDeterminismError.
     ``secret_args``: inputs masked as ``"[secret]"`` in events and traces.
+    ``upgrade_safe``: its runs are not pinned to the version they started on: a worker of any
+    version may execute or take them over (use only when every version replays them the same).
     """
 
     def wrap(func: Callable[P, Awaitable[R]]) -> Workflow[P, R]:
         return Workflow(
-            func, name=name, lenient_replay=lenient_replay, secret_args=secret_args, description=description
-        )
+            func, name=name, lenient_replay=lenient_replay, secret_args=secret_args,
+            description=description, upgrade_safe=upgrade_safe,
+        )  # fmt: skip
 
     return wrap(fn) if fn is not None else wrap
 

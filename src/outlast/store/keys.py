@@ -82,6 +82,8 @@ DEPLOY = f"{PREFIX}:deploy"
 RUNS_INDEX = f"{PREFIX}:runs"
 CANCEL_CHANNEL = f"{PREFIX}:cancel"
 WORK_GROUP = "workers"
+#: The pseudo-version of upgrade-safe runs: a worker of any version may execute them.
+ANY_VERSION = "@any"
 
 
 def idempotency_key(workflow: str, key: str) -> str:

@@ -155,9 +155,12 @@ class Dispatcher:
         workflow returns the same run for 24 hours.
         """
         version = version or await self.active_version() or "dev"
+        if version.startswith("@"):
+            raise ConfigError(f"version {version!r}: versions starting with '@' are reserved")
         if isinstance(workflow, Workflow):
             name, stored = workflow.name, workflow.validate_input(input)
             secret_args: tuple[str, ...] = workflow.secret_args
+            upgrade_safe = workflow.upgrade_safe
         else:
             registered = await self.workflows(version)
             if workflow not in registered:
@@ -167,6 +170,7 @@ class Dispatcher:
                 )
             name, stored = workflow, dict(input or {})
             secret_args = tuple(registered[workflow].get("secret_args", ()))
+            upgrade_safe = bool(registered[workflow].get("upgrade_safe", False))
         run_id = run_id or new_run_id()
         if not valid_run_id(run_id):
             raise ConfigError(f"run id {run_id!r}: use 1-128 letters, digits, '_', '-', '.', ':'")
@@ -196,7 +200,9 @@ class Dispatcher:
         ]  # fmt: skip
         pipe = self.redis.pipeline(transaction=True)
         await self._create(keys=[run_keys.meta, run_keys.events], args=args, client=pipe)  # queued, not run
-        pipe.xadd(keys.work_stream(version), {"run": run_id}, maxlen=WORK_STREAM_MAXLEN, approximate=True)
+        lane = keys.ANY_VERSION if upgrade_safe else version  # upgrade-safe runs are not pinned
+        pipe.xadd(keys.work_stream(lane), {"run": run_id}, maxlen=WORK_STREAM_MAXLEN, approximate=True)
+        pipe.zadd(keys.VERSIONS, {version: int(time.time() * 1000)}, nx=True)
         pipe.zadd(keys.RUNS_INDEX, {run_id: int(time.time() * 1000)}, nx=True)
         replies: list[Any] = await _guard(pipe.execute())
         return Started(run_id, bool(replies[0]), version)

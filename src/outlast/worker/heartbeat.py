@@ -23,6 +23,7 @@ from outlast.store import keys, scripts
 class Held:
     run_id: str
     attempt: int
+    index: str  # the lease index the run is listed in
 
 
 class LeaseRenewer(threading.Thread):
@@ -79,5 +80,5 @@ class LeaseRenewer(threading.Thread):
             if ok:
                 # The index is advisory (the meta hash holds the lease): a failed write is harmless.
                 with contextlib.suppress(redis_errors.RedisError):
-                    self.client.zadd(keys.lease_index(self.version), {lease.run_id: until})
+                    self.client.zadd(lease.index, {lease.run_id: until})
             self._on_result(lease.run_id, lease.attempt, ok, until, cancel)

@@ -42,10 +42,19 @@ from outlast.worker.heartbeat import Held, LeaseRenewer
 log = logging.getLogger("outlast.worker")
 
 
+@dataclass(frozen=True)
+class Lane:
+    """Where runs come from: a work stream and the lease index of the runs taken from it."""
+
+    stream: str
+    index: str
+
+
 @dataclass
 class _Job:
     run_id: str
     attempt_no: int
+    lane: Lane
     task: asyncio.Task[None] | None = None
     attempt: Attempt | None = None
 
@@ -85,8 +94,14 @@ class Worker:
         self.store = RedisStore(redis, max_stream_len=max_stream_len)
         self.leases = RunLeases(redis, retention=retention)
         self.runner = Runner(self.store, retention=retention, worker_id=self.id)
-        self.stream = keys.work_stream(self.version)
-        self.index = keys.lease_index(self.version)
+        if self.version.startswith("@"):
+            raise OutlastError(f"version {self.version!r}: versions starting with '@' are reserved")
+        # Runs pinned to this version, then upgrade-safe runs any version may execute.
+        self.lanes = [
+            Lane(keys.work_stream(self.version), keys.lease_index(self.version)),
+            Lane(keys.work_stream(keys.ANY_VERSION), keys.lease_index(keys.ANY_VERSION)),
+        ]
+        self._lane_of = {lane.stream.encode(): lane for lane in self.lanes}
         self.jobs: dict[str, _Job] = {}
         self.started_runs = 0
         self._stopping = asyncio.Event()
@@ -136,17 +151,18 @@ class Worker:
         await self.run(burst=True)
 
     async def _prepare(self) -> None:
-        try:
-            await self.redis.xgroup_create(self.stream, keys.WORK_GROUP, id="0", mkstream=True)
-        except redis_errors.ResponseError as exc:
-            if "BUSYGROUP" not in str(exc):
-                raise
+        for lane in self.lanes:
+            try:
+                await self.redis.xgroup_create(lane.stream, keys.WORK_GROUP, id="0", mkstream=True)
+            except redis_errors.ResponseError as exc:
+                if "BUSYGROUP" not in str(exc):
+                    raise
         pipe = self.redis.pipeline(transaction=False)
         for wf in self.registry:
             info = {
                 "name": wf.name, "description": wf.description, "version": self.version,
                 "input_schema": wf.input_schema(), "output_schema": wf.output_schema(),
-                "secret_args": list(wf.secret_args),
+                "secret_args": list(wf.secret_args), "upgrade_safe": wf.upgrade_safe,
             }  # fmt: skip
             pipe.hset(keys.workflows_key(self.version), wf.name, json.dumps(info))
         pipe.zadd(keys.VERSIONS, {self.version: int(time.time() * 1000)})
@@ -170,7 +186,11 @@ class Worker:
                 continue
             read = asyncio.ensure_future(
                 self.redis.xreadgroup(
-                    keys.WORK_GROUP, self.id, {self.stream: ">"}, count=free, block=block_ms
+                    keys.WORK_GROUP,
+                    self.id,
+                    {lane.stream: ">" for lane in self.lanes},
+                    count=free,
+                    block=block_ms,
                 )
             )
             stop = asyncio.ensure_future(self._stopping.wait())
@@ -187,40 +207,43 @@ class Worker:
                 log.warning("worker %s: reading the work stream failed: %s", self.id, exc)
                 await asyncio.sleep(self.heartbeat)
                 continue
-            entries = reply[0][1] if reply else []
-            for entry_id, fields in entries:
-                await self._dispatch(entry_id, fields[b"run"].decode())
+            entries = 0
+            for stream, stream_entries in reply or []:
+                lane = self._lane_of[stream]
+                for entry_id, fields in stream_entries:
+                    entries += 1
+                    await self._dispatch(lane, entry_id, fields[b"run"].decode())
             if burst and not entries and not self.jobs and not await self._takeover_scan():
                 break
 
-    async def _dispatch(self, entry_id: bytes, run_id: str) -> None:
+    async def _dispatch(self, lane: Lane, entry_id: bytes, run_id: str) -> None:
         try:
-            await self._try_claim(run_id)
+            await self._try_claim(lane, run_id)
         finally:
-            await _guard(self.redis.xack(self.stream, keys.WORK_GROUP, entry_id))
+            await _guard(self.redis.xack(lane.stream, keys.WORK_GROUP, entry_id))
 
-    async def _try_claim(self, run_id: str) -> bool:
+    async def _try_claim(self, lane: Lane, run_id: str) -> bool:
         """Claim and start ``run_id`` if nobody holds a live lease on it. True when started."""
         if run_id in self.jobs or self._stopping.is_set():
             return False
         claim = await self.leases.claim(run_id, self.id, self.lease_ms, self.max_attempts)
         if claim.status == "ok":
-            self._start(run_id, claim)
+            self._start(lane, run_id, claim)
             return True
         if claim.status == "alive":
-            await _guard(self.redis.zadd(self.index, {run_id: claim.lease_until}))
+            await _guard(self.redis.zadd(lane.index, {run_id: claim.lease_until}))
         elif claim.status in ("terminal", "gone"):
-            await _guard(self.redis.zrem(self.index, run_id))
+            await _guard(self.redis.zrem(lane.index, run_id))
         elif claim.status == "cancelled":
             await self.leases.finish(
                 run_id, claim.attempt, "cancelled", ev.RUN_CANCELLED, {"reason": "cancelled"}
             )
-            await _guard(self.redis.zrem(self.index, run_id))
+            await _guard(self.redis.zrem(lane.index, run_id))
         elif claim.status == "exhausted":
-            await self._fail_exhausted(run_id, claim)
+            await self._fail_exhausted(lane, run_id, claim)
         return False
 
-    async def _fail_exhausted(self, run_id: str, claim: Claim) -> None:
+    async def _fail_exhausted(self, lane: Lane, run_id: str, claim: Claim) -> None:
         lost = [w for w in claim.detail.split(",") if w]
         message = f"the run lost its worker {claim.attempt} times (max_attempts={self.max_attempts})"
         error = {
@@ -231,10 +254,10 @@ class Worker:
         }
         data = {"error": error, "reason": "attempts_exhausted", "lost_workers": lost}
         await self.leases.finish(run_id, claim.attempt, "failed", ev.RUN_FAILED, data, error)
-        await _guard(self.redis.zrem(self.index, run_id))
+        await _guard(self.redis.zrem(lane.index, run_id))
 
-    def _start(self, run_id: str, claim: Claim) -> None:
-        job = _Job(run_id, claim.attempt)
+    def _start(self, lane: Lane, run_id: str, claim: Claim) -> None:
+        job = _Job(run_id, claim.attempt, lane)
         self.jobs[run_id] = job
         self.started_runs += 1
         job.task = asyncio.create_task(self._execute(job, claim), name=f"outlast-run-{run_id}")
@@ -242,7 +265,7 @@ class Worker:
     async def _execute(self, job: _Job, claim: Claim) -> None:
         run_id = job.run_id
         try:
-            await _guard(self.redis.zadd(self.index, {run_id: claim.lease_until}))
+            await _guard(self.redis.zadd(job.lane.index, {run_id: claim.lease_until}))
             record = await self.store.get_run(run_id)
             try:
                 wf = self.registry.get(record.workflow)
@@ -259,7 +282,7 @@ class Worker:
                     "worker %s: abandoned run %s attempt %s: %s", self.id, run_id, claim.attempt, reason
                 )
             else:
-                await _guard(self.redis.zrem(self.index, run_id))
+                await _guard(self.redis.zrem(job.lane.index, run_id))
         except OutlastError as exc:
             log.warning("worker %s: run %s attempt %s: %s", self.id, run_id, claim.attempt, exc)
         finally:
@@ -269,7 +292,7 @@ class Worker:
     # -- heartbeat side (main loop) ------------------------------------------------------------
 
     def _held(self) -> list[Held]:
-        return [Held(job.run_id, job.attempt_no) for job in list(self.jobs.values())]
+        return [Held(job.run_id, job.attempt_no, job.lane.index) for job in list(self.jobs.values())]
 
     def _renewed(self, run_id: str, attempt: int, ok: bool, lease_until: int, cancel: bool) -> None:
         if self._loop is not None and (not ok or cancel):
@@ -326,39 +349,42 @@ class Worker:
         await _guard(self.redis.hset(keys.WORKERS, self.id, json.dumps(info)))
 
     async def _takeover_scan(self) -> bool:
-        """Claim runs of this version whose lease expired. True if any was taken over."""
+        """Claim runs of this worker's lanes whose lease expired. True if any was taken over."""
         seconds, micros = await _guard(self.redis.time())
         now_ms = seconds * 1000 + micros // 1000
-        free = self.concurrency - len(self.jobs)
-        if free <= 0:
-            # Full: remember that orphans wait, so the next free slot goes to one of them.
-            self._takeover_wanted = bool(await _guard(self.redis.zcount(self.index, 0, now_ms)))
-            return False
-        expired = await _guard(
-            self.redis.zrangebyscore(self.index, 0, now_ms, start=0, num=free + len(self.jobs))
-        )
         took = False
-        for raw in expired:
-            run_id = raw.decode()
-            if run_id in self.jobs:
+        for lane in self.lanes:
+            free = self.concurrency - len(self.jobs)
+            if free <= 0:
+                # Full: remember that orphans wait, so the next free slot goes to one of them.
+                waiting = await _guard(self.redis.zcount(lane.index, 0, now_ms))
+                self._takeover_wanted = self._takeover_wanted or bool(waiting)
                 continue
-            if await self._try_claim(run_id):
-                log.info("worker %s: took over run %s", self.id, run_id)
-                took = True
-            if len(self.jobs) >= self.concurrency:
-                break
+            expired = await _guard(
+                self.redis.zrangebyscore(lane.index, 0, now_ms, start=0, num=free + len(self.jobs))
+            )
+            for raw in expired:
+                run_id = raw.decode()
+                if run_id in self.jobs:
+                    continue
+                if await self._try_claim(lane, run_id):
+                    log.info("worker %s: took over run %s", self.id, run_id)
+                    took = True
+                if len(self.jobs) >= self.concurrency:
+                    break
         return took
 
     async def _reclaim_unclaimed(self) -> None:
         """Dispatch entries a dead worker read but never claimed (its lease never existed)."""
-        reply = await _guard(
-            self.redis.xautoclaim(
-                self.stream, keys.WORK_GROUP, self.id, min_idle_time=self.lease_ms, count=10
+        for lane in self.lanes:
+            reply = await _guard(
+                self.redis.xautoclaim(
+                    lane.stream, keys.WORK_GROUP, self.id, min_idle_time=self.lease_ms, count=10
+                )
             )
-        )
-        for entry_id, fields in reply[1]:
-            if fields:
-                await self._dispatch(entry_id, fields[b"run"].decode())
+            for entry_id, fields in reply[1]:
+                if fields:
+                    await self._dispatch(lane, entry_id, fields[b"run"].decode())
 
     # -- draining ------------------------------------------------------------------------------
 
@@ -379,8 +405,8 @@ class Worker:
             # Hand the run over now instead of after the lease times out.
             with contextlib.suppress(OutlastError):
                 if await self.leases.release(job.run_id, job.attempt_no, self.id):
-                    await _guard(self.redis.zadd(self.index, {job.run_id: 0}))
-                    await _guard(self.redis.xadd(self.stream, {"run": job.run_id}))
+                    await _guard(self.redis.zadd(job.lane.index, {job.run_id: 0}))
+                    await _guard(self.redis.xadd(job.lane.stream, {"run": job.run_id}))
 
     async def _wait_hard_stop(self) -> None:
         while not self._hard_stop:

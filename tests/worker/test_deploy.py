@@ -1,0 +1,76 @@
+"""Blue-green with real worker processes and the real CLI."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import signal
+import sys
+
+import pytest
+import redis.asyncio as aioredis
+
+from outlast import events as ev
+from outlast.worker import Dispatcher
+
+from .app import gated, multi
+from .conftest import SpawnWorker
+from .test_faults import check_stream, events_of, wait_event
+
+pytestmark = pytest.mark.timeout(120)
+
+
+async def cli(redis_url: str, *args: str) -> str:
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", "from outlast.cli.main import main; main()", *args, "--redis", redis_url,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    out, err = await proc.communicate()
+    assert proc.returncode == 0, err.decode()
+    return out.decode()
+
+
+async def test_blue_green_promote_drains_the_old_version(
+    spawn_worker: SpawnWorker, dispatcher: Dispatcher, redis: aioredis.Redis, redis_url: str
+) -> None:
+    blue = await spawn_worker(version="v1")
+    old_runs = [(await dispatcher.start(gated, {"tag": f"old{n}"})).run_id for n in range(4)]
+    for run_id in old_runs:  # each holds at its gate until the test opens it
+        await wait_event(dispatcher, run_id, ev.STEP_COMPLETED)
+    green = await spawn_worker(version="v2")
+    assert "active version: v2 (was v1)" in await cli(redis_url, "deploy", "promote", "v2")
+    new_runs = [
+        (await dispatcher.start(multi, {"tag": f"new{n}", "steps": 2, "delay": 0})).run_id for n in range(4)
+    ]
+    status = json.loads(await cli(redis_url, "deploy", "status", "--json"))
+    rows = {row["version"]: row for row in status["versions"]}
+    assert status["active"] == "v2"
+    assert rows["v1"]["state"] == "draining"
+    assert rows["v1"]["in_flight"] >= 1
+    assert rows["v1"]["workers"] == 1
+
+    for run_id in new_runs:
+        await dispatcher.result(run_id, timeout=30)
+        events = await events_of(dispatcher, run_id)
+        assert [e.data["worker"] for e in events if e.type == ev.RUN_STARTED] == [green.id]
+        assert (await dispatcher.store.get_run(run_id)).version == "v2"
+    status = json.loads(await cli(redis_url, "deploy", "status", "--json"))
+    assert {row["version"]: row["in_flight"] for row in status["versions"]}["v1"] == 4
+    for n in range(4):
+        await redis.rpush(f"gate:old{n}", "go")
+    for run_id in old_runs:
+        assert await dispatcher.result(run_id, timeout=30) == "open"
+        events = await events_of(dispatcher, run_id)
+        check_stream(events)
+        assert [e.data["worker"] for e in events if e.type == ev.RUN_STARTED] == [blue.id]
+
+    rows = {
+        row["version"]: row
+        for row in json.loads(await cli(redis_url, "deploy", "status", "--json"))["versions"]
+    }
+    assert (rows["v1"]["state"], rows["v1"]["in_flight"]) == ("drained", 0)
+    blue.signal(signal.SIGTERM)
+    assert await blue.wait() == 0
+    table = await cli(redis_url, "workers")
+    assert green.id in table
+    assert blue.id not in table
