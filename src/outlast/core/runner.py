@@ -29,7 +29,7 @@ from outlast.core.masking import MASK, Secrets
 from outlast.core.workflow import Workflow
 from outlast.core.writer import EventWriter
 from outlast.errors import ConfigError, NonDeterminismError, RunFailed, SerializationError, StaleAttemptError
-from outlast.store.base import OP_EXPIRE, OP_META, AttemptStart, NewRun, Op, RunStore
+from outlast.store.base import OP_EXPIRE, OP_META, AttemptStart, NewRun, Op, RunRecord, RunStore
 from outlast.store.memory import MemoryStore
 
 
@@ -97,10 +97,22 @@ class Runner:
     async def load(self, wf: Workflow[Any, Any], run_id: str, start: AttemptStart) -> Attempt:
         """Prepare an attempt whose fence was already taken (by ``begin`` or a worker's claim)."""
         record = await self.store.get_run(run_id)
-        if record.workflow != wf.name:
-            raise ConfigError(f"run {run_id} is a {record.workflow!r} run, not {wf.name!r}")
         steps = await self.store.load_steps(run_id)
         objects = await self.store.load_objects(run_id)
+        return self.prepare(wf, run_id, start, record, steps, objects)
+
+    def prepare(
+        self,
+        wf: Workflow[Any, Any],
+        run_id: str,
+        start: AttemptStart,
+        record: RunRecord,
+        steps: dict[str, bytes],
+        objects: dict[str, Any],
+    ) -> Attempt:
+        """An attempt from state already read (a worker's claim returns it in the same call)."""
+        if record.workflow != wf.name:
+            raise ConfigError(f"run {run_id} is a {record.workflow!r} run, not {wf.name!r}")
         checkpoints: dict[str, Checkpoint] = {}
         emitted: set[str] = set()
         for key, raw in steps.items():
@@ -108,9 +120,7 @@ class Runner:
                 emitted.add(key)
             else:
                 checkpoints[key] = checkpoint_from_json(raw)
-        return Attempt(
-            self, wf, run_id, start.attempt, start.last_seq, record.input, checkpoints, emitted, objects
-        )
+        return Attempt(self, wf, run_id, start.attempt, start.last_seq, record.input, checkpoints, emitted, objects)
 
     async def execute(
         self, wf: Workflow[Any, Any], run_id: str, *, expected_attempt: int | None = None

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import redis.asyncio as aioredis
@@ -10,19 +10,30 @@ import redis.asyncio as aioredis
 from outlast.core import serde
 from outlast.errors import RunNotFound
 from outlast.store import scripts
+from outlast.store.base import RunRecord
 from outlast.store.keys import run_keys
 from outlast.store.redis import _guard, _s
 
 
 @dataclass(frozen=True, slots=True)
 class Claim:
-    """What CLAIM answered: ``status`` is ok, alive, terminal, cancelled, exhausted or gone."""
+    """What CLAIM answered: ``status`` is ok, alive, terminal, cancelled, exhausted or gone.
+
+    An ``ok`` claim carries the run's record, checkpoints and objects as of the claim.
+    """
 
     status: str
     attempt: int = 0
     last_seq: int = 0
     lease_until: int = 0
     detail: str = ""
+    record: RunRecord | None = None
+    steps: dict[str, bytes] = field(default_factory=dict)
+    objects: dict[str, Any] = field(default_factory=dict)
+
+
+def _pairs(flat: list[bytes]) -> dict[str, bytes]:
+    return {flat[i].decode(): flat[i + 1] for i in range(0, len(flat), 2)}
 
 
 class RunLeases:
@@ -39,11 +50,14 @@ class RunLeases:
 
     async def claim(self, run_id: str, owner: str, lease_ms: int, max_attempts: int) -> Claim:
         reply: list[Any] = await _guard(
-            self._claim(keys=[run_keys(run_id).meta], args=[owner, lease_ms, max_attempts])
+            self._claim(keys=run_keys(run_id).all(), args=[owner, lease_ms, max_attempts])
         )
         tag = _s(reply[0]).lower()
         if tag == "ok":
-            return Claim("ok", int(reply[1]), int(reply[2]), int(reply[3]))
+            meta = {k: v.decode() for k, v in _pairs(reply[4]).items()}
+            objects = {k: serde.loads(v) for k, v in _pairs(reply[6]).items()}
+            return Claim("ok", int(reply[1]), int(reply[2]), int(reply[3]), record=RunRecord.from_hash(meta),
+                         steps=_pairs(reply[5]), objects=objects)  # fmt: skip
         if tag == "alive":
             return Claim("alive", lease_until=int(reply[1]))
         if tag in ("terminal", "gone"):

@@ -95,11 +95,13 @@ local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 """
 
-# KEYS: meta
+# KEYS: meta, events, steps, objects
 # ARGV: owner, lease_ms, max_attempts (0 = unlimited)
-# Claims the run for a new attempt when nobody holds a live lease on it.
-# Returns {'OK', attempt, last_seq, lease_until} | {'ALIVE', lease_until} | {'TERMINAL', status}
-#       | {'CANCELLED', attempt} | {'EXHAUSTED', attempt, lost_workers} | {'GONE'}
+# Claims the run for a new attempt when nobody holds a live lease on it, and returns everything
+# the attempt needs (meta, checkpoints, objects) so starting a run costs one round trip.
+# Returns {'OK', attempt, last_seq, lease_until, meta, steps, objects} (flat field/value lists)
+#       | {'ALIVE', lease_until} | {'TERMINAL', status} | {'CANCELLED', attempt}
+#       | {'EXHAUSTED', attempt, lost_workers} | {'GONE'}
 CLAIM: Final = (
     _NOW
     + """
@@ -121,7 +123,8 @@ if max_attempts > 0 and attempt > max_attempts then return {'EXHAUSTED', tonumbe
 local lease_until = now + tonumber(ARGV[2])
 redis.call('HSET', KEYS[1], 'attempt', attempt, 'status', 'running', 'started_at', now / 1000,
   'updated_at', now / 1000, 'lease_owner', ARGV[1], 'lease_until', lease_until)
-return {'OK', attempt, tonumber(cur[2]), lease_until}
+return {'OK', attempt, tonumber(cur[2]), lease_until, redis.call('HGETALL', KEYS[1]),
+  redis.call('HGETALL', KEYS[3]), redis.call('HGETALL', KEYS[4])}
 """
 )
 

@@ -2,8 +2,9 @@
 
 A CPU-bound step that hogs the event loop must not let its run's lease lapse (the run would be
 taken over while healthy), so renewals run on a separate thread with a synchronous Redis client.
-Each renewal is the fenced RENEW script: a worker whose attempt was superseded learns it here
-and abandons the run; a cancellation request is noticed here too.
+Each renewal is the fenced RENEW script (all of a beat's renewals go in one pipeline): a worker
+whose attempt was superseded learns it here and abandons the run; a cancellation request is
+noticed here too.
 """
 
 from __future__ import annotations
@@ -26,33 +27,40 @@ class Held:
     index: str  # the lease index the run is listed in
 
 
+@dataclass(frozen=True, slots=True)
+class Renewal:
+    held: Held
+    ok: bool
+    lease_until: int
+    cancel: bool
+    indexed: bool = False  # listed in the lease index: a takeover can find the run from now on
+
+
 class LeaseRenewer(threading.Thread):
     """Renews every held lease every ``interval`` seconds until stopped.
 
     ``held()`` returns the leases to renew (called on this thread: keep it a cheap snapshot);
-    ``on_result(run_id, attempt, ok, lease_until, cancel)`` is called on this thread with each
-    answer and must hand work over to the event loop itself.
+    ``on_renewed(renewals)`` gets each beat's answers on this thread and must hand work over
+    to the event loop itself.
     """
 
     def __init__(
         self,
         url: str,
         owner: str,
-        version: str,
         *,
         interval: float,
         lease_ms: int,
         held: Callable[[], list[Held]],
-        on_result: Callable[[str, int, bool, int, bool], None],
+        on_renewed: Callable[[list[Renewal]], None],
     ) -> None:
         super().__init__(name=f"outlast-heartbeat-{owner}", daemon=True)
         self.client = sync_redis.Redis.from_url(url, socket_timeout=max(1.0, interval))
         self.owner = owner
-        self.version = version
         self.interval = interval
         self.lease_ms = lease_ms
         self._held = held
-        self._on_result = on_result
+        self._on_renewed = on_renewed
         self._stop_event = threading.Event()
         self._renew = self.client.register_script(scripts.RENEW)
 
@@ -67,18 +75,32 @@ class LeaseRenewer(threading.Thread):
             self.client.close()
 
     def renew_all(self) -> None:
-        for lease in self._held():
-            try:
-                reply = self._renew(
-                    keys=[keys.run_keys(lease.run_id).meta], args=[lease.attempt, self.owner, self.lease_ms]
-                )
-            except redis_errors.RedisError:
-                continue  # Redis briefly away: the lease has slack; the next beat tries again
+        held = self._held()
+        if not held:
+            return
+        try:
+            pipe = self.client.pipeline(transaction=False)
+            for lease in held:
+                meta = keys.run_keys(lease.run_id).meta
+                self._renew(keys=[meta], args=[lease.attempt, self.owner, self.lease_ms], client=pipe)
+            replies = pipe.execute(raise_on_error=False)
+        except redis_errors.RedisError:
+            return  # Redis briefly away: the lease has slack; the next beat tries again
+        renewals = []
+        index_pipe = self.client.pipeline(transaction=False)
+        for lease, reply in zip(held, replies, strict=True):
+            if isinstance(reply, Exception):
+                continue
             ok = reply[0] == b"OK"
             until = int(reply[1]) if ok else 0
-            cancel = ok and reply[2] == b"1"
+            renewals.append(Renewal(lease, ok, until, ok and reply[2] == b"1"))
             if ok:
-                # The index is advisory (the meta hash holds the lease): a failed write is harmless.
-                with contextlib.suppress(redis_errors.RedisError):
-                    self.client.zadd(lease.index, {lease.run_id: until})
-            self._on_result(lease.run_id, lease.attempt, ok, until, cancel)
+                index_pipe.zadd(lease.index, {lease.run_id: until})
+        indexed = False
+        # The index is advisory (the meta hash holds the lease): a failed write is retried next beat.
+        with contextlib.suppress(redis_errors.RedisError):
+            index_pipe.execute()
+            indexed = True
+        if indexed:
+            renewals = [Renewal(r.held, r.ok, r.lease_until, r.cancel, r.ok) for r in renewals]
+        self._on_renewed(renewals)

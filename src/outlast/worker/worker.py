@@ -37,7 +37,7 @@ from outlast.store import keys
 from outlast.store.base import AttemptStart
 from outlast.store.leases import Claim, RunLeases
 from outlast.store.redis import RedisStore, _guard
-from outlast.worker.heartbeat import Held, LeaseRenewer
+from outlast.worker.heartbeat import Held, LeaseRenewer, Renewal
 
 log = logging.getLogger("outlast.worker")
 
@@ -57,6 +57,8 @@ class _Job:
     lane: Lane
     task: asyncio.Task[None] | None = None
     attempt: Attempt | None = None
+    entry_id: bytes | None = None  # work-stream entry still pending (acked once the run is indexed)
+    indexed: bool = False  # listed in the lease index (removed from it when the run ends)
 
 
 class Worker:
@@ -108,6 +110,9 @@ class Worker:
         self._slot_free = asyncio.Event()
         self._hard_stop = False
         self._takeover_wanted = False
+        self._acks: dict[str, list[Any]] = {}
+        self._zrems: dict[str, list[Any]] = {}
+        self._bookkeeping = asyncio.Event()
         self._loop: asyncio.AbstractEventLoop | None = None
         #: Set once the worker registered itself and its workflows and listens for runs.
         self.ready = asyncio.Event()
@@ -126,13 +131,14 @@ class Worker:
         await self._prepare()
         url = _url_of(self.redis)
         renewer = LeaseRenewer(
-            url, self.id, self.version, interval=self.heartbeat, lease_ms=self.lease_ms,
-            held=self._held, on_result=self._renewed,
+            url, self.id, interval=self.heartbeat, lease_ms=self.lease_ms,
+            held=self._held, on_renewed=self._renewed,
         )  # fmt: skip
         renewer.start()
         background = [
             asyncio.create_task(self._beat_loop(), name="outlast-beat"),
             asyncio.create_task(self._cancel_listener(), name="outlast-cancel"),
+            asyncio.create_task(self._bookkeeping_loop(), name="outlast-bookkeeping"),
         ]
         self.ready.set()
         try:
@@ -142,6 +148,8 @@ class Worker:
             for task in background:
                 task.cancel()
             await asyncio.gather(*background, return_exceptions=True)
+            with contextlib.suppress(OutlastError):
+                await self._flush_bookkeeping()
             renewer.stop()
             await asyncio.to_thread(renewer.join)
             with contextlib.suppress(OutlastError):
@@ -175,6 +183,7 @@ class Worker:
 
     async def _dispatch_loop(self, burst: bool) -> None:
         block_ms = 50 if burst else int(self.heartbeat * 1000)
+        streams: dict[Any, Any] = {lane.stream: ">" for lane in self.lanes}
         while not self._stopping.is_set():
             if self._takeover_wanted:  # runs already under way go before new ones
                 self._takeover_wanted = False
@@ -185,13 +194,7 @@ class Worker:
                 await self._slot_free.wait()
                 continue
             read = asyncio.ensure_future(
-                self.redis.xreadgroup(
-                    keys.WORK_GROUP,
-                    self.id,
-                    {lane.stream: ">" for lane in self.lanes},
-                    count=free,
-                    block=block_ms,
-                )
+                self.redis.xreadgroup(keys.WORK_GROUP, self.id, streams, count=free, block=block_ms)
             )
             stop = asyncio.ensure_future(self._stopping.wait())
             await asyncio.wait([read, stop], return_when=asyncio.FIRST_COMPLETED)
@@ -207,38 +210,48 @@ class Worker:
                 log.warning("worker %s: reading the work stream failed: %s", self.id, exc)
                 await asyncio.sleep(self.heartbeat)
                 continue
-            entries = 0
-            for stream, stream_entries in reply or []:
-                lane = self._lane_of[stream]
-                for entry_id, fields in stream_entries:
-                    entries += 1
-                    await self._dispatch(lane, entry_id, fields[b"run"].decode())
-            if burst and not entries and not self.jobs and not await self._takeover_scan():
+            batch = [
+                (self._lane_of[stream], entry_id, fields[b"run"].decode())
+                for stream, entries in reply or []
+                for entry_id, fields in entries
+            ]
+            await self._dispatch(batch)
+            if burst and not batch and not self.jobs and not await self._takeover_scan():
                 break
 
-    async def _dispatch(self, lane: Lane, entry_id: bytes, run_id: str) -> None:
-        try:
-            await self._try_claim(lane, run_id)
-        finally:
-            await _guard(self.redis.xack(lane.stream, keys.WORK_GROUP, entry_id))
+    async def _dispatch(self, batch: list[tuple[Lane, bytes, str]]) -> None:
+        """Claim a batch of dispatched runs concurrently; ack the entries of those not started.
 
-    async def _try_claim(self, lane: Lane, run_id: str) -> bool:
+        A started run's entry stays pending until its lease is in the lease index (first
+        heartbeat) or the run ended: if this worker dies before, XAUTOCLAIM hands it on.
+        """
+        started = await asyncio.gather(
+            *(self._try_claim(lane, run_id, entry_id) for lane, entry_id, run_id in batch),
+            return_exceptions=True,
+        )
+        for (lane, entry_id, run_id), outcome in zip(batch, started, strict=True):
+            if isinstance(outcome, BaseException):
+                log.warning("worker %s: claiming run %s failed: %s", self.id, run_id, outcome)
+            if outcome is not True:
+                self._later(self._acks, lane.stream, entry_id)
+
+    async def _try_claim(self, lane: Lane, run_id: str, entry_id: bytes | None = None) -> bool:
         """Claim and start ``run_id`` if nobody holds a live lease on it. True when started."""
         if run_id in self.jobs or self._stopping.is_set():
             return False
         claim = await self.leases.claim(run_id, self.id, self.lease_ms, self.max_attempts)
         if claim.status == "ok":
-            self._start(lane, run_id, claim)
+            self._start(lane, run_id, claim, entry_id)
             return True
         if claim.status == "alive":
             await _guard(self.redis.zadd(lane.index, {run_id: claim.lease_until}))
         elif claim.status in ("terminal", "gone"):
-            await _guard(self.redis.zrem(lane.index, run_id))
+            self._later(self._zrems, lane.index, run_id)
         elif claim.status == "cancelled":
             await self.leases.finish(
                 run_id, claim.attempt, "cancelled", ev.RUN_CANCELLED, {"reason": "cancelled"}
             )
-            await _guard(self.redis.zrem(lane.index, run_id))
+            self._later(self._zrems, lane.index, run_id)
         elif claim.status == "exhausted":
             await self._fail_exhausted(lane, run_id, claim)
         return False
@@ -254,19 +267,21 @@ class Worker:
         }
         data = {"error": error, "reason": "attempts_exhausted", "lost_workers": lost}
         await self.leases.finish(run_id, claim.attempt, "failed", ev.RUN_FAILED, data, error)
-        await _guard(self.redis.zrem(lane.index, run_id))
+        self._later(self._zrems, lane.index, run_id)
 
-    def _start(self, lane: Lane, run_id: str, claim: Claim) -> None:
-        job = _Job(run_id, claim.attempt, lane)
+    def _start(self, lane: Lane, run_id: str, claim: Claim, entry_id: bytes | None) -> None:
+        # A run found through the lease index (a takeover) is listed there already.
+        job = _Job(run_id, claim.attempt, lane, entry_id=entry_id, indexed=entry_id is None)
         self.jobs[run_id] = job
         self.started_runs += 1
         job.task = asyncio.create_task(self._execute(job, claim), name=f"outlast-run-{run_id}")
 
     async def _execute(self, job: _Job, claim: Claim) -> None:
         run_id = job.run_id
+        record = claim.record
         try:
-            await _guard(self.redis.zadd(job.lane.index, {run_id: claim.lease_until}))
-            record = await self.store.get_run(run_id)
+            if record is None:
+                raise OutlastError(f"claim of run {run_id} returned no record")
             try:
                 wf = self.registry.get(record.workflow)
             except WorkflowNotFound as exc:
@@ -274,42 +289,90 @@ class Worker:
                 await self.leases.finish(run_id, claim.attempt, "failed", ev.RUN_FAILED,
                                          {"error": error, "reason": "workflow_not_found"}, error)  # fmt: skip
                 return
-            job.attempt = await self.runner.load(wf, run_id, AttemptStart(claim.attempt, claim.last_seq))
+            start = AttemptStart(claim.attempt, claim.last_seq)
+            job.attempt = self.runner.prepare(wf, run_id, start, record, claim.steps, claim.objects)
             outcome = await job.attempt.run()
             if outcome.status == "abandoned":
                 reason = (outcome.error or {}).get("message", "")
                 log.warning(
                     "worker %s: abandoned run %s attempt %s: %s", self.id, run_id, claim.attempt, reason
                 )
-            else:
-                await _guard(self.redis.zrem(job.lane.index, run_id))
+                job.indexed = False  # the new owner keeps it listed
         except OutlastError as exc:
             log.warning("worker %s: run %s attempt %s: %s", self.id, run_id, claim.attempt, exc)
         finally:
             self.jobs.pop(run_id, None)
+            if job.entry_id is not None:
+                self._later(self._acks, job.lane.stream, job.entry_id)
+            if job.indexed:
+                self._later(self._zrems, job.lane.index, run_id)
             self._slot_free.set()
+
+    # -- batched bookkeeping -------------------------------------------------------------------
+
+    def _later(self, table: dict[str, list[Any]], key: str, member: Any) -> None:
+        """Queue an XACK or a ZREM: one pipeline per loop turn serves every run that needs one."""
+        table.setdefault(key, []).append(member)
+        self._bookkeeping.set()
+
+    async def _bookkeeping_loop(self) -> None:
+        while True:
+            await self._bookkeeping.wait()
+            await self._flush_bookkeeping()
+
+    async def _flush_bookkeeping(self) -> None:
+        self._bookkeeping.clear()
+        acks, zrems = self._acks, self._zrems
+        self._acks, self._zrems = {}, {}
+        if not acks and not zrems:
+            return
+        pipe = self.redis.pipeline(transaction=False)
+        for stream, entry_ids in acks.items():
+            pipe.xack(stream, keys.WORK_GROUP, *entry_ids)
+        for index, run_ids in zrems.items():
+            pipe.zrem(index, *run_ids)
+        try:
+            replies: list[Any] = await _guard(pipe.execute())
+            del replies
+        except OutlastError as exc:  # put them back; the next turn retries
+            log.warning("worker %s: bookkeeping failed, retrying: %s", self.id, exc)
+            for stream, entry_ids in acks.items():
+                for entry_id in entry_ids:
+                    self._later(self._acks, stream, entry_id)
+            for index, run_ids in zrems.items():
+                for run_id in run_ids:
+                    self._later(self._zrems, index, run_id)
+            await asyncio.sleep(self.heartbeat)
 
     # -- heartbeat side (main loop) ------------------------------------------------------------
 
     def _held(self) -> list[Held]:
         return [Held(job.run_id, job.attempt_no, job.lane.index) for job in list(self.jobs.values())]
 
-    def _renewed(self, run_id: str, attempt: int, ok: bool, lease_until: int, cancel: bool) -> None:
-        if self._loop is not None and (not ok or cancel):
-            self._loop.call_soon_threadsafe(self._on_lease_news, run_id, attempt, ok, cancel)
+    def _renewed(self, renewals: list[Renewal]) -> None:
+        if self._loop is not None:
+            self._loop.call_soon_threadsafe(self._on_renewals, renewals)
 
-    def _on_lease_news(self, run_id: str, attempt: int, ok: bool, cancel: bool) -> None:
-        job = self.jobs.get(run_id)
-        if job is None or job.attempt_no != attempt:
-            return
-        if not ok:
-            log.warning(
-                "worker %s: lost the lease on run %s (attempt %s); abandoning it", self.id, run_id, attempt
-            )
-            if job.task is not None:
-                job.task.cancel()
-        elif cancel and job.attempt is not None:
-            job.attempt.cancel("cancelled")
+    def _on_renewals(self, renewals: list[Renewal]) -> None:
+        for renewal in renewals:
+            job = self.jobs.get(renewal.held.run_id)
+            if job is None or job.attempt_no != renewal.held.attempt:
+                continue
+            if not renewal.ok:
+                log.warning(
+                    "worker %s: lost the lease on run %s (attempt %s); abandoning it", self.id, job.run_id,
+                    job.attempt_no,
+                )  # fmt: skip
+                if job.task is not None:
+                    job.task.cancel()
+                continue
+            if renewal.indexed:
+                job.indexed = True
+                if job.entry_id is not None:  # findable by a takeover now: the entry can go
+                    self._later(self._acks, job.lane.stream, job.entry_id)
+                    job.entry_id = None
+            if renewal.cancel and job.attempt is not None:
+                job.attempt.cancel("cancelled")
 
     async def _cancel_listener(self) -> None:
         pubsub = self.redis.pubsub()
@@ -382,9 +445,9 @@ class Worker:
                     lane.stream, keys.WORK_GROUP, self.id, min_idle_time=self.lease_ms, count=10
                 )
             )
-            for entry_id, fields in reply[1]:
-                if fields:
-                    await self._dispatch(lane, entry_id, fields[b"run"].decode())
+            await self._dispatch(
+                [(lane, entry_id, fields[b"run"].decode()) for entry_id, fields in reply[1] if fields]
+            )
 
     # -- draining ------------------------------------------------------------------------------
 
