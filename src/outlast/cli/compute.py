@@ -12,11 +12,12 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from outlast.cli.main import RedisOption, app, console, run_async
+from outlast.cli.main import RedisOption, app, console, err_console, run_async
 from outlast.store.connect import connect
 from outlast.worker.dispatch import Dispatcher
+from outlast.worker.launcher import SubprocessLauncher
 from outlast.worker.loader import load_app
-from outlast.worker.worker import Worker
+from outlast.worker.worker import Worker, redis_url_of
 
 deploy_app = typer.Typer(help="Blue-green deployment: which version new runs go to.", no_args_is_help=True)
 app.add_typer(deploy_app, name="deploy")
@@ -38,17 +39,31 @@ def worker(
     drain_timeout: Annotated[float, typer.Option(min=0, help="On SIGTERM, wait this long for runs.")] = 30.0,
     max_attempts: Annotated[int, typer.Option(min=1, help="Attempts before a run fails.")] = 5,
     burst: Annotated[bool, typer.Option(help="Exit once nothing is queued or running.")] = False,
+    launcher: Annotated[
+        str, typer.Option(help="'inprocess' runs here; 'subprocess' runs each in `outlast execute`.")
+    ] = "inprocess",
     redis: RedisOption = None,
 ) -> None:
     """Run workflows: take runs from the queue, heartbeat, take over dead workers' runs."""
+    if launcher not in ("inprocess", "subprocess"):
+        err_console.print(
+            f"[red]error:[/red] --launcher must be 'inprocess' or 'subprocess', not {launcher!r}"
+        )
+        raise typer.Exit(2)
     registry = load_app(target)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
 
     async def serve() -> None:
         async with connect(redis) as client:
+            spawner = None
+            if launcher == "subprocess":
+                spawner = SubprocessLauncher(
+                    target, redis_url_of(client), heartbeat=heartbeat, lease_timeout=lease_timeout
+                )
             w = Worker(
                 registry, client, concurrency=concurrency, version=version, heartbeat=heartbeat,
                 lease_timeout=lease_timeout, drain_timeout=drain_timeout, max_attempts=max_attempts,
+                launcher=spawner,
             )  # fmt: skip
             loop = asyncio.get_running_loop()
             for sig in (signal.SIGTERM, signal.SIGINT):
@@ -64,6 +79,30 @@ def worker(
             console.print(f"worker {w.id} stopped after {w.started_runs} runs")
 
     run_async(serve())
+
+
+@app.command()
+def execute(
+    run_id: str,
+    target: Annotated[str, typer.Argument(help="Module path or file defining the run's workflow.")],
+    heartbeat: Annotated[float, typer.Option(min=0.01, help="Lease renewal interval, seconds.")] = 1.0,
+    lease_timeout: Annotated[
+        float, typer.Option(min=0.05, help="A lease not renewed for this long expires.")
+    ] = 4.0,
+    max_attempts: Annotated[int, typer.Option(min=1, help="Attempts before a run fails.")] = 5,
+    redis: RedisOption = None,
+) -> None:
+    """Execute one run in this process, given only its id (what launchers start)."""
+    registry = load_app(target)
+
+    async def go() -> None:
+        async with connect(redis) as client:
+            w = Worker(
+                registry, client, heartbeat=heartbeat, lease_timeout=lease_timeout, max_attempts=max_attempts
+            )
+            console.print(f"run {run_id}: {await w.execute_one(run_id)}")
+
+    run_async(go())
 
 
 @app.command()

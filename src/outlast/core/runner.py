@@ -120,7 +120,9 @@ class Runner:
                 emitted.add(key)
             else:
                 checkpoints[key] = checkpoint_from_json(raw)
-        return Attempt(self, wf, run_id, start.attempt, start.last_seq, record.input, checkpoints, emitted, objects)
+        return Attempt(
+            self, wf, run_id, start.attempt, start.last_seq, record.input, checkpoints, emitted, objects
+        )
 
     async def execute(
         self, wf: Workflow[Any, Any], run_id: str, *, expected_attempt: int | None = None

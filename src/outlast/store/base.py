@@ -40,7 +40,7 @@ class AppendItem:
 CORE_META_FIELDS = frozenset(
     {"v", "run_id", "workflow", "version", "tenant", "input", "status", "attempt", "last_seq", "created_at",
      "updated_at", "started_at", "finished_at", "result", "error", "progress", "status_message",
-     "lease_owner", "lease_until", "cancel_requested", "lost_workers"}
+     "lease_owner", "lease_until", "cancel_requested", "lost_workers", "lane"}
 )  # fmt: skip
 
 
@@ -91,6 +91,7 @@ class RunRecord(BaseModel):
     lease_until: float = 0
     cancel_requested: bool = False
     lost_workers: str = ""
+    lane: str = ""  # the work stream's version ("@any" for upgrade-safe runs); "" = its version
 
     @classmethod
     def from_hash(cls, raw: dict[str, str]) -> RunRecord:

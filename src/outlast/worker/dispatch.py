@@ -191,16 +191,16 @@ class Dispatcher:
         )  # fmt: skip
         NewRun(run_id=run_id, workflow=name, input=stored, extra=extra or {})  # validates ``extra``
         run_keys = keys.run_keys(run_id)
-        extra_pairs: list[str] = []
+        lane = keys.ANY_VERSION if upgrade_safe else version  # upgrade-safe runs are not pinned
+        extra_pairs: list[str] = ["lane", lane]
         for field, value in (extra or {}).items():
             extra_pairs += [field, value]
         args: list[Any] = [
             run_id, name, version, tenant, serde.dumps(stored), repr(time.time()), serde.dumps(queued),
-            len(extra or {}), *extra_pairs,
+            len(extra_pairs) // 2, *extra_pairs,
         ]  # fmt: skip
         pipe = self.redis.pipeline(transaction=True)
         await self._create(keys=[run_keys.meta, run_keys.events], args=args, client=pipe)  # queued, not run
-        lane = keys.ANY_VERSION if upgrade_safe else version  # upgrade-safe runs are not pinned
         pipe.xadd(keys.work_stream(lane), {"run": run_id}, maxlen=WORK_STREAM_MAXLEN, approximate=True)
         pipe.zadd(keys.VERSIONS, {version: int(time.time() * 1000)}, nx=True)
         pipe.zadd(keys.RUNS_INDEX, {run_id: int(time.time() * 1000)}, nx=True)

@@ -38,6 +38,7 @@ from outlast.store.base import AttemptStart
 from outlast.store.leases import Claim, RunLeases
 from outlast.store.redis import RedisStore, _guard
 from outlast.worker.heartbeat import Held, LeaseRenewer, Renewal
+from outlast.worker.launcher import Launcher
 
 log = logging.getLogger("outlast.worker")
 
@@ -59,6 +60,7 @@ class _Job:
     attempt: Attempt | None = None
     entry_id: bytes | None = None  # work-stream entry still pending (acked once the run is indexed)
     indexed: bool = False  # listed in the lease index (removed from it when the run ends)
+    launched: bool = False  # executed by a launched process, which holds the lease itself
 
 
 class Worker:
@@ -78,6 +80,7 @@ class Worker:
         worker_id: str | None = None,
         retention: float = 7 * 24 * 3600,
         max_stream_len: int = 0,
+        launcher: Launcher | None = None,
     ) -> None:
         if concurrency < 1 or heartbeat <= 0 or lease_timeout <= heartbeat or max_attempts < 1:
             raise OutlastError(
@@ -105,6 +108,8 @@ class Worker:
         ]
         self._lane_of = {lane.stream.encode(): lane for lane in self.lanes}
         self.jobs: dict[str, _Job] = {}
+        #: When set, runs are executed by what it launches (``outlast execute``), not in here.
+        self.launcher = launcher
         self.started_runs = 0
         self._stopping = asyncio.Event()
         self._slot_free = asyncio.Event()
@@ -129,7 +134,7 @@ class Worker:
         """Work until :meth:`stop` (or, with ``burst``, until nothing is queued or running)."""
         self._loop = asyncio.get_running_loop()
         await self._prepare()
-        url = _url_of(self.redis)
+        url = redis_url_of(self.redis)
         renewer = LeaseRenewer(
             url, self.id, interval=self.heartbeat, lease_ms=self.lease_ms,
             held=self._held, on_renewed=self._renewed,
@@ -157,6 +162,37 @@ class Worker:
 
     async def run_until_idle(self) -> None:
         await self.run(burst=True)
+
+    async def execute_one(self, run_id: str) -> str:
+        """Claim ``run_id`` and execute it here, heartbeating its lease (``outlast execute``).
+
+        Returns how it ended: completed/failed/cancelled/abandoned, or why nothing ran
+        (``alive``: someone else holds it; ``terminal``; ``gone``).
+        """
+        self._loop = asyncio.get_running_loop()
+        claim = await self.leases.claim(run_id, self.id, self.lease_ms, self.max_attempts)
+        if claim.status != "ok" or claim.record is None:
+            if claim.status == "exhausted":
+                await self._fail_exhausted(self.lanes[0], run_id, claim)
+            return claim.status
+        lane_version = claim.record.lane or claim.record.version
+        lane = Lane(keys.work_stream(lane_version), keys.lease_index(lane_version))
+        job = _Job(run_id, claim.attempt, lane, indexed=True)
+        await _guard(self.redis.zadd(lane.index, {run_id: claim.lease_until}))  # findable if we die
+        renewer = LeaseRenewer(
+            redis_url_of(self.redis), self.id, interval=self.heartbeat, lease_ms=self.lease_ms,
+            held=self._held, on_renewed=self._renewed,
+        )  # fmt: skip
+        self.jobs[run_id] = job
+        renewer.start()
+        try:
+            await self._execute(job, claim)
+            await self._flush_bookkeeping()
+        finally:
+            renewer.stop()
+            await asyncio.to_thread(renewer.join)
+        record = await self.store.get_run(run_id)
+        return record.status if record.status in ev.TERMINAL_STATUSES else "abandoned"
 
     async def _prepare(self) -> None:
         for lane in self.lanes:
@@ -239,6 +275,8 @@ class Worker:
         """Claim and start ``run_id`` if nobody holds a live lease on it. True when started."""
         if run_id in self.jobs or self._stopping.is_set():
             return False
+        if self.launcher is not None:
+            return await self._launch(lane, run_id, entry_id)
         claim = await self.leases.claim(run_id, self.id, self.lease_ms, self.max_attempts)
         if claim.status == "ok":
             self._start(lane, run_id, claim, entry_id)
@@ -268,6 +306,32 @@ class Worker:
         data = {"error": error, "reason": "attempts_exhausted", "lost_workers": lost}
         await self.leases.finish(run_id, claim.attempt, "failed", ev.RUN_FAILED, data, error)
         self._later(self._zrems, lane.index, run_id)
+
+    async def _launch(self, lane: Lane, run_id: str, entry_id: bytes | None) -> bool:
+        """Hand a run to the launcher; the launched process claims it and holds its lease."""
+        if self.launcher is None:
+            return False
+        if entry_id is None:  # found by a takeover scan: only launch when the lease really expired
+            record = await self.store.get_run(run_id)
+            seconds, _ = await _guard(self.redis.time())
+            if record.status in ev.TERMINAL_STATUSES or record.lease_until > seconds * 1000:
+                return False
+        job = _Job(run_id, 0, lane, entry_id=entry_id, launched=True)
+        self.jobs[run_id] = job
+        self.started_runs += 1
+        launched = await self.launcher.launch(run_id)
+
+        async def supervise() -> None:
+            try:
+                await launched.wait()
+            finally:
+                self.jobs.pop(run_id, None)
+                if job.entry_id is not None:
+                    self._later(self._acks, lane.stream, job.entry_id)
+                self._slot_free.set()
+
+        job.task = asyncio.create_task(supervise(), name=f"outlast-launch-{run_id}")
+        return True
 
     def _start(self, lane: Lane, run_id: str, claim: Claim, entry_id: bytes | None) -> None:
         # A run found through the lease index (a takeover) is listed there already.
@@ -347,7 +411,11 @@ class Worker:
     # -- heartbeat side (main loop) ------------------------------------------------------------
 
     def _held(self) -> list[Held]:
-        return [Held(job.run_id, job.attempt_no, job.lane.index) for job in list(self.jobs.values())]
+        return [
+            Held(job.run_id, job.attempt_no, job.lane.index)
+            for job in list(self.jobs.values())
+            if not job.launched
+        ]
 
     def _renewed(self, renewals: list[Renewal]) -> None:
         if self._loop is not None:
@@ -477,7 +545,7 @@ class Worker:
             await self._slot_free.wait()
 
 
-def _url_of(redis: aioredis.Redis) -> str:
+def redis_url_of(redis: aioredis.Redis) -> str:
     kw = redis.connection_pool.connection_kwargs
     if "path" in kw:
         return f"unix://{kw['path']}?db={kw.get('db', 0)}"
