@@ -18,6 +18,8 @@ RUN_STARTED: Final = "run.started"
 RUN_COMPLETED: Final = "run.completed"
 RUN_FAILED: Final = "run.failed"
 RUN_CANCELLED: Final = "run.cancelled"
+#: The workflow body raised and its own retry policy runs it again (same attempt, replaying).
+RUN_RETRYING: Final = "run.retrying"
 STEP_STARTED: Final = "step.started"
 STEP_RETRYING: Final = "step.retrying"
 STEP_COMPLETED: Final = "step.completed"

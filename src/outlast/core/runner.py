@@ -172,10 +172,12 @@ class Attempt:
         )  # fmt: skip
         self._body: asyncio.Task[Any] | None = None
         self._cancel_reason: str | None = None
+        self._cancel_requested = asyncio.Event()
 
     def cancel(self, reason: str = "cancelled") -> None:
         """End the run ``cancelled``: running steps see CancelledError."""
         self._cancel_reason = reason
+        self._cancel_requested.set()
         if self._body is not None:
             self._body.cancel()
 
@@ -194,43 +196,60 @@ class Attempt:
                 "worker": self.runner.worker_id,
             },
         )
-        context = contextvars.copy_context()
-        context.run(current_frame.set, Frame(self.ctx, None, ""))
-        kwargs = self.workflow.bind_input(self.input)
-        self._body = asyncio.create_task(self.workflow.fn(**kwargs), context=context)
-        if self._cancel_reason is not None:
-            self._body.cancel()
         try:
             return await self._finish()
         finally:
             await writer.close()
 
+    def _start_body(self) -> asyncio.Task[Any]:
+        context = contextvars.copy_context()
+        context.run(current_frame.set, Frame(self.ctx, None, ""))  # a fresh root: replay from the top
+        kwargs = self.workflow.bind_input(self.input)
+        self._body = asyncio.create_task(self.workflow.fn(**kwargs), context=context)
+        if self._cancel_reason is not None:
+            self._body.cancel()
+        return self._body
+
     async def _finish(self) -> Outcome:
-        body, writer = self._body, self.writer
-        if body is None:
-            raise RuntimeError("Attempt._finish() before run()")
-        try:
-            value = await body
-        except asyncio.CancelledError:
-            task = asyncio.current_task()
-            if task is not None and task.cancelling():
-                # The attempt itself is being abandoned (shutdown, crash test): write nothing final.
-                with contextlib.suppress(Exception):
-                    await asyncio.wait_for(writer.drain(), 1.0)
-                raise
-            if writer.failure is not None:
-                return self._abandoned()
-            reason = self._cancel_reason or "cancelled"
-            return await self._terminal("cancelled", ev.RUN_CANCELLED, {"reason": reason}, None, None)
-        except Exception as exc:
-            if writer.failure is not None:
-                return self._abandoned()
-            error = error_info(exc)
-            error["reason"] = "error"
-            if isinstance(exc, NonDeterminismError):
-                error.update(reason="non_determinism", step=exc.step_id)
-            return await self._terminal("failed", ev.RUN_FAILED, {"error": error, "reason": error["reason"]},
-                                        None, error)  # fmt: skip
+        writer = self.writer
+        policy = self.workflow.retry
+        tries = 0
+        while True:
+            tries += 1
+            try:
+                value = await self._start_body()
+                break
+            except asyncio.CancelledError:
+                task = asyncio.current_task()
+                if task is not None and task.cancelling():
+                    # The attempt itself is being abandoned (shutdown, crash test): write nothing final.
+                    with contextlib.suppress(Exception):
+                        await asyncio.wait_for(writer.drain(), 1.0)
+                    raise
+                if writer.failure is not None:
+                    return self._abandoned()
+                return await self._cancelled()
+            except Exception as exc:
+                if writer.failure is not None:
+                    return self._abandoned()
+                if policy is not None and tries < policy.attempts and policy.should_retry(exc):
+                    # The workflow's own retry policy: run the body again in this attempt; the
+                    # steps that completed return their results, the failed one runs again.
+                    delay = policy.delay(tries)
+                    writer.event(
+                        ev.RUN_RETRYING, None, {"try": tries, "error": error_info(exc), "delay": delay}
+                    )
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(self._cancel_requested.wait(), delay)
+                    if self._cancel_reason is not None:
+                        return await self._cancelled()
+                    continue
+                error = error_info(exc)
+                error["reason"] = "error"
+                if isinstance(exc, NonDeterminismError):
+                    error.update(reason="non_determinism", step=exc.step_id)
+                data = {"error": error, "reason": error["reason"]}
+                return await self._terminal("failed", ev.RUN_FAILED, data, None, error)
         if writer.failure is not None:
             return self._abandoned()
         try:
@@ -241,6 +260,10 @@ class Attempt:
                 "failed", ev.RUN_FAILED, {"error": error, "reason": "error"}, None, error
             )
         return await self._terminal("completed", ev.RUN_COMPLETED, {"result": stored}, stored, None)
+
+    async def _cancelled(self) -> Outcome:
+        reason = self._cancel_reason or "cancelled"
+        return await self._terminal("cancelled", ev.RUN_CANCELLED, {"reason": reason}, None, None)
 
     async def _terminal(
         self, status: str, type: str, data: dict[str, Any], result: Any, error: dict[str, Any] | None

@@ -14,6 +14,7 @@ import pydantic
 from pydantic import BaseModel, ConfigDict, TypeAdapter
 
 from outlast.core import serde
+from outlast.core.retry import Retry
 from outlast.errors import ConfigError, InputValidationError, WorkflowNotFound
 
 P = ParamSpec("P")
@@ -34,6 +35,7 @@ class Workflow(Generic[P, R]):
         secret_args: tuple[str, ...] = (),
         description: str | None = None,
         upgrade_safe: bool = False,
+        retry: Retry | None = None,
     ) -> None:
         if not inspect.iscoroutinefunction(fn):
             raise ConfigError(f"@workflow needs an async function, got {fn!r}")
@@ -43,6 +45,7 @@ class Workflow(Generic[P, R]):
             raise ConfigError(f"workflow name {self.name!r}: use letters, digits, '_', '-' and '.'")
         self.lenient_replay = lenient_replay
         self.upgrade_safe = upgrade_safe
+        self.retry = retry
         self.secret_args = tuple(secret_args)
         self.description = description if description is not None else inspect.getdoc(fn) or ""
         self.signature = inspect.signature(fn)
@@ -103,6 +106,7 @@ def workflow(
     secret_args: tuple[str, ...] = (),
     description: str | None = None,
     upgrade_safe: bool = False,
+    retry: Retry | None = None,
 ) -> Callable[[Callable[P, Awaitable[R]]], Workflow[P, R]]: ...
 def workflow(
     fn: Callable[P, Awaitable[R]] | None = None,
@@ -113,6 +117,7 @@ def workflow(
     secret_args: tuple[str, ...] = (),
     description: str | None = None,
     upgrade_safe: bool = False,
+    retry: Retry | None = None,
 ) -> Workflow[P, R] | Callable[[Callable[P, Awaitable[R]]], Workflow[P, R]]:
     """Declare a durable workflow. ``name`` defaults to the function name.
 
@@ -121,12 +126,14 @@ def workflow(
     ``secret_args``: inputs masked as ``"[secret]"`` in events and traces.
     ``upgrade_safe``: its runs are not pinned to the version they started on: a worker of any
     version may execute or take them over (use only when every version replays them the same).
+    ``retry``: when the body raises, run it again (completed steps replay) per this policy,
+    instead of failing the run; each retry is a ``run.retrying`` event. Default: no retry.
     """
 
     def wrap(func: Callable[P, Awaitable[R]]) -> Workflow[P, R]:
         return Workflow(
             func, name=name, lenient_replay=lenient_replay, secret_args=secret_args,
-            description=description, upgrade_safe=upgrade_safe,
+            description=description, upgrade_safe=upgrade_safe, retry=retry,
         )  # fmt: skip
 
     return wrap(fn) if fn is not None else wrap
