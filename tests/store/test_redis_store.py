@@ -158,3 +158,25 @@ async def test_reading_an_unknown_run_is_a_clear_error(redis: aioredis.Redis) ->
         [e async for e in store.read_events("missing", follow=False)]
     with pytest.raises(RunNotFound):
         await store.get_run("missing")
+
+
+async def test_a_gap_inside_a_batch_keeps_last_seq_true_to_what_was_written(redis: aioredis.Redis) -> None:
+    store = RedisStore(redis)
+    await new_run(store)
+    await store.begin_attempt("r1")
+    with pytest.raises(ProtocolViolation):
+        await store.append("r1", 1, [AppendItem(2, envelope("r1", 2)), AppendItem(4, envelope("r1", 4))])
+    assert (await store.get_run("r1")).last_seq == 2
+    assert await store.append("r1", 1, [AppendItem(3, envelope("r1", 3))]) == 3
+    assert [e.seq for e in [e async for e in store.read_events("r1", follow=False)]] == [1, 2, 3]
+
+
+async def test_framed_batch_carries_binary_and_unicode_side_effects(redis: aioredis.Redis) -> None:
+    store = RedisStore(redis)
+    await new_run(store)
+    await store.begin_attempt("r1")
+    value = "naïve: 12:34 — ünïcödé".encode() + b"\x00\xff:"
+    ops = ((OP_STEP, "pos:1", value), (OP_META, "status_message", "a:b:c"))
+    await store.append("r1", 1, [AppendItem(2, envelope("r1", 2), ops)])
+    assert (await store.load_steps("r1"))["pos:1"] == value
+    assert (await store.get_run("r1")).status_message == "a:b:c"

@@ -84,11 +84,7 @@ class RedisStore:
 
     async def append(self, run_id: str, attempt: int, items: Sequence[AppendItem]) -> int:
         keys = run_keys(run_id)
-        args: list[Any] = [attempt, self.max_stream_len, repr(time.time())]
-        for item in items:
-            args += [item.seq, item.payload, len(item.ops)]
-            for op in item.ops:
-                args += op
+        args: list[Any] = [attempt, self.max_stream_len, repr(time.time()), frame_batch(items)]
         reply: list[Any] = await _guard(self._append(keys=keys.all(), args=args))
         tag = _s(reply[0])
         if tag == "OK":
@@ -144,6 +140,24 @@ class RedisStore:
                 yield event
                 if event.terminal:
                     return
+
+
+def _b(value: str | bytes) -> bytes:
+    return value.encode() if isinstance(value, str) else value
+
+
+def frame_batch(items: Sequence[AppendItem]) -> bytes:
+    """The APPEND script's ``batch`` argument (see store/scripts.py for the framing)."""
+    parts: list[bytes] = []
+    for item in items:
+        parts.append(b"%d:%d:%d:" % (item.seq, len(item.payload), len(item.ops)))
+        parts.append(item.payload)
+        for op, a, b in item.ops:
+            ab, bb = _b(a), _b(b)
+            parts.append(b"%s%d:%d:" % (op.encode(), len(ab), len(bb)))
+            parts.append(ab)
+            parts.append(bb)
+    return b"".join(parts)
 
 
 def gap_event(run_id: str, cursor: int, next_seq: int) -> ev.Event:

@@ -461,15 +461,43 @@ class Worker:
                 await pubsub.aclose()  # type: ignore[no-untyped-call]
 
     async def _beat_loop(self) -> None:
+        """Every heartbeat: report, re-read stranded entries; scan for orphans every beat and also
+        right when the next lease in our lanes is due to expire, so takeover is not late by a beat."""
+        loop = asyncio.get_running_loop()
+        next_beat = loop.time() + self.heartbeat
         while True:
-            await asyncio.sleep(self.heartbeat)
+            delay = next_beat - loop.time()
             try:
-                await self._report()
+                due = await self._next_expiry_in()
+            except OutlastError:
+                due = None
+            if due is not None:
+                delay = min(delay, due + 0.005)
+            await asyncio.sleep(max(0.0, delay))
+            try:
+                if loop.time() >= next_beat:
+                    next_beat = loop.time() + self.heartbeat
+                    await self._report()
+                    if not self._stopping.is_set():
+                        await self._reclaim_unclaimed()
                 if not self._stopping.is_set():
                     await self._takeover_scan()
-                    await self._reclaim_unclaimed()
             except OutlastError as exc:
                 log.warning("worker %s: heartbeat: %s", self.id, exc)
+
+    async def _next_expiry_in(self) -> float | None:
+        """Seconds until the earliest lease listed in our lanes expires (None when none will)."""
+        seconds, micros = await _guard(self.redis.time())
+        now_ms = seconds * 1000 + micros // 1000
+        soonest: float | None = None
+        for lane in self.lanes:
+            first = await _guard(
+                self.redis.zrangebyscore(lane.index, now_ms, "+inf", start=0, num=1, withscores=True)
+            )
+            if first:
+                wait = (first[0][1] - now_ms) / 1000
+                soonest = wait if soonest is None else min(soonest, wait)
+        return soonest
 
     async def _report(self) -> None:
         info = {
