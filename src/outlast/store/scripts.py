@@ -154,13 +154,15 @@ return {'OK', attempt, tonumber(cur[2]), lease_until, redis.call('HGETALL', KEYS
 
 # KEYS: meta
 # ARGV: attempt, owner, lease_ms
-# Returns {'OK', lease_until, cancel_requested ('1' or '')} | {'STALE', attempt} | {'GONE'}
+# Returns {'OK', lease_until, cancel_requested ('1' or '')} | {'STALE', attempt} | {'ENDED'} (this
+# attempt wrote the run's terminal event: nothing to renew) | {'GONE'}
 RENEW: Final = (
     _NOW
     + """
 local cur = redis.call('HMGET', KEYS[1], 'attempt', 'lease_owner', 'cancel_requested', 'status')
 if not cur[1] then return {'GONE'} end
-if cur[1] ~= ARGV[1] or cur[2] ~= ARGV[2] or cur[4] ~= 'running' then return {'STALE', tonumber(cur[1])} end
+if cur[1] ~= ARGV[1] or cur[2] ~= ARGV[2] then return {'STALE', tonumber(cur[1])} end
+if cur[4] ~= 'running' then return {'ENDED'} end
 local lease_until = now + tonumber(ARGV[3])
 redis.call('HSET', KEYS[1], 'lease_until', lease_until)
 return {'OK', lease_until, cur[3] or ''}

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import redis.asyncio as aioredis
+from redis import exceptions as redis_errors
 
 from outlast import events as ev
 from outlast.core import serde
@@ -56,6 +57,7 @@ class Dispatcher:
         self.store = RedisStore(redis)
         self.leases = RunLeases(redis, retention=retention)
         self._create = redis.register_script(scripts.CREATE_RUN)
+        self._script_loaded = False
 
     # -- versions ------------------------------------------------------------------------------
 
@@ -199,12 +201,25 @@ class Dispatcher:
             run_id, name, version, tenant, serde.dumps(stored), repr(time.time()), serde.dumps(queued),
             len(extra_pairs) // 2, *extra_pairs,
         ]  # fmt: skip
-        pipe = self.redis.pipeline(transaction=True)
-        await self._create(keys=[run_keys.meta, run_keys.events], args=args, client=pipe)  # queued, not run
-        pipe.xadd(keys.work_stream(lane), {"run": run_id}, maxlen=WORK_STREAM_MAXLEN, approximate=True)
-        pipe.zadd(keys.VERSIONS, {version: int(time.time() * 1000)}, nx=True)
-        pipe.zadd(keys.RUNS_INDEX, {run_id: int(time.time() * 1000)}, nx=True)
-        replies: list[Any] = await _guard(pipe.execute())
+        for _ in range(2):
+            if not self._script_loaded:
+                await _guard(self.redis.script_load(scripts.CREATE_RUN))
+                self._script_loaded = True
+            # EVALSHA (not the Script helper): a pipeline holding a Script re-checks SCRIPT EXISTS
+            # on every execute, one more round trip per start.
+            pipe = self.redis.pipeline(transaction=True)
+            pipe.evalsha(self._create.sha, 2, run_keys.meta, run_keys.events, *args)
+            pipe.xadd(keys.work_stream(lane), {"run": run_id}, maxlen=WORK_STREAM_MAXLEN, approximate=True)
+            pipe.zadd(keys.RUNS_INDEX, {run_id: int(time.time() * 1000)}, nx=True)
+            pipe.zadd(keys.VERSIONS, {version: int(time.time() * 1000)}, nx=True)
+            replies: list[Any] = await _guard(pipe.execute(raise_on_error=False))
+            if not isinstance(replies[0], redis_errors.NoScriptError):
+                break
+            # The server restarted and lost its scripts: the queue entry just written points at
+            # no run (workers drop it); load the script and start again.
+            self._script_loaded = False
+        if isinstance(replies[0], Exception):
+            raise StoreError(f"starting run {run_id} failed: {replies[0]}")
         return Started(run_id, bool(replies[0]), version)
 
     async def cancel(self, run_id: str) -> Cancelled:

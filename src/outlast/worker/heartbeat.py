@@ -91,6 +91,8 @@ class LeaseRenewer(threading.Thread):
         for lease, reply in zip(held, replies, strict=True):
             if isinstance(reply, Exception):
                 continue
+            if reply[0] == b"ENDED":
+                continue  # the run just finished here; the worker forgets it on its own
             ok = reply[0] == b"OK"
             until = int(reply[1]) if ok else 0
             renewals.append(Renewal(lease, ok, until, ok and reply[2] == b"1"))
