@@ -173,6 +173,7 @@ class Attempt:
         self._body: asyncio.Task[Any] | None = None
         self._cancel_reason: str | None = None
         self._cancel_requested = asyncio.Event()
+        self._announced = False
 
     def cancel(self, reason: str = "cancelled") -> None:
         """End the run ``cancelled``: running steps see CancelledError."""
@@ -187,15 +188,6 @@ class Attempt:
 
     async def run(self) -> Outcome:
         writer = self.writer
-        writer.event(
-            ev.RUN_STARTED,
-            None,
-            {
-                "attempt": self.attempt,
-                "checkpoints": len(self.ctx.checkpoints),
-                "worker": self.runner.worker_id,
-            },
-        )
         try:
             return await self._finish()
         finally:
@@ -206,6 +198,17 @@ class Attempt:
         context.run(current_frame.set, Frame(self.ctx, None, ""))  # a fresh root: replay from the top
         kwargs = self.workflow.bind_input(self.input)
         self._body = asyncio.create_task(self.workflow.fn(**kwargs), context=context)
+        if not self._announced:
+            # Queued after the body task exists but before it runs: run.started still gets the
+            # first seq, and the writer's flusher (created by this event) is scheduled after the
+            # body, so the body's first events share run.started's round trip.
+            self._announced = True
+            data = {
+                "attempt": self.attempt,
+                "checkpoints": len(self.ctx.checkpoints),
+                "worker": self.runner.worker_id,
+            }
+            self.writer.event(ev.RUN_STARTED, None, data)
         if self._cancel_reason is not None:
             self._body.cancel()
         return self._body

@@ -181,9 +181,6 @@ class EventWriter:
     async def _flusher(self) -> None:
         while True:
             await self._wake.wait()
-            # One loop turn of grace: tasks already runnable (the body just started, sibling
-            # steps in a gather) queue their events first and share this round trip.
-            await asyncio.sleep(0)
             self._wake.clear()
             while self._pending:
                 batch = self._pending[:MAX_BATCH]

@@ -23,6 +23,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 WINDOW_SECONDS = 60.0
+RECENT_REQUESTS = 100
 MIN_COMPLETION_TOKENS = 16
 MAX_COMPLETION_TOKENS = 64
 
@@ -60,11 +61,16 @@ class SimKnobs(BaseModel):
 
     ttft_ms: float = Field(0.0, ge=0, description="time to first token, milliseconds")
     tokens_per_second: float = Field(0.0, ge=0, description="output speed; 0 = as fast as possible")
-    rpm_limit: int = Field(0, ge=0, description="requests per sliding 60 s; 0 = unlimited")
-    tpm_limit: int = Field(0, ge=0, description="prompt+completion tokens per sliding 60 s; 0 = unlimited")
+    rpm_limit: int = Field(0, ge=0, description="requests per sliding window; 0 = unlimited")
+    tpm_limit: int = Field(0, ge=0, description="prompt+completion tokens per sliding window; 0 = unlimited")
+    rate_window_s: float = Field(WINDOW_SECONDS, gt=0, description="the RPM/TPM sliding window, seconds")
     error_rate: float = Field(0.0, ge=0, le=1, description="share of requests answered 500/503")
     outages: list[OutageWindow] = Field(default_factory=list, description="epoch windows of 503s")
     stall_after_tokens: int = Field(0, ge=0, description="hang after this many tokens; 0 = never")
+    stall_requests: int = Field(
+        0, ge=0, description="with stall_after_tokens: stall only this many requests (since reset); 0 = all"
+    )
+    api_keys: list[str] = Field(default_factory=list, description="accepted API keys; empty = any key")
     seed: int = Field(0, description="seeds the text and the error dice")
     models: list[str] = Field(default_factory=lambda: ["outlast-sim"], min_length=1)
 
@@ -242,23 +248,23 @@ class RateLimiter:
     def clear(self) -> None:
         self.entries.clear()
 
-    def admit(self, now: float, tokens: int, rpm: int, tpm: int) -> Admission:
-        while self.entries and self.entries[0][0] <= now - WINDOW_SECONDS:
+    def admit(self, now: float, tokens: int, rpm: int, tpm: int, window: float = WINDOW_SECONDS) -> Admission:
+        while self.entries and self.entries[0][0] <= now - window:
             self.entries.popleft()
         used_requests = len(self.entries)
         used_tokens = sum(t for _, t in self.entries)
         refusal: Admission | None = None
         if rpm and used_requests + 1 > rpm:
-            wait = self.entries[used_requests - rpm][0] + WINDOW_SECONDS - now
+            wait = self.entries[used_requests - rpm][0] + window - now
             msg = f"Rate limit reached on requests per min (RPM): Limit {rpm}, Used {used_requests}."
             refusal = Admission(False, {}, "requests", wait, msg)
         elif tpm and used_tokens + tokens > tpm:
-            wait, freed = WINDOW_SECONDS, 0
+            wait, freed = window, 0
             if tokens <= tpm:
                 for arrival, spent in self.entries:
                     freed += spent
                     if used_tokens - freed + tokens <= tpm:
-                        wait = arrival + WINDOW_SECONDS - now
+                        wait = arrival + window - now
                         break
             msg = (
                 f"Rate limit reached on tokens per min (TPM): Limit {tpm}, Used {used_tokens}, "
@@ -268,7 +274,7 @@ class RateLimiter:
         if refusal is None:
             self.entries.append((now, tokens))
             used_requests, used_tokens = used_requests + 1, used_tokens + tokens
-        reset = (self.entries[-1][0] + WINDOW_SECONDS - now) if self.entries else 0.0
+        reset = (self.entries[-1][0] + window - now) if self.entries else 0.0
         headers: dict[str, str] = {}
         if rpm:
             headers["x-ratelimit-limit-requests"] = str(rpm)
@@ -301,9 +307,11 @@ class SimStats:
         self._prompt_tokens = 0
         self._completion_tokens = 0
         self._accepted: list[float] = []
+        self._recent: deque[dict[str, Any]] = deque(maxlen=RECENT_REQUESTS)
 
     def reset(self) -> None:
         with self._lock:
+            self._recent.clear()
             self._total = 0
             self._by_status.clear()
             self._prompt_tokens = self._completion_tokens = 0
@@ -312,6 +320,16 @@ class SimStats:
     def request(self) -> None:
         with self._lock:
             self._total += 1
+
+    def record_body(self, api: str, body: Any) -> None:
+        """Keep a request body (never its headers, so never its key) for ``recent()``."""
+        with self._lock:
+            self._recent.append({"api": api, "body": body})
+
+    def recent(self) -> list[dict[str, Any]]:
+        """The last request bodies received, oldest first."""
+        with self._lock:
+            return list(self._recent)
 
     def status(self, code: int) -> None:
         with self._lock:
@@ -325,6 +343,17 @@ class SimStats:
         with self._lock:
             self._prompt_tokens += prompt
             self._completion_tokens += completion
+
+    def max_in_window(self, seconds: float) -> int:
+        """The most accepted requests that arrived within any ``seconds``-long window."""
+        with self._lock:
+            arrivals = sorted(self._accepted)
+        best, lo = 0, 0
+        for hi, t in enumerate(arrivals):
+            while t - arrivals[lo] >= seconds:
+                lo += 1
+            best = max(best, hi - lo + 1)
+        return best
 
     def snapshot(self) -> dict[str, Any]:
         with self._lock:

@@ -1,10 +1,14 @@
-"""An OpenAI-compatible LLM simulator for tests, demos and benchmarks.
+"""An OpenAI- and Anthropic-compatible LLM simulator for tests, demos and benchmarks.
 
-Drive it with the official ``openai`` SDK (``base_url=SimulatorServer().base_url``). It serves
-``POST /v1/chat/completions`` (plain and ``stream: true``), ``GET /v1/models`` and admin
-endpoints ``GET|PATCH /admin/knobs``, ``GET /admin/stats`` and ``POST /admin/reset``.
+Drive it with the official ``openai`` SDK (``base_url=SimulatorServer().base_url``) or the
+``anthropic`` SDK (``base_url=SimulatorServer().url``). It serves ``POST /v1/chat/completions``
+(plain and ``stream: true``), ``POST /v1/messages`` (the Anthropic Messages API, plain and
+streaming, see :mod:`.sim_anthropic`), ``GET /v1/models`` and admin endpoints
+``GET|PATCH /admin/knobs``, ``GET /admin/stats[?window=S]``, ``GET /admin/requests`` (the last request
+bodies) and ``POST /admin/reset``.
 
-Per chat request, in order: body validation (400) and model check (404) — neither is
+Per request, in order: the API key check when ``api_keys`` is set (401; the key comes from
+``Authorization: Bearer`` or ``x-api-key``), body validation (400) and model check (404) — none is
 rate-limited nor counted as accepted; then the sliding-window RPM/TPM limiter (429 with
 ``Retry-After``); every request past it is *accepted* (its arrival is recorded for
 ``max_requests_in_any_60s_window``) and may still hit an outage window (503) or the seeded
@@ -35,6 +39,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from pydantic import ValidationError
 
+from outlast.llm import sim_anthropic
 from outlast.llm.sim_knobs import (
     ChatRequest,
     Plan,
@@ -50,6 +55,8 @@ from outlast.llm.sim_knobs import (
 )
 
 __all__ = ["SimKnobs", "SimState", "SimulatorServer", "create_app", "main", "serve"]
+
+OPENAI, ANTHROPIC = "openai", "anthropic"
 
 
 def _error(
@@ -69,10 +76,12 @@ class SimState:
         self.loop: asyncio.AbstractEventLoop | None = None
         self._rng_seed = knobs.seed
         self._rng = random.Random(knobs.seed)
+        self._stalled = 0  # requests stalled since the last reset (for ``stall_requests``)
 
     def reset(self) -> None:
         self.stats.reset()
         self.limiter.clear()
+        self._stalled = 0
         self._rng_seed = self.knobs.seed
         self._rng = random.Random(self.knobs.seed)
 
@@ -103,88 +112,163 @@ class SimState:
                 waiter.cancel()
 
     async def chat(self, request: Request) -> Response:
+        """``POST /v1/chat/completions`` (OpenAI)."""
+        return await self.serve(request, OPENAI)
+
+    async def messages(self, request: Request) -> Response:
+        """``POST /v1/messages`` (Anthropic)."""
+        return await self.serve(request, ANTHROPIC)
+
+    async def serve(self, request: Request, api: str) -> Response:
         self.stats.request()
-        response = await self._chat(request)
+        response = await self._serve(request, api)
         self.stats.status(response.status_code)
         return response
 
-    async def _chat(self, request: Request) -> Response:
+    @staticmethod
+    def _fail(
+        api: str, status: int, message: str, type_: str, code: str | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> Response:  # fmt: skip
+        if api == ANTHROPIC:
+            return JSONResponse(
+                sim_anthropic.error_body(status, message), status_code=status, headers=headers
+            )
+        return _error(status, message, type_, code, headers)
+
+    def _authorised(self, request: Request) -> bool:
+        if not self.knobs.api_keys:
+            return True
+        bearer = request.headers.get("authorization", "")
+        key = bearer[7:] if bearer.lower().startswith("bearer ") else request.headers.get("x-api-key", "")
+        return key in self.knobs.api_keys
+
+    async def _serve(self, request: Request, api: str) -> Response:
+        if not self._authorised(request):
+            msg = "Incorrect API key provided."
+            return self._fail(api, 401, msg, "invalid_request_error", "invalid_api_key")
+        limit: int | None
         try:
-            req = ChatRequest.model_validate(json.loads(await request.body()))
+            body = json.loads(await request.body())
+            self.stats.record_body(api, body)
+            if api == ANTHROPIC:
+                areq = sim_anthropic.MessagesRequest.model_validate(body)
+                model, messages, stream = areq.model, areq.chat_messages(), areq.stream
+                limit, json_mode, usage = areq.max_tokens, False, True
+            else:
+                req = ChatRequest.model_validate(body)
+                model, messages, stream = req.model, req.messages, req.stream
+                limit = req.max_completion_tokens or req.max_tokens
+                json_mode = (req.response_format or {}).get("type") == "json_object"
+                usage = bool((req.stream_options or {}).get("include_usage"))
         except (ValueError, ValidationError) as exc:
-            return _error(400, f"Invalid request body: {exc}", "invalid_request_error", "invalid_request")
+            msg = f"Invalid request body: {exc}"
+            return self._fail(api, 400, msg, "invalid_request_error", "invalid_request")
         k = self.knobs
-        if req.model not in k.models:
-            msg = f"The model `{req.model}` does not exist. Served models: {', '.join(k.models)}."
-            return _error(404, msg, "invalid_request_error", "model_not_found")
-        limit = req.max_completion_tokens or req.max_tokens
-        json_mode = (req.response_format or {}).get("type") == "json_object"
-        words = completion_words(k.seed, req.model, req.messages)
+        if model not in k.models:
+            msg = f"The model `{model}` does not exist. Served models: {', '.join(k.models)}."
+            return self._fail(api, 404, msg, "invalid_request_error", "model_not_found")
+        words = completion_words(k.seed, model, messages)
         text, finish = render_completion(words, limit, json_mode)
         pieces = token_pieces(text)
-        prompt_tokens = count_prompt_tokens(req.messages)
+        prompt_tokens = count_prompt_tokens(messages)
         arrival = time.monotonic()
-        admission = self.limiter.admit(arrival, prompt_tokens + len(pieces), k.rpm_limit, k.tpm_limit)
+        admission = self.limiter.admit(
+            arrival, prompt_tokens + len(pieces), k.rpm_limit, k.tpm_limit, k.rate_window_s
+        )
         headers = {"x-request-id": f"req_{uuid.uuid4().hex}", **admission.headers}
         if not admission.allowed:
-            return _error(429, admission.message, admission.kind, "rate_limit_exceeded", headers)
+            return self._fail(api, 429, admission.message, admission.kind, "rate_limit_exceeded", headers)
         self.stats.accepted(arrival)
         now = time.time()
         outage = next((w for w in k.outages if w.active(now)), None)
         if outage is not None:
             headers["retry-after"] = str(max(1, math.ceil(outage.end - now)))
             msg = "Simulated outage: the service is unavailable, please try again later."
-            return _error(503, msg, "server_error", "service_unavailable", headers)
+            return self._fail(api, 503, msg, "server_error", "service_unavailable", headers)
         if k.error_rate > 0 and self.dice().random() < k.error_rate:
             if self.dice().random() < 0.5:
                 msg = "The server had an error while processing your request. Sorry about that!"
-                return _error(500, msg, "server_error", "internal_error", headers)
+                return self._fail(api, 500, msg, "server_error", "internal_error", headers)
             msg = "The engine is currently overloaded, please try again later."
-            return _error(503, msg, "server_error", "overloaded", headers)
+            return self._fail(api, 503, msg, "server_error", "overloaded", headers)
         self.stats.tokens(prompt=prompt_tokens)
+        stall_after = k.stall_after_tokens if 0 < k.stall_after_tokens < len(pieces) else 0
+        if stall_after and k.stall_requests:
+            if self._stalled >= k.stall_requests:
+                stall_after = 0
+            else:
+                self._stalled += 1
         plan = Plan(
-            id=f"chatcmpl-{uuid.uuid4().hex[:24]}",
-            model=req.model,
+            id=f"msg_{uuid.uuid4().hex[:24]}" if api == ANTHROPIC else f"chatcmpl-{uuid.uuid4().hex[:24]}",
+            model=model,
             pieces=pieces,
             finish=finish,
             prompt_tokens=prompt_tokens,
             ttft=k.ttft_ms / 1000.0,
             tps=k.tokens_per_second,
-            stall_after=k.stall_after_tokens if 0 < k.stall_after_tokens < len(pieces) else 0,
+            stall_after=stall_after,
         )
-        if req.stream:
-            usage = bool((req.stream_options or {}).get("include_usage"))
-            stream = self._stream(plan, usage, request)
-            return StreamingResponse(stream, media_type="text/event-stream", headers=headers)
+        if stream:
+            chunks = (
+                self._stream(plan, usage, request) if api == OPENAI else self._stream_anthropic(plan, request)
+            )
+            return StreamingResponse(chunks, media_type="text/event-stream", headers=headers)
         await asyncio.sleep(plan.ttft + (len(pieces) / plan.tps if plan.tps else 0.0))
         if plan.stall_after:
             await self.stall(request)
             if self.release.is_set():  # the server is stopping under a still-waiting client
-                return _error(503, "The simulator is shutting down.", "server_error", "shutting_down")
+                return self._fail(
+                    api, 503, "The simulator is shutting down.", "server_error", "shutting_down"
+                )
             return Response(status_code=499)  # the client gave up; nothing is sent
         self.stats.tokens(completion=len(pieces))
-        return JSONResponse(plan.completion(), headers=headers)
+        body = sim_anthropic.full_message(plan) if api == ANTHROPIC else plan.completion()
+        return JSONResponse(body, headers=headers)
+
+    async def _pieces(self, plan: Plan, request: Request) -> AsyncIterator[str | None]:
+        """The plan's tokens on its schedule; None (then the end) when the response stalls."""
+        if plan.ttft:
+            await asyncio.sleep(plan.ttft)
+        start = time.monotonic()
+        for i, piece in enumerate(plan.pieces):
+            if plan.stall_after and i == plan.stall_after:
+                await self.stall(request)
+                yield None  # released only when the server stops: end without the closing events
+                return
+            if plan.tps:
+                await asyncio.sleep(max(0.0, start + i / plan.tps - time.monotonic()))
+            self.stats.tokens(completion=1)
+            yield piece
 
     async def _stream(self, plan: Plan, include_usage: bool, request: Request) -> AsyncIterator[bytes]:
         def chunk(delta: dict[str, Any], finish: str | None = None) -> bytes:
             return sse(plan.chunk(delta, finish, include_usage))
 
-        if plan.ttft:
-            await asyncio.sleep(plan.ttft)
-        start = time.monotonic()
-        yield chunk({"role": "assistant", "content": "", "refusal": None})
-        for i, piece in enumerate(plan.pieces):
-            if plan.stall_after and i == plan.stall_after:
-                await self.stall(request)
-                return  # released only when the server stops: end without a finish chunk or [DONE]
-            if plan.tps:
-                await asyncio.sleep(max(0.0, start + i / plan.tps - time.monotonic()))
-            self.stats.tokens(completion=1)
+        first = True
+        async for piece in self._pieces(plan, request):
+            if first:  # the role chunk goes out after the time to first token
+                yield chunk({"role": "assistant", "content": "", "refusal": None})
+                first = False
+            if piece is None:
+                return
             yield chunk({"content": piece})
+        if first:
+            yield chunk({"role": "assistant", "content": "", "refusal": None})
         yield chunk({}, plan.finish)
         if include_usage:
             yield sse(plan.usage_chunk())
         yield sse("[DONE]")
+
+    async def _stream_anthropic(self, plan: Plan, request: Request) -> AsyncIterator[bytes]:
+        for item in sim_anthropic.start_events(plan):
+            yield item
+        async for piece in self._pieces(plan, request):
+            if piece is None:
+                return
+            yield sim_anthropic.delta_event(piece)
+        for item in sim_anthropic.end_events(plan):
+            yield item
 
 
 def _build(knobs: SimKnobs | None) -> tuple[FastAPI, SimState]:
@@ -202,6 +286,10 @@ def _build(knobs: SimKnobs | None) -> tuple[FastAPI, SimState]:
     @app.post("/v1/chat/completions")
     async def chat_completions(request: Request) -> Response:
         return await state.chat(request)
+
+    @app.post("/v1/messages")
+    async def anthropic_messages(request: Request) -> Response:
+        return await state.messages(request)
 
     @app.get("/v1/models")
     async def list_models() -> dict[str, Any]:
@@ -236,8 +324,16 @@ def _build(knobs: SimKnobs | None) -> tuple[FastAPI, SimState]:
         return JSONResponse(state.knobs.model_dump(mode="json"))
 
     @app.get("/admin/stats")
-    async def get_stats() -> dict[str, Any]:
-        return state.stats.snapshot()
+    async def get_stats(window: float | None = None) -> dict[str, Any]:
+        """Counters; with ``?window=S`` also the most requests accepted within any S seconds."""
+        snapshot = state.stats.snapshot()
+        if window is not None and window > 0:
+            snapshot["max_requests_in_window"] = state.stats.max_in_window(window)
+        return snapshot
+
+    @app.get("/admin/requests")
+    async def recent_requests() -> list[dict[str, Any]]:
+        return state.stats.recent()
 
     @app.post("/admin/reset")
     async def reset() -> dict[str, Any]:
@@ -302,6 +398,14 @@ class SimulatorServer:
     def stats(self) -> dict[str, Any]:
         return self._state.stats.snapshot()
 
+    def max_requests_in(self, seconds: float) -> int:
+        """The most accepted requests that arrived within any window of ``seconds``."""
+        return self._state.stats.max_in_window(seconds)
+
+    def requests(self) -> list[dict[str, Any]]:
+        """The last request bodies received (``{"api": "openai"|"anthropic", "body": ...}``)."""
+        return self._state.stats.recent()
+
     def reset(self) -> None:
         """Zero the stats and empty the rate-limit window (same as ``POST /admin/reset``)."""
         loop = self._state.loop
@@ -319,6 +423,9 @@ class SimulatorServer:
             raise RuntimeError("simulator already started")
         sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        # Accepted sockets inherit it: without it, h11's separate header and body writes meet the
+        # client's delayed ACK (Nagle) and every response takes ~40 ms.
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         sock.bind((self.host, self._port))
         self._port = sock.getsockname()[1]
         config = uvicorn.Config(
@@ -374,9 +481,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--tokens-per-second", type=float, default=0.0)
     parser.add_argument("--rpm-limit", type=int, default=0)
     parser.add_argument("--tpm-limit", type=int, default=0)
+    parser.add_argument("--rate-window-s", type=float, default=60.0, help="RPM/TPM sliding window")
     parser.add_argument("--error-rate", type=float, default=0.0)
     parser.add_argument("--outage", action="append", default=[], metavar="START:END", help="epoch seconds")
     parser.add_argument("--stall-after-tokens", type=int, default=0)
+    parser.add_argument("--stall-requests", type=int, default=0, help="stall only the first N; 0 = all")
+    parser.add_argument("--api-key", action="append", default=[], help="accepted key (repeatable)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--model", action="append", default=[], help="served model (repeatable)")
     parser.add_argument("--log-level", default="info")
@@ -388,9 +498,12 @@ def main(argv: list[str] | None = None) -> None:
             "tokens_per_second": args.tokens_per_second,
             "rpm_limit": args.rpm_limit,
             "tpm_limit": args.tpm_limit,
+            "rate_window_s": args.rate_window_s,
             "error_rate": args.error_rate,
             "outages": outages,
             "stall_after_tokens": args.stall_after_tokens,
+            "stall_requests": args.stall_requests,
+            "api_keys": args.api_key,
             "seed": args.seed,
         }
         if args.model:

@@ -1,0 +1,119 @@
+"""API keys and tenants.
+
+``OUTLAST_API_KEYS="key1:tenantA,key2:tenantB"`` (or a file named by ``OUTLAST_API_KEYS_FILE``
+with the same entries, separated by commas or new lines, ``#`` comments allowed) maps keys to
+tenants. With keys, every ``/v1`` call needs ``Authorization: Bearer KEY``; the events endpoint
+also accepts ``?token=KEY`` because a browser's EventSource cannot set headers. Without keys the
+API is in open mode: no auth, no tenancy.
+
+Keys are compared in constant time against every configured key, and are never logged.
+"""
+
+from __future__ import annotations
+
+import hmac
+import logging
+import os
+import re
+from collections.abc import Mapping
+from pathlib import Path
+
+from outlast.api.errors import ApiError
+from outlast.errors import ConfigError
+
+ENV_KEYS = "OUTLAST_API_KEYS"
+ENV_KEYS_FILE = "OUTLAST_API_KEYS_FILE"
+_TENANT = re.compile(r"^[A-Za-z0-9_.:-]{1,128}$")
+
+
+def parse_api_keys(text: str) -> dict[str, str]:
+    """``key:tenant`` entries separated by commas or new lines → {key: tenant}."""
+    keys: dict[str, str] = {}
+    for line in text.splitlines():
+        line = line.split("#", 1)[0]
+        for raw in line.split(","):
+            entry = raw.strip()
+            if not entry:
+                continue
+            key, sep, tenant = entry.rpartition(":")
+            if not sep or not key:
+                raise ConfigError("API keys: each entry must be KEY:TENANT (e.g. 's3cret:acme')")
+            if not _TENANT.match(tenant):
+                raise ConfigError(f"API keys: tenant {tenant!r} must be 1-128 of [A-Za-z0-9_.:-]")
+            if key in keys:
+                raise ConfigError(f"API keys: a key is listed twice (tenants {keys[key]!r}, {tenant!r})")
+            keys[key] = tenant
+    return keys
+
+
+def keys_from_env(environ: Mapping[str, str] | None = None) -> dict[str, str] | None:
+    """The configured keys, or None (open mode) when neither variable is set."""
+    env = os.environ if environ is None else environ
+    text = env.get(ENV_KEYS, "")
+    path = env.get(ENV_KEYS_FILE, "")
+    if path:
+        try:
+            text += "\n" + Path(path).read_text()
+        except OSError as exc:
+            raise ConfigError(f"{ENV_KEYS_FILE}={path}: cannot read it: {exc.strerror}") from None
+    if not text.strip():
+        return None
+    return parse_api_keys(text)
+
+
+class Authenticator:
+    """Maps a presented key to its tenant. ``tenant_for`` returns None in open mode."""
+
+    def __init__(self, keys: Mapping[str, str] | None) -> None:
+        self._keys = [(key.encode(), tenant) for key, tenant in (keys or {}).items()]
+        if keys is not None and not self._keys:
+            raise ConfigError("API keys: an empty key set would lock every client out; omit it for open mode")
+        self.open = not self._keys
+
+    def tenant_for(self, authorization: str | None, token: str | None = None) -> str | None:
+        if self.open:
+            return None
+        presented: str | None = None
+        if authorization:
+            scheme, _, value = authorization.partition(" ")
+            if scheme.lower() != "bearer" or not value.strip():
+                raise _unauthorized("invalid_api_key", "the Authorization header must be 'Bearer <key>'")
+            presented = value.strip()
+        elif token:
+            presented = token
+        if presented is None:
+            raise _unauthorized("missing_api_key", "this API needs a key: send 'Authorization: Bearer <key>'")
+        candidate = presented.encode("utf-8", "surrogateescape")
+        found: str | None = None
+        for key, tenant in self._keys:  # no early exit: the time taken does not tell which key matched
+            if hmac.compare_digest(key, candidate):
+                found = tenant
+        if found is None:
+            raise _unauthorized("invalid_api_key", "the API key is not valid")
+        return found
+
+
+def _unauthorized(code: str, message: str) -> ApiError:
+    return ApiError(401, code, message, headers={"WWW-Authenticate": "Bearer"})
+
+
+class RedactTokens(logging.Filter):
+    """Strips ``token=`` query values from uvicorn's access log lines (EventSource keys)."""
+
+    _pattern = re.compile(r"(token=)[^&\s]*")
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if isinstance(record.args, tuple):
+            record.args = tuple(
+                self._pattern.sub(r"\1[redacted]", arg) if isinstance(arg, str) else arg
+                for arg in record.args
+            )
+        elif isinstance(record.msg, str):
+            record.msg = self._pattern.sub(r"\1[redacted]", record.msg)
+        return True
+
+
+def install_log_redaction() -> None:
+    access = logging.getLogger("uvicorn.access")
+    if not any(isinstance(f, RedactTokens) for f in access.filters):
+        access.addFilter(RedactTokens())

@@ -1,0 +1,283 @@
+"""Per-process fan-out of run event streams: one ``XREAD BLOCK`` loop per watched run.
+
+A thousand clients watching one run cost one blocking Redis read, not a thousand pooled
+connections. Everything is keyed by integer seq, so there is no seam anywhere:
+
+* A subscriber first catches up on its own with non-blocking ``XRANGE`` pages from its cursor.
+* When Redis has nothing newer, it attaches to the run's *feed* (creating it at its cursor if
+  there is none). A feed tails the stream with ``XREAD BLOCK`` from its own integer cursor and
+  keeps the last ``buffer`` frames, so a subscriber whose cursor is inside that window attaches
+  synchronously (no await between copying the buffer and registering its queue) and sees every
+  later frame. A cursor older than the window catches up with ``XRANGE`` first.
+* A subscriber that falls ``max_queue`` frames behind is detached and catches up from Redis again,
+  so a slow client costs bounded memory. A feed ends after the terminal event, when its run is
+  gone, or when it read something and nobody listens any more.
+* Every subscriber checks contiguity itself and yields a ``stream.gap`` frame for trimmed seqs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import time
+from collections import deque
+from collections.abc import AsyncGenerator
+from typing import Any
+
+import redis.asyncio as aioredis
+
+from outlast import events as ev
+from outlast.errors import StoreUnavailable
+from outlast.store.keys import run_keys
+from outlast.store.redis import _guard
+
+log = logging.getLogger("outlast.api")
+
+
+class Frame:
+    """One event as stored (the envelope JSON), pre-encoded once for every subscriber."""
+
+    __slots__ = ("ndjson", "raw", "seq", "sse", "terminal", "type")
+
+    def __init__(self, seq: int, type: str, raw: bytes) -> None:
+        self.seq = seq
+        self.type = type
+        self.raw = raw
+        self.terminal = type in ev.TERMINAL_TYPES
+        # The stored envelope is compact JSON: it never contains a raw new line.
+        self.sse = b"id: %d\nevent: %s\ndata: %s\n\n" % (seq, type.encode(), raw)
+        self.ndjson = raw + b"\n"
+
+    @classmethod
+    def from_entry(cls, entry_id: bytes, fields: dict[bytes, bytes]) -> Frame:
+        raw = fields[b"e"]
+        return cls(int(entry_id.split(b"-", 1)[1]), str(json.loads(raw)["type"]), raw)
+
+    def envelope(self) -> dict[str, Any]:
+        return dict(json.loads(self.raw))
+
+
+def gap_frame(run_id: str, cursor: int, next_seq: int) -> Frame:
+    """Seqs ``cursor+1 .. next_seq-1`` were trimmed away: say so (seq = the last missing one)."""
+    envelope = ev.envelope(
+        seq=next_seq - 1, type=ev.STREAM_GAP, run_id=run_id, attempt=0, step=None, ts=time.time(),
+        data={"from": cursor + 1, "to": next_seq - 1},
+    )  # fmt: skip
+    return Frame(next_seq - 1, ev.STREAM_GAP, json.dumps(envelope, separators=(",", ":")).encode())
+
+
+class _Subscriber:
+    __slots__ = ("queue",)
+
+    def __init__(self) -> None:
+        # None = "stop listening here and catch up from Redis" (feed ended, or we fell behind).
+        self.queue: asyncio.Queue[Frame | None] = asyncio.Queue()
+
+
+class _Feed:
+    def __init__(self, run_id: str, cursor: int, buffer: int) -> None:
+        self.run_id = run_id
+        self.stream = run_keys(run_id).events
+        self.cursor = cursor  # last seq read from Redis
+        self.start = cursor  # frames with seq > start are in the buffer (or still to come)
+        self.buffer: deque[Frame] = deque(maxlen=buffer)
+        self.subscribers: set[_Subscriber] = set()
+        self.error: BaseException | None = None
+        self.task: asyncio.Task[None] | None = None
+
+    def push(self, frame: Frame, max_queue: int) -> int:
+        """Buffer ``frame`` and queue it for every subscriber; returns how many fell behind."""
+        if len(self.buffer) == self.buffer.maxlen:
+            self.start = self.buffer[0].seq
+        self.buffer.append(frame)
+        self.cursor = frame.seq
+        behind = 0
+        for sub in list(self.subscribers):
+            if sub.queue.qsize() >= max_queue:
+                self.subscribers.discard(sub)
+                sub.queue.put_nowait(None)
+                behind += 1
+            else:
+                sub.queue.put_nowait(frame)
+        return behind
+
+    def attach(self, cursor: int) -> _Subscriber:
+        sub = _Subscriber()
+        for frame in self.buffer:
+            if frame.seq > cursor:
+                sub.queue.put_nowait(frame)
+        self.subscribers.add(sub)
+        return sub
+
+    def end(self) -> None:
+        for sub in self.subscribers:
+            sub.queue.put_nowait(None)
+        self.subscribers.clear()
+
+
+class Hub:
+    """Fans each run's stream out to this process's subscribers."""
+
+    def __init__(
+        self,
+        redis: aioredis.Redis,
+        *,
+        block_ms: int = 5_000,
+        buffer: int = 1_024,
+        max_queue: int = 10_000,
+        page: int = 500,
+    ) -> None:
+        self.redis = redis
+        self.block_ms = block_ms
+        self.buffer = buffer
+        self.max_queue = max_queue
+        self.page = page
+        self._feeds: dict[str, _Feed] = {}
+        self._closed = False
+        #: Subscribers detached for falling ``max_queue`` frames behind (they resume from Redis).
+        self.overflows = 0
+
+    @property
+    def feeds(self) -> int:
+        """Runs being tailed right now (one blocking XREAD each)."""
+        return len(self._feeds)
+
+    async def close(self) -> None:
+        self._closed = True
+        feeds = list(self._feeds.values())
+        tasks = [feed.task for feed in feeds if feed.task is not None]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+    # -- reading ----------------------------------------------------------------------------
+
+    async def history(self, run_id: str, after: int) -> AsyncGenerator[Frame, None]:
+        """Frames after ``after`` that are stored now; stops at the end (or the terminal event)."""
+        stream = run_keys(run_id).events
+        cursor = after
+        while True:
+            entries = await _guard(self.redis.xrange(stream, min=f"(0-{cursor}", count=self.page))
+            for entry_id, fields in entries:
+                frame = Frame.from_entry(entry_id, fields)
+                if frame.seq > cursor + 1:
+                    yield gap_frame(run_id, cursor, frame.seq)
+                cursor = frame.seq
+                yield frame
+                if frame.terminal:
+                    return
+            if len(entries) < self.page:
+                return
+
+    async def frames(
+        self, run_id: str, after: int, idle: float | None = None
+    ) -> AsyncGenerator[Frame | None, None]:
+        """Every frame after ``after``, history then live, through the terminal event.
+
+        With ``idle``, yields None whenever nothing arrived for that long (for keep-alives).
+        Ends early (without a terminal frame) if the run's keys expire.
+        """
+        stream = run_keys(run_id).events
+        cursor = after
+        while True:
+            feed = self._feeds.get(run_id)
+            if feed is not None and cursor >= feed.start:
+                sub = feed.attach(cursor)
+                try:
+                    while True:
+                        if idle is None:
+                            frame = await sub.queue.get()
+                        else:
+                            try:
+                                async with asyncio.timeout(idle):
+                                    frame = await sub.queue.get()
+                            except TimeoutError:
+                                yield None
+                                continue
+                        if frame is None:
+                            break
+                        if frame.seq <= cursor:
+                            continue
+                        if frame.seq > cursor + 1:
+                            yield gap_frame(run_id, cursor, frame.seq)
+                        cursor = frame.seq
+                        yield frame
+                        if frame.terminal:
+                            return
+                finally:
+                    feed.subscribers.discard(sub)
+                if feed.error is not None:
+                    raise StoreUnavailable(f"reading the events of run {run_id} failed: {feed.error}")
+                continue
+            entries = await _guard(self.redis.xrange(stream, min=f"(0-{cursor}", count=self.page))
+            if entries:
+                for entry_id, fields in entries:
+                    frame = Frame.from_entry(entry_id, fields)
+                    if frame.seq > cursor + 1:
+                        yield gap_frame(run_id, cursor, frame.seq)
+                    cursor = frame.seq
+                    yield frame
+                    if frame.terminal:
+                        return
+                continue
+            # Nothing stored after the cursor right now.
+            if await self._finished(run_id, cursor):
+                return
+            if self._closed:
+                return
+            if run_id not in self._feeds:
+                self._start_feed(run_id, cursor)
+
+    async def wait_terminal(self, run_id: str, after: int, timeout: float) -> bool:
+        """True once the run's terminal event is stored; False after ``timeout`` seconds."""
+        try:
+            async with asyncio.timeout(timeout):
+                async with contextlib.aclosing(self.frames(run_id, after)) as frames:
+                    async for frame in frames:
+                        if frame is not None and frame.terminal:
+                            return True
+        except TimeoutError:
+            return False
+        return False
+
+    async def _finished(self, run_id: str, cursor: int) -> bool:
+        """Nothing more will come after ``cursor``: the run ended there, or its keys expired."""
+        meta: list[Any] = await _guard(self.redis.hmget(run_keys(run_id).meta, ["status", "last_seq"]))
+        if meta[0] is None:
+            return True
+        return meta[0].decode() in ev.TERMINAL_STATUSES and cursor >= int(meta[1] or 0)
+
+    # -- feeds ------------------------------------------------------------------------------
+
+    def _start_feed(self, run_id: str, cursor: int) -> None:
+        feed = _Feed(run_id, cursor, self.buffer)
+        self._feeds[run_id] = feed
+        feed.task = asyncio.create_task(self._tail(feed), name=f"outlast-feed-{run_id}")
+
+    async def _tail(self, feed: _Feed) -> None:
+        try:
+            while True:
+                reply: Any = await self.redis.xread(
+                    {feed.stream: f"0-{feed.cursor}"}, count=self.page, block=self.block_ms
+                )
+                entries = reply[0][1] if reply else []
+                for entry_id, fields in entries:
+                    frame = Frame.from_entry(entry_id, fields)
+                    self.overflows += feed.push(frame, self.max_queue)
+                    if frame.terminal:
+                        return
+                if not feed.subscribers:
+                    return  # nobody listens (a reconnecting client creates a new feed)
+                if not entries and await self._finished(feed.run_id, feed.cursor):
+                    return
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # a broken store ends the feed; its subscribers report it
+            log.warning("feed of run %s stopped: %s", feed.run_id, exc)
+            feed.error = exc
+        finally:
+            if self._feeds.get(feed.run_id) is feed:
+                del self._feeds[feed.run_id]
+            feed.end()

@@ -1,0 +1,176 @@
+"""``/v1/runs``: list, inspect, cancel and trace runs (tenant-scoped)."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Query, status
+from fastapi.responses import JSONResponse
+
+from outlast.api.errors import ApiError
+from outlast.api.schemas import CancelResult, RunDetail, RunPage, RunStatus, RunSummary, Trace, errors_doc
+from outlast.api.state import ApiState, StateDep, TenantDep, run_urls
+from outlast.core.trace import load_trace
+from outlast.store import keys
+from outlast.store.base import RunRecord
+from outlast.store.redis import _guard
+
+router = APIRouter()
+
+#: Index entries one listing request looks at before it returns a (possibly short) page.
+SCAN_LIMIT = 5_000
+_SUMMARY_FIELDS = (
+    "run_id", "workflow", "version", "status", "attempt", "created_at", "updated_at", "finished_at",
+    "last_seq", "tenant",
+)  # fmt: skip
+
+
+async def run_detail(state: ApiState, record: RunRecord, objects: dict[str, Any]) -> RunDetail:
+    return RunDetail(
+        run_id=record.run_id,
+        workflow=record.workflow,
+        version=record.version,
+        status=record.status,
+        attempt=record.attempt,
+        created_at=record.created_at,
+        updated_at=record.updated_at,
+        finished_at=record.finished_at,
+        started_at=record.started_at,
+        last_seq=record.last_seq,
+        input=await state.masked_input(record),
+        result=record.result,
+        error=record.error,
+        progress=record.progress,
+        status_message=record.status_message,
+        cancel_requested=record.cancel_requested,
+        objects=objects,
+        **run_urls(record.run_id),
+    )
+
+
+def _encode_cursor(score: int, member: str) -> str:
+    return base64.urlsafe_b64encode(f"{score}:{member}".encode()).decode().rstrip("=")
+
+
+def _decode_cursor(cursor: str) -> tuple[int, str]:
+    try:
+        text = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
+        score, _, member = text.partition(":")
+        if not member:
+            raise ValueError(cursor)
+        return int(score), member
+    except (ValueError, binascii.Error, UnicodeDecodeError):
+        raise ApiError(400, "bad_cursor", "cursor is not one this API returned") from None
+
+
+async def _index_batch(state: ApiState, pos: tuple[int, str] | None, size: int) -> list[tuple[str, int]]:
+    """The next ``size`` (or a few more) index entries after ``pos``, newest first.
+
+    Members sharing the cursor's score are ordered by member (ZREVRANGE order), so they are read
+    whole and filtered before moving to strictly older scores.
+    """
+    redis = state.redis
+    if pos is None:
+        raw: list[Any] = await _guard(
+            redis.zrevrangebyscore(keys.RUNS_INDEX, "+inf", "-inf", start=0, num=size, withscores=True)
+        )
+        return [(m.decode(), int(s)) for m, s in raw]
+    score, member = pos
+    same: list[bytes] = await _guard(redis.zrevrangebyscore(keys.RUNS_INDEX, score, score))
+    batch = [(m.decode(), score) for m in same if m.decode() < member]
+    raw = await _guard(
+        redis.zrevrangebyscore(keys.RUNS_INDEX, f"({score}", "-inf", start=0, num=size, withscores=True)
+    )
+    return batch + [(m.decode(), int(s)) for m, s in raw]
+
+
+@router.get("/v1/runs", response_model=RunPage, responses=errors_doc(400, 401, 422, 503))
+async def list_runs(
+    state: StateDep,
+    tenant: TenantDep,
+    workflow: Annotated[str | None, Query(max_length=200)] = None,
+    run_status: Annotated[RunStatus | None, Query(alias="status")] = None,
+    limit: Annotated[int, Query(ge=1, le=200)] = 50,
+    cursor: Annotated[str | None, Query(max_length=400, description="The last page's next_cursor.")] = None,
+) -> RunPage:
+    """Runs newest first, filtered by workflow and status; cursor pagination.
+
+    A page may be short (with a next_cursor) when filters skip many runs: keep following the cursor.
+    """
+    pos = _decode_cursor(cursor) if cursor else None
+    found: list[RunSummary] = []
+    expired: list[str] = []
+    scanned = 0
+    exhausted = False
+    while len(found) < limit and scanned < SCAN_LIMIT:
+        batch = await _index_batch(state, pos, min(500, max(2 * limit, 100)))
+        if not batch:
+            exhausted = True
+            break
+        pipe = state.redis.pipeline(transaction=False)
+        for run_id, _ in batch:
+            pipe.hmget(keys.run_keys(run_id).meta, list(_SUMMARY_FIELDS))
+        rows: list[list[bytes | None]] = await _guard(pipe.execute())
+        for (run_id, score), row in zip(batch, rows, strict=True):
+            scanned += 1
+            pos = (score, run_id)
+            if row[0] is None:
+                expired.append(run_id)
+                continue
+            values = {f: v.decode() if v else None for f, v in zip(_SUMMARY_FIELDS, row, strict=True)}
+            if tenant is not None and values["tenant"] != tenant:
+                continue
+            if workflow and values["workflow"] != workflow:
+                continue
+            if run_status and values["status"] != run_status:
+                continue
+            values.pop("tenant")
+            found.append(RunSummary.model_validate({k: v for k, v in values.items() if v is not None}))
+            if len(found) >= limit:
+                break
+    if expired:
+        # The index outlives expired runs: prune them (their keys are gone for good).
+        await _guard(state.redis.zrem(keys.RUNS_INDEX, *expired))
+    more = not exhausted and pos is not None
+    return RunPage(runs=found, next_cursor=_encode_cursor(*pos) if more and pos is not None else None)
+
+
+@router.get("/v1/runs/{run_id}", response_model=RunDetail, responses=errors_doc(401, 404, 503))
+async def get_run(run_id: str, state: StateDep, tenant: TenantDep) -> RunDetail:
+    """Status, input (masked), result or error, timestamps, last_seq, objects and latest progress.
+
+    Render this snapshot, then stream ``/events?after=<last_seq>``: objects match last_seq exactly.
+    """
+    record, objects = await state.run_snapshot(run_id, tenant)
+    return await run_detail(state, record, objects)
+
+
+@router.post(
+    "/v1/runs/{run_id}/cancel",
+    status_code=status.HTTP_202_ACCEPTED,
+    response_model=CancelResult,
+    responses=errors_doc(401, 404, 409, 503),
+)
+async def cancel_run(run_id: str, state: StateDep, tenant: TenantDep) -> JSONResponse:
+    """Cancel a run: a queued one ends now (``cancelled``), a running one within a heartbeat
+    (``cancelling``). 409 if it already ended."""
+    await state.get_run(run_id, tenant)
+    result = await state.dispatcher.cancel(run_id)
+    if result.already:
+        raise ApiError(
+            409,
+            "run_finished",
+            f"run {run_id} already ended ({result.status}); nothing to cancel",
+            {"status": result.status},
+        )
+    body = CancelResult(run_id=run_id, status="cancelled" if result.status == "cancelled" else "cancelling")
+    return JSONResponse(body.model_dump(mode="json"), status_code=202)
+
+
+@router.get("/v1/runs/{run_id}/trace", response_model=Trace, responses=errors_doc(401, 404, 503))
+async def run_trace(run_id: str, state: StateDep, tenant: TenantDep) -> Trace:
+    """The run's span tree, rebuilt from its events (secrets were masked when they were written)."""
+    await state.get_run(run_id, tenant)
+    return Trace(run_id=run_id, spans=await load_trace(state.dispatcher.store, run_id))

@@ -1,0 +1,115 @@
+"""Request and response bodies (they also make the OpenAPI document)."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from outlast.core.trace import Span
+
+RunStatus = Literal["queued", "running", "waiting", "completed", "failed", "cancelled"]
+
+
+class ErrorDetail(BaseModel):
+    code: str = Field(description="Stable machine-readable code, e.g. run_not_found.")
+    message: str
+    details: Any = None
+
+
+class ErrorBody(BaseModel):
+    error: ErrorDetail
+
+
+class StartRun(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    input: dict[str, Any] = Field(default_factory=dict, description="Checked against the input_schema.")
+    idempotency_key: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=256,
+        description="The same key (per workflow and tenant) returns the same run for 24 hours.",
+    )
+    version: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=128,
+        pattern=r"^[A-Za-z0-9_.:-]+$",
+        description="Deployment version to run on (default: the active one).",
+    )
+
+
+class StartedRun(BaseModel):
+    run_id: str
+    status: str
+    created: bool = Field(description="False when an idempotency key returned an existing run.")
+    url: str
+    events_url: str
+
+
+class RunSummary(BaseModel):
+    run_id: str
+    workflow: str
+    version: str
+    status: str
+    attempt: int
+    created_at: float
+    updated_at: float | None = None
+    finished_at: float | None = None
+    last_seq: int
+
+
+class RunDetail(RunSummary):
+    input: dict[str, Any] = Field(description="Secret arguments are masked.")
+    result: Any = None
+    error: dict[str, Any] | None = None
+    started_at: float | None = None
+    progress: dict[str, Any] | None = None
+    status_message: str | None = None
+    cancel_requested: bool = False
+    objects: dict[str, Any] = Field(
+        default_factory=dict, description="Current value of each published object, as of last_seq."
+    )
+    url: str
+    events_url: str
+
+
+class RunPage(BaseModel):
+    runs: list[RunSummary]
+    next_cursor: str | None = Field(description="Pass as ?cursor= for the next page; null at the end.")
+
+
+class CancelResult(BaseModel):
+    run_id: str
+    status: Literal["cancelled", "cancelling"]
+
+
+class WorkflowInfo(BaseModel):
+    name: str
+    description: str = ""
+    input_schema: dict[str, Any] = Field(default_factory=dict)
+    output_schema: dict[str, Any] = Field(default_factory=dict)
+    secret_args: list[str] = Field(default_factory=list)
+    version: str = Field(description="The version this description comes from (the active one if any).")
+    versions: list[str] = Field(description="Every version with a worker that registered it.")
+
+
+class WorkflowList(BaseModel):
+    active_version: str | None
+    versions: list[str]
+    workflows: list[WorkflowInfo]
+
+
+class Trace(BaseModel):
+    run_id: str
+    spans: list[Span]
+
+
+class Health(BaseModel):
+    status: Literal["ok"]
+
+
+def errors_doc(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI ``responses`` entries for the error statuses a route can answer with."""
+    return {status: {"model": ErrorBody} for status in statuses}

@@ -1,0 +1,122 @@
+"""What every request handler shares: settings, the Redis client, the dispatcher, the hub."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Annotated, Any, cast
+
+import redis.asyncio as aioredis
+from fastapi import Depends, Header, Query, Request
+
+from outlast.api.auth import Authenticator
+from outlast.api.hub import Hub
+from outlast.api.metrics import ApiMetrics
+from outlast.core import serde
+from outlast.core.ids import valid_run_id
+from outlast.core.masking import MASK
+from outlast.errors import RunNotFound
+from outlast.store import keys
+from outlast.store.base import RunRecord
+from outlast.store.redis import _guard
+from outlast.worker.dispatch import Dispatcher
+
+
+@dataclass(frozen=True)
+class Settings:
+    redis_url: str
+    max_body: int
+    keepalive: float
+    retry_ms: int
+    block_ms: int
+    send_timeout: float
+    retention: float
+    max_connections: int | None
+
+
+@dataclass
+class ApiState:
+    settings: Settings
+    auth: Authenticator
+    metrics: ApiMetrics
+    redis: aioredis.Redis
+    dispatcher: Dispatcher
+    hub: Hub
+
+    async def run_snapshot(self, run_id: str, tenant: str | None) -> tuple[RunRecord, dict[str, Any]]:
+        """The run's record and objects read in one MULTI, so objects match ``last_seq`` exactly.
+
+        (Objects read after the record could already include patches past ``last_seq``; a client
+        streaming ``?after=last_seq`` would then apply them twice.)
+        """
+        if not valid_run_id(run_id):
+            raise RunNotFound(f"no run {run_id!r}")
+        run_keys = keys.run_keys(run_id)
+        pipe = self.redis.pipeline(transaction=True)
+        pipe.hgetall(run_keys.meta)
+        pipe.hgetall(run_keys.objects)
+        replies: list[Any] = await _guard(pipe.execute())
+        meta: dict[bytes, bytes] = replies[0]
+        objects: dict[bytes, bytes] = replies[1]
+        record = self._visible(run_id, meta, tenant)
+        return record, {k.decode(): serde.loads(v) for k, v in objects.items()}
+
+    async def get_run(self, run_id: str, tenant: str | None) -> RunRecord:
+        """The run's record; RunNotFound if it does not exist or belongs to another tenant."""
+        if not valid_run_id(run_id):
+            raise RunNotFound(f"no run {run_id!r}")
+        meta = await _guard(self.redis.hgetall(keys.run_keys(run_id).meta))
+        return self._visible(run_id, meta, tenant)
+
+    @staticmethod
+    def _visible(run_id: str, meta: dict[bytes, bytes], tenant: str | None) -> RunRecord:
+        if not meta:
+            raise RunNotFound(f"no run {run_id!r}")
+        record = RunRecord.from_hash({k.decode(): v.decode() for k, v in meta.items()})
+        if tenant is not None and record.tenant != tenant:
+            raise RunNotFound(f"no run {run_id!r}")  # another tenant's run does not exist for you
+        return record
+
+    async def workflow_info(self, version: str, name: str) -> dict[str, Any] | None:
+        raw = await _guard(self.redis.hget(keys.workflows_key(version), name))
+        return None if raw is None else dict(json.loads(raw))
+
+    async def masked_input(self, record: RunRecord) -> dict[str, Any]:
+        """The stored input is unmasked (the worker needs it): mask the workflow's secret_args."""
+        info = await self.workflow_info(record.version, record.workflow)
+        secret = set((info or {}).get("secret_args", ()))
+        return {k: (MASK if k in secret else v) for k, v in record.input.items()}
+
+
+def get_state(request: Request) -> ApiState:
+    return cast(ApiState, request.app.state.outlast)
+
+
+StateDep = Annotated[ApiState, Depends(get_state)]
+
+
+def tenant(
+    request: Request,
+    authorization: Annotated[str | None, Header(description="Bearer KEY (when API keys are set).")] = None,
+) -> str | None:
+    """The caller's tenant (None in open mode); 401 when keys are set and none valid was sent."""
+    return get_state(request).auth.tenant_for(authorization)
+
+
+def stream_tenant(
+    request: Request,
+    authorization: Annotated[str | None, Header(description="Bearer KEY (when API keys are set).")] = None,
+    token: Annotated[
+        str | None,
+        Query(description="The API key, for EventSource (which cannot send headers). Prefer the header."),
+    ] = None,
+) -> str | None:
+    return get_state(request).auth.tenant_for(authorization, token)
+
+
+TenantDep = Annotated[str | None, Depends(tenant)]
+StreamTenantDep = Annotated[str | None, Depends(stream_tenant)]
+
+
+def run_urls(run_id: str) -> dict[str, str]:
+    return {"url": f"/v1/runs/{run_id}", "events_url": f"/v1/runs/{run_id}/events"}

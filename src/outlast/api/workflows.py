@@ -1,0 +1,150 @@
+"""``/v1/workflows``: the registry, and starting runs (validated here, enqueued by the Dispatcher)."""
+
+from __future__ import annotations
+
+import json
+from functools import lru_cache
+from typing import Annotated, Any
+
+import jsonschema
+from fastapi import APIRouter, Header, Query, status
+from fastapi.responses import JSONResponse
+from starlette.responses import Response
+
+from outlast.api.errors import ApiError
+from outlast.api.runs import run_detail
+from outlast.api.schemas import RunDetail, StartedRun, StartRun, WorkflowInfo, WorkflowList, errors_doc
+from outlast.api.state import StateDep, TenantDep, run_urls
+from outlast.api.streaming import live_frames, stream_format, stream_response
+from outlast.errors import WorkflowNotFound
+from outlast.events import TERMINAL_STATUSES
+from outlast.store import keys
+from outlast.store.redis import _guard
+
+router = APIRouter()
+
+
+@lru_cache(maxsize=256)
+def _validator(schema_json: str) -> jsonschema.Draft202012Validator:
+    return jsonschema.Draft202012Validator(json.loads(schema_json))
+
+
+def validate_input(name: str, schema: dict[str, Any], value: dict[str, Any]) -> None:
+    """422 naming each bad field and why (the registered JSON Schema decides)."""
+    validator = _validator(json.dumps(schema, sort_keys=True))
+    try:
+        found = sorted(validator.iter_errors(value), key=lambda e: [str(p) for p in e.absolute_path])
+    except RecursionError:
+        raise ApiError(422, "invalid_input", "input is nested too deeply") from None
+    if not found:
+        return
+    errors: list[dict[str, Any]] = []
+    for err in found[:20]:
+        loc: list[Any] = ["input", *err.absolute_path]
+        if err.validator == "required" and isinstance(err.instance, dict):
+            missing = [p for p in err.validator_value if p not in err.instance]
+            loc += missing[:1]
+        errors.append({"loc": loc, "msg": err.message, "type": str(err.validator)})
+    summary = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in errors)
+    raise ApiError(422, "invalid_input", f"invalid input for workflow {name!r}: {summary}", errors)
+
+
+@router.get("/v1/workflows", response_model=WorkflowList, responses=errors_doc(401, 503))
+async def list_workflows(state: StateDep, tenant: TenantDep) -> WorkflowList:
+    """Workflows registered by workers: the active version's description first, with every version."""
+    active = await state.dispatcher.active_version()
+    versions = await state.dispatcher.versions()
+    pipe = state.redis.pipeline(transaction=False)
+    for version in versions:
+        pipe.hgetall(keys.workflows_key(version))
+    registries: list[dict[bytes, bytes]] = await _guard(pipe.execute())
+    # Prefer the active version's description, else the most recently registered version's.
+    order = sorted(range(len(versions)), key=lambda i: (versions[i] == active, i), reverse=True)
+    seen: dict[str, WorkflowInfo] = {}
+    for i in order:
+        for raw_name, raw in registries[i].items():
+            name = raw_name.decode()
+            info = json.loads(raw)
+            if name not in seen:
+                seen[name] = WorkflowInfo(
+                    name=name,
+                    description=info.get("description") or "",
+                    input_schema=info.get("input_schema") or {},
+                    output_schema=info.get("output_schema") or {},
+                    secret_args=list(info.get("secret_args") or []),
+                    version=versions[i],
+                    versions=[],
+                )
+            seen[name].versions.append(versions[i])
+    for item in seen.values():
+        item.versions.sort(key=versions.index)
+    return WorkflowList(active_version=active, versions=versions, workflows=[seen[n] for n in sorted(seen)])
+
+
+@router.post(
+    "/v1/workflows/{name}/runs",
+    status_code=status.HTTP_202_ACCEPTED,
+    response_model=StartedRun,
+    responses={
+        200: {
+            "model": RunDetail,
+            "description": "With ?wait=: the run finished in time. With Accept: text/event-stream or "
+            "application/x-ndjson: the new run's events.",
+            "content": {"text/event-stream": {}, "application/x-ndjson": {}},
+        },
+        **errors_doc(400, 401, 404, 409, 413, 422, 503),
+    },
+)
+async def start_run(
+    name: str,
+    body: StartRun,
+    state: StateDep,
+    tenant: TenantDep,
+    wait: Annotated[
+        float | None, Query(ge=0, le=300, description="Wait up to this many seconds for the result.")
+    ] = None,
+    accept: Annotated[str | None, Header()] = None,
+) -> Response:
+    """Validate the input against the workflow's schema and queue a run.
+
+    202 with the run's URLs; ``?wait=`` answers 200 with the finished run if it ends in time; a
+    streaming Accept header streams the run's events in this response.
+    """
+    version = body.version or await state.dispatcher.active_version() or "dev"
+    info = await state.workflow_info(version, name)
+    if info is None:
+        raise WorkflowNotFound(f"no workflow {name!r} in version {version!r}")
+    validate_input(name, info.get("input_schema") or {}, body.input)
+    idem = None
+    if body.idempotency_key is not None:
+        # Scoped by tenant, so one tenant's key can never return another tenant's run.
+        idem = body.idempotency_key if tenant is None else f"t{len(tenant)}:{tenant}:{body.idempotency_key}"
+    started = await state.dispatcher.start(
+        name, body.input, version=version, idempotency_key=idem, tenant=tenant or ""
+    )
+    run_id = started.run_id
+    after, run_status = 1, "queued"
+    if started.created:
+        state.metrics.runs_started.labels(name).inc()
+    else:
+        record = await state.get_run(run_id, tenant)
+        if record.input != body.input:
+            raise ApiError(
+                409,
+                "idempotency_conflict",
+                f"idempotency key already used for run {run_id} with a different input",
+                {"run_id": run_id},
+            )
+        after, run_status = record.last_seq, record.status
+    fmt = stream_format(accept)
+    if fmt is not None:
+        return stream_response(state, live_frames(state, run_id, 0, fmt), fmt, run_id)
+    if wait:
+        done = run_status in TERMINAL_STATUSES or await state.hub.wait_terminal(run_id, after, wait)
+        record, objects = await state.run_snapshot(run_id, tenant)
+        if done or record.status in TERMINAL_STATUSES:
+            detail = await run_detail(state, record, objects)
+            return JSONResponse(detail.model_dump(mode="json"), status_code=200)
+        run_status = record.status
+    body_out = StartedRun(run_id=run_id, status=run_status, created=started.created, **run_urls(run_id))
+    return JSONResponse(body_out.model_dump(mode="json"), status_code=202)

@@ -1,0 +1,87 @@
+"""``outlast api``: serve the HTTP API with uvicorn. Wired into the CLI by ``register(app)``."""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+
+from outlast.errors import OutlastError
+
+
+def _err() -> Console:
+    return Console(stderr=True, highlight=False)  # created late: the terminal width is read now
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False  # a host name: it may resolve to anything
+
+
+def register(app: typer.Typer) -> None:
+    """Add the ``api`` command to ``app``."""
+
+    @app.command("api")
+    def api(
+        host: Annotated[str, typer.Option(help="Address to bind.")] = "127.0.0.1",
+        port: Annotated[int, typer.Option(min=0, max=65535, help="Port to bind.")] = 8000,
+        redis: Annotated[
+            str | None, typer.Option("--redis", help="Redis URL (default: $OUTLAST_REDIS_URL).")
+        ] = None,
+        insecure: Annotated[
+            bool, typer.Option(help="Allow a non-loopback address without API keys (open mode).")
+        ] = False,
+        keys_file: Annotated[
+            Path | None,
+            typer.Option(
+                help="File of KEY:TENANT entries (default: $OUTLAST_API_KEYS[_FILE]).", dir_okay=False
+            ),
+        ] = None,
+        max_body: Annotated[int, typer.Option(min=1, help="Largest request body, bytes.")] = 1 << 20,
+        log_level: Annotated[str, typer.Option(help="uvicorn log level.")] = "info",
+    ) -> None:
+        """Serve the HTTP API (OpenAPI at /openapi.json, docs at /docs). Stateless: run any number."""
+        import uvicorn
+
+        from outlast.api import create_app
+        from outlast.api.auth import keys_from_env, parse_api_keys
+        from outlast.store.connect import ENV_URL
+
+        try:
+            keys = parse_api_keys(keys_file.read_text()) if keys_file else keys_from_env()
+        except OSError as exc:
+            _err().print(f"[red]error:[/red] --keys-file {keys_file}: {exc.strerror}")
+            raise typer.Exit(2) from None
+        except OutlastError as exc:
+            _err().print(f"[red]error:[/red] {exc}")
+            raise typer.Exit(2) from None
+        if keys is None and not is_loopback(host) and not insecure:
+            _err().print(
+                f"[red]error:[/red] refusing to serve on {host} without API keys: anyone who can reach it "
+                "could start and read every run. Set OUTLAST_API_KEYS (KEY:TENANT,...) or --keys-file, "
+                "bind to 127.0.0.1, or pass --insecure if something in front of it authenticates."
+            )
+            raise typer.Exit(2)
+        url = redis or os.environ.get(ENV_URL)
+        if not url:
+            _err().print(
+                f"[red]error:[/red] the API needs a Redis URL: pass --redis or set {ENV_URL} "
+                "(`outlast server` runs a local one)"
+            )
+            raise typer.Exit(2)
+        try:
+            application = create_app(url, api_keys=keys, max_body=max_body)
+        except OutlastError as exc:
+            _err().print(f"[red]error:[/red] {exc}")
+            raise typer.Exit(2) from None
+        mode = "open mode (no API keys)" if keys is None else f"{len(keys)} API keys"
+        _err().print(f"outlast api on http://{host}:{port} ({mode}), Redis {url.split('@')[-1]}")
+        uvicorn.run(application, host=host, port=port, log_level=log_level, timeout_graceful_shutdown=5)
