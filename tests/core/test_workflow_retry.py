@@ -71,3 +71,36 @@ async def test_retry_policy_gives_up_and_cancel_interrupts_the_delay() -> None:
     attempt.cancel("user")  # during an hour-long retry delay
     outcome = await asyncio.wait_for(task, 5)
     assert outcome.status == "cancelled"
+
+
+async def test_a_repeated_cancel_does_not_interrupt_the_steps_clean_up() -> None:
+    entered, handling, cleaned = asyncio.Event(), asyncio.Event(), asyncio.Event()
+    release = asyncio.Event()
+
+    @outlast.component
+    async def careful() -> None:
+        entered.set()
+        try:
+            await asyncio.Event().wait()
+        except asyncio.CancelledError:
+            handling.set()
+            await release.wait()  # clean-up that itself awaits
+            cleaned.set()
+            raise
+
+    @outlast.workflow
+    async def guarded() -> None:
+        await careful()
+
+    runner = outlast.Runner(outlast.MemoryStore())
+    run_id = await runner.start(guarded)
+    attempt = await runner.begin(guarded, run_id)
+    task = asyncio.create_task(attempt.run())
+    await entered.wait()
+    attempt.cancel("user")
+    await handling.wait()  # the first cancellation reached the step's handler
+    attempt.cancel("user")  # e.g. the heartbeat noticing the same request
+    release.set()
+    outcome = await asyncio.wait_for(task, 5)
+    assert outcome.status == "cancelled"
+    assert cleaned.is_set()

@@ -176,7 +176,10 @@ class Attempt:
         self._announced = False
 
     def cancel(self, reason: str = "cancelled") -> None:
-        """End the run ``cancelled``: running steps see CancelledError."""
+        """End the run ``cancelled``: running steps see CancelledError (once: a repeated request,
+        say from both the cancel channel and the heartbeat, must not interrupt their clean-up)."""
+        if self._cancel_reason is not None:
+            return
         self._cancel_reason = reason
         self._cancel_requested.set()
         if self._body is not None:
