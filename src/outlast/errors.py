@@ -13,7 +13,17 @@
     │   ├── StoreUnavailable        cannot reach the server / server failed to start
     │   ├── StaleAttemptError       a write fenced off: another attempt owns the run
     │   └── ProtocolViolation       a write broke the event-log invariants (a bug)
-    └── RunFailed                   awaiting a run's result when the run failed
+    ├── RunFailed                   awaiting a run's result when the run failed
+    ├── ClientError                 the HTTP API answered an error (outlast.client.errors)
+    ├── RateLimitWait               no fleet-wide capacity within max_wait (outlast.llm.limits)
+    └── LLMError                    the LLM layer (outlast.llm.errors)
+        ├── ProviderError           a provider answered an error (status, retryable, retry_after)
+        │   ├── RateLimited         429
+        │   └── ProviderUnavailable 5xx, connection errors, timeouts
+        │       └── StreamStalled   no chunk within the idle timeout
+        ├── StreamInterrupted       a stream failed after tokens were sent (the step retries)
+        ├── AllProvidersFailed      every provider failed or was skipped
+        └── StructuredOutputError   the answer never matched response_model
 
 Errors from redis-py are mapped at the store boundary with ``raise ... from exc`` so
 callers only need to catch this tree.
