@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import sys
 from collections.abc import Coroutine
 from pathlib import Path
@@ -105,6 +106,19 @@ def server(
 
 
 def main() -> None:
-    from outlast.cli import compute  # noqa: F401  (registers its commands on `app`)
+    from outlast.cli import api, compute, llm  # noqa: F401  (compute and llm register on `app`)
 
-    app()
+    api.register(app)
+    try:
+        app()
+    except OutlastError as exc:  # raised outside a command's event loop (e.g. loading the app)
+        err_console.print(f"[red]error:[/red] {exc}")
+        sys.exit(1)
+    except Exception as exc:
+        if os.environ.get("OUTLAST_DEBUG"):
+            raise
+        err_console.print(
+            f"[red]internal error:[/red] {type(exc).__name__}: {exc} "
+            "(set OUTLAST_DEBUG=1 for the traceback, and please report it)"
+        )
+        sys.exit(2)

@@ -36,10 +36,15 @@ def _import(target: str) -> ModuleType:
         module = importlib.util.module_from_spec(spec)
         sys.modules[name] = module
         sys.path.insert(0, str(path.resolve().parent))
-        spec.loader.exec_module(module)
+        try:
+            spec.loader.exec_module(module)
+        except Exception as exc:
+            raise ConfigError(f"{target}: importing it failed: {type(exc).__name__}: {exc}") from exc
         return module
     sys.path.insert(0, str(Path.cwd()))
     try:
         return importlib.import_module(target)
     except ModuleNotFoundError as exc:
         raise ConfigError(f"cannot import {target!r}: {exc}; pass a module path or a .py file") from exc
+    except Exception as exc:
+        raise ConfigError(f"{target}: importing it failed: {type(exc).__name__}: {exc}") from exc
