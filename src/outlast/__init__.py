@@ -5,7 +5,7 @@ completed steps from their stored results; every event flows through the run's s
 """
 
 from outlast.core.component import Component, StepCall, component
-from outlast.core.emit import emit, log, progress, publish, status
+from outlast.core.emit import emit, log, output, progress, publish, status
 from outlast.core.gather import gather
 from outlast.core.retry import Retry
 from outlast.core.runner import Attempt, LocalRun, Outcome, Runner, run_local
@@ -59,6 +59,7 @@ __all__ = [
     "emit",
     "gather",
     "log",
+    "output",
     "progress",
     "publish",
     "run_local",

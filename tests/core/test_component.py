@@ -362,6 +362,7 @@ async def test_emissions_outside_a_run_are_noops() -> None:
         publish("draft", {"x": x + 1})
         emit("citation", {"url": "https://example.com"})
         log("hello", level="debug", extra=True)
+        outlast.output("chunk")
         return x
 
     assert current_frame.get() is None

@@ -85,6 +85,37 @@ async def test_streaming_output_is_coalesced_into_few_events() -> None:
     assert last_output < of_type(run.events, "step.completed")[0].seq
 
 
+async def test_output_from_a_retried_step_carries_each_try() -> None:
+    tries = 0
+
+    @component(retry=Retry(attempts=2, jitter=False, backoff_base=0.001))
+    async def speaker() -> str:
+        nonlocal tries
+        tries += 1
+        outlast.output("x")
+        outlast.output({"n": tries})  # a non-text chunk goes out in its own frame
+        if tries == 1:
+            raise ConnectionError("dropped")
+        return "done"
+
+    @workflow(name="speaking")
+    async def wf() -> str:
+        outlast.output("ignored")  # the workflow body is no step: nothing is written
+        return await speaker()
+
+    run = await outlast.run_local(wf, {})
+    assert run.result == "done"
+    outputs = [(e.step, e.data) for e in of_type(run.events, "output")]
+    assert outputs == [
+        ("speaker#0", {"try": 1, "text": "x"}),
+        ("speaker#0", {"try": 1, "items": [{"n": 1}]}),
+        ("speaker#0", {"try": 2, "text": "x"}),
+        ("speaker#0", {"try": 2, "items": [{"n": 2}]}),
+    ]
+    retrying = of_type(run.events, "step.retrying")[0].seq
+    assert [e.seq < retrying for e in of_type(run.events, "output")] == [True, True, False, False]
+
+
 async def test_retrying_events_carry_error_try_and_delay() -> None:
     calls = 0
 

@@ -10,7 +10,7 @@ import pytest
 import redis.asyncio as aioredis
 
 from outlast.errors import ConfigError
-from outlast.llm.breaker import CircuitBreaker
+from outlast.llm.breaker import BreakerSettings, CircuitBreaker, LocalBreaker
 from outlast.store.keys import llm_breaker_key
 
 
@@ -150,6 +150,51 @@ async def test_lost_probe_times_out(redis: aioredis.Redis) -> None:
 
     await until(probe_slot_free)
     assert await breaker.allow()
+
+
+@pytest.mark.redis7
+async def test_a_cancelled_probe_frees_its_slot_at_once(redis: aioredis.Redis) -> None:
+    """A probe whose call went elsewhere is handed back instead of blocking until probe_timeout_s."""
+    breaker = consecutive(redis, cooldown_s=0.1, probe_timeout_s=60)
+    assert await breaker.admit() == "call"
+    for _ in range(3):
+        await breaker.record_failure()
+    assert await breaker.admit() is None
+    await breaker.cancel_probe()  # open: nothing to hand back
+    assert (await breaker.state()).state == "open"
+    await until(lambda: half_open(breaker))
+    assert await breaker.admit() == "probe"
+    assert await breaker.admit() is None
+    await breaker.cancel_probe()
+    state = await breaker.state()
+    assert (state.state, state.probes_in_flight) == ("half_open", 0)
+    await breaker.cancel_probe()  # no probe out: the count does not go below zero
+    assert (await breaker.state()).probes_in_flight == 0
+    assert await breaker.admit() == "probe"  # the next caller probes now, not a minute later
+    assert await breaker.admit() is None
+    await breaker.record_success()
+    await breaker.cancel_probe()  # closed: a no-op
+    state = await breaker.state()
+    assert (state.state, state.probes_in_flight) == ("closed", 0)
+    assert await breaker.admit() == "call"
+
+
+async def test_local_breaker_hands_back_a_probe() -> None:
+    breaker = LocalBreaker(BreakerSettings(failure_threshold=1, cooldown_s=0.05, probe_timeout_s=60))
+    assert await breaker.admit() == "call"
+    await breaker.record_failure()
+    assert await breaker.admit() is None
+    await breaker.cancel_probe()
+    assert breaker.state == "open"
+    await asyncio.sleep(0.06)
+    assert await breaker.admit() == "probe"
+    assert not await breaker.allow()
+    await breaker.cancel_probe()
+    await breaker.cancel_probe()
+    assert breaker.probes == 0
+    assert await breaker.allow()
+    await breaker.record_success()
+    assert (breaker.state, await breaker.admit()) == ("closed", "call")
 
 
 @pytest.mark.redis7

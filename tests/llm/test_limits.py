@@ -226,6 +226,65 @@ async def test_renew_extends_a_live_lease(redis: aioredis.Redis) -> None:
     assert until_at > grant.lease_expires_at + 20
 
 
+@pytest.mark.redis7
+async def test_finish_settles_and_releases_in_one_round_trip(
+    redis: aioredis.Redis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    limiter = RateLimiter(redis)
+    limits = Limits(rpm=None, tpm=1000, max_concurrency=1)
+    warm = await limiter.acquire(KEY, tokens=1, limits=limits)
+    assert isinstance(warm, Grant)
+    assert await limiter.finish(warm, 0) == (True, True)  # loads the script into the server's cache
+    grant = await limiter.acquire(KEY, tokens=800, limits=limits)
+    assert isinstance(grant, Grant)
+    denied = await limiter.acquire(KEY, tokens=250, limits=limits)
+    assert isinstance(denied, Denied)
+    assert denied.reasons == ("tpm", "concurrency")
+
+    commands: list[Any] = []
+    execute = redis.execute_command
+
+    async def counting(*args: Any, **options: Any) -> Any:
+        commands.append(args[0])
+        return await execute(*args, **options)
+
+    monkeypatch.setattr(redis, "execute_command", counting)
+    assert await limiter.finish(grant, 300) == (True, True)
+    assert commands == ["EVALSHA"]
+    monkeypatch.undo()
+
+    usage = await limiter.usage(KEY, limits)
+    assert (usage.requests, usage.tokens, usage.in_flight) == (2, 300, 0)
+    # the slot and the tokens the estimate over-reserved are free at once
+    assert isinstance(await limiter.acquire(KEY, tokens=700, limits=limits), Grant)
+    # again: the cost is set (not added to) and the slot is already gone
+    assert await limiter.finish(grant, 300) == (True, False)
+    assert (await limiter.usage(KEY, limits)).tokens == 1000
+
+
+@pytest.mark.redis7
+async def test_finish_without_a_lease_or_after_the_window(redis: aioredis.Redis) -> None:
+    limiter = RateLimiter(redis)
+    uncapped = Limits(rpm=None, tpm=1000, max_concurrency=None)
+    grant = await limiter.acquire(KEY, tokens=500, limits=uncapped)
+    assert isinstance(grant, Grant)
+    assert await limiter.finish(grant, 20) == (True, False)  # no concurrency cap: no slot to free
+    assert (await limiter.usage(KEY, uncapped)).tokens == 20
+    with pytest.raises(ConfigError):
+        await limiter.finish(grant, -1)
+
+    short = Limits(rpm=None, tpm=100, max_concurrency=1, window_s=0.2)
+    other = LimitKey("openai", "gpt-4o-mini")
+    late = await limiter.acquire(other, tokens=50, limits=short)
+    assert isinstance(late, Grant)
+
+    async def window_empty() -> bool:
+        return (await limiter.usage(other, short)).requests == 0
+
+    await until(window_empty)
+    assert await limiter.finish(late, 10) == (False, True)  # the window forgot it; the lease did not
+
+
 async def test_wait_acquire_gets_a_released_slot(clients: list[aioredis.Redis]) -> None:
     holder, waiter = RateLimiter(clients[0]), RateLimiter(clients[1])
     limits = Limits(rpm=None, tpm=None, max_concurrency=1)

@@ -118,3 +118,23 @@ async def test_no_call_is_lost_or_duplicated_in_the_run_stream(
         assert text == result["text"]
         assert result["provider"] == "fallback"
         assert {e.data["try"] for e in events if e.type == ev.OUTPUT and e.step == step} == {1}
+
+
+async def test_a_cancelled_probe_is_handed_back(primary: SimulatorServer, redis: aioredis.Redis) -> None:
+    settings = BreakerSettings(failure_threshold=1, error_rate=None, cooldown_s=0.1, probe_timeout_s=60)
+    llm = LLM([openai_provider(primary)], redis=redis, breaker=settings)
+    shared = CircuitBreaker(redis, "primary", **settings.__dict__)
+    await shared.record_failure()
+    await asyncio.sleep(0.15)  # half-open: the next call is the probe
+    primary.knobs.stall_after_tokens = 2  # and its reply never comes
+    try:
+        call = asyncio.ensure_future(llm.complete("hello"))
+        await until(lambda: requests(primary) == 1)
+        assert (await shared.state()).probes_in_flight == 1
+        call.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await call
+        state = await shared.state()
+        assert (state.state, state.probes_in_flight) == ("half_open", 0)  # the next caller may probe
+    finally:
+        await llm.aclose()

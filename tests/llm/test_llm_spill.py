@@ -10,11 +10,12 @@ import redis.asyncio as aioredis
 
 import outlast
 from outlast import events as ev
-from outlast.llm import LLM, Completion, Limits, RateLimiter
+from outlast.llm import LLM, BreakerSettings, CircuitBreaker, Completion, Limits, RateLimiter
+from outlast.llm.limits import Grant
 from outlast.llm.simulator import SimulatorServer
 from outlast.store.redis import RedisStore
 
-from .llm_support import all_events, openai_provider, provider, statuses
+from .llm_support import all_events, openai_provider, provider, requests, statuses
 
 
 @pytest.fixture
@@ -132,3 +133,31 @@ async def test_a_call_waits_for_capacity_and_says_so(primary: SimulatorServer, r
     assert "waiting up to" in notice.data["message"]
     assert notice.data["reasons"] == ["rpm"]
     assert statuses(primary) == {"200": 3}
+
+
+async def test_a_half_open_probe_that_spills_over_is_handed_back(
+    primary: SimulatorServer, fallback: SimulatorServer, redis: aioredis.Redis
+) -> None:
+    limits = Limits(rpm=1, tpm=None, max_concurrency=None)
+    settings = BreakerSettings(failure_threshold=1, error_rate=None, cooldown_s=0.1, probe_timeout_s=60)
+    llm = LLM(
+        [openai_provider(primary, limits=limits), openai_provider(fallback, "fallback")],
+        redis=redis,
+        max_wait=0.1,
+        breaker=settings,
+        window_margin=0,
+    )
+    shared = CircuitBreaker(redis, "primary", **settings.__dict__)
+    await shared.record_failure()  # the primary's breaker opens ...
+    limiter = RateLimiter(redis)
+    assert isinstance(await limiter.acquire(llm.providers[0].limit_key, tokens=1, limits=limits), Grant)
+    await asyncio.sleep(0.15)  # ... and is half-open, while its rpm is used up for a minute
+    try:
+        reply = await llm.complete("hello")
+        state = await shared.state()
+        assert (state.state, state.probes_in_flight) == ("half_open", 0)  # not held for 60 s
+        assert [f["reason"] for f in reply.fallbacks] == ["rate_limit_wait"]
+        assert reply.provider == "fallback"
+    finally:
+        await llm.aclose()
+    assert requests(primary) == 0

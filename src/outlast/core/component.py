@@ -235,6 +235,7 @@ class StepCall(Generic[R]):
             token = current_frame.set(frame)
             try:
                 frame.steps = frame.emissions = 0  # a retried try makes the same child calls again
+                frame.tries = tries
                 result = await comp._try(self.args, self.kwargs, sink)
                 break
             except asyncio.CancelledError:

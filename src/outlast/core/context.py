@@ -46,7 +46,7 @@ class RunContext:
 class Frame:
     """A position in the step tree: the root (workflow body) or a running step."""
 
-    __slots__ = ("ctx", "emissions", "position", "step_id", "steps")
+    __slots__ = ("ctx", "emissions", "position", "step_id", "steps", "tries")
 
     def __init__(self, ctx: RunContext, step_id: str | None, position: str) -> None:
         self.ctx = ctx
@@ -54,6 +54,7 @@ class Frame:
         self.position = position
         self.steps = 0
         self.emissions = 0
+        self.tries = 0  # the step's current try (1-based, set before each); 0 at the workflow root
 
     def next_step(self) -> tuple[str, int]:
         index = self.steps

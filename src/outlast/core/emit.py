@@ -1,8 +1,9 @@
-"""Events a workflow or component emits while it runs: status, progress, objects, custom, log.
+"""Events a workflow or component emits while it runs: status, progress, objects, custom, log,
+and a step's output chunks.
 
-Each is recorded once per run: an emission made during replay at a position whose event was
-already written by an earlier attempt is skipped. Outside a run these calls do nothing, so
-components stay plain functions in unit tests.
+Each of the first five is recorded once per run: an emission made during replay at a position
+whose event was already written by an earlier attempt is skipped. Outside a run these calls do
+nothing, so components stay plain functions in unit tests.
 """
 
 from __future__ import annotations
@@ -87,3 +88,16 @@ def log(message: str, level: str = "info", **data: Any) -> None:
     if frame is None:
         return
     _emit(frame, ev.LOG, {"level": level, "message": message, **serde.to_jsonable(data, "log data")})
+
+
+def output(chunk: Any) -> None:
+    """Stream a chunk of the current step's output, like a streaming component's yield.
+
+    It goes out in an ``output`` frame of the step's current try (text chunks are batched), so
+    clients drop a failed try's partial output when the next try's chunks arrive. Not replay-
+    deduplicated: a step that runs again emits again. Does nothing outside a step of a run.
+    """
+    frame = current_frame.get()
+    if frame is None or frame.step_id is None:
+        return
+    frame.ctx.writer.output(frame.step_id, chunk, frame.tries)

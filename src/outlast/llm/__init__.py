@@ -1,5 +1,5 @@
 """Durable LLM calls for Outlast: providers on the official SDKs, fleet-wide rate limits, retries,
-circuit breakers, provider fallback and token streaming into the run (see :mod:`outlast.llm.client`).
+circuit breakers, provider fallback and token streaming into the run (see :mod:`outlast.llm.llm`).
 
 Also an OpenAI/Anthropic-compatible simulator (:mod:`outlast.llm.simulator`). Names are imported
 lazily, so importing the simulator does not load the SDKs.
@@ -11,8 +11,10 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from outlast.llm.breaker import BreakerState, CircuitBreaker
-    from outlast.llm.client import LLM, BreakerSettings, LLMCall, LLMRetry, LLMStream, Token
+    from outlast.llm.anthropic_provider import AnthropicProvider
+    from outlast.llm.breaker import BreakerSettings, BreakerState, CircuitBreaker
+    from outlast.llm.calls import LLMRetry, Token
+    from outlast.llm.completion import Completion, Messages, Price
     from outlast.llm.errors import (
         AllProvidersFailed,
         LLMError,
@@ -24,19 +26,23 @@ if TYPE_CHECKING:
         StructuredOutputError,
     )
     from outlast.llm.limits import LimitKey, Limits, RateLimiter, RateLimitWait, estimate_tokens
-    from outlast.llm.providers import AnthropicProvider, Completion, Messages, OpenAIProvider, Price, Provider
+    from outlast.llm.llm import LLM, LLMCall, LLMStream
+    from outlast.llm.openai_provider import OpenAIProvider
+    from outlast.llm.provider import Provider
 
 _EXPORTS = {
-    "outlast.llm.breaker": ("BreakerState", "CircuitBreaker"),
-    "outlast.llm.client": ("LLM", "BreakerSettings", "LLMCall", "LLMRetry", "LLMStream", "Token"),
+    "outlast.llm.anthropic_provider": ("AnthropicProvider",),
+    "outlast.llm.breaker": ("BreakerSettings", "BreakerState", "CircuitBreaker"),
+    "outlast.llm.calls": ("LLMRetry", "Token"),
+    "outlast.llm.completion": ("Completion", "Messages", "Price"),
     "outlast.llm.errors": (
         "AllProvidersFailed", "LLMError", "ProviderError", "ProviderUnavailable", "RateLimited",
         "StreamInterrupted", "StreamStalled", "StructuredOutputError",
     ),
     "outlast.llm.limits": ("LimitKey", "Limits", "RateLimiter", "RateLimitWait", "estimate_tokens"),
-    "outlast.llm.providers": (
-        "AnthropicProvider", "Completion", "Messages", "OpenAIProvider", "Price", "Provider",
-    ),
+    "outlast.llm.llm": ("LLM", "LLMCall", "LLMStream"),
+    "outlast.llm.openai_provider": ("OpenAIProvider",),
+    "outlast.llm.provider": ("Provider",),
 }  # fmt: skip
 _WHERE = {name: module for module, names in _EXPORTS.items() for name in names}
 

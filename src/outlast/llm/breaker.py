@@ -10,13 +10,18 @@ Every operation is one run of one Lua script (atomic across the fleet) that read
 of call/failure counters in the same hash, so memory stays constant however busy the provider is;
 the window is therefore exact to one bucket (a tenth of ``window_s``).
 
-A probe whose worker dies never reports back; after ``probe_timeout_s`` its slot is given to the
-next caller so the breaker cannot stay half-open forever. An idle breaker's key expires (closed),
-which also forgets old consecutive failures.
+A probe that will not be made (its call went elsewhere) is handed back with
+:meth:`CircuitBreaker.cancel_probe`. A probe whose worker dies never reports back; after
+``probe_timeout_s`` its slot is given to the next caller so the breaker cannot stay half-open
+forever. An idle breaker's key expires (closed), which also forgets old consecutive failures.
+
+Without Redis, :class:`LocalBreaker` keeps the same states in one process (consecutive-failure
+rule only).
 """
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from typing import Any, Literal, cast
 
@@ -28,12 +33,15 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from outlast.errors import ConfigError, StoreError, StoreUnavailable
 from outlast.store.keys import llm_breaker_key
 
-__all__ = ["BreakerState", "CircuitBreaker"]
+__all__ = ["Admission", "BreakerSettings", "BreakerState", "CircuitBreaker", "LocalBreaker"]
 
 StateName = Literal["closed", "open", "half_open"]
+Admission = Literal["call", "probe"] | None
+"""How a breaker let a call through: ``"call"`` (closed), ``"probe"`` (a half-open probe slot that
+must be reported or handed back), or None (rejected)."""
 _BUCKETS = 10
 
-# KEYS: breaker hash. ARGV: op (allow|success|failure|state), failure threshold, error rate (-1 =
+# KEYS: breaker hash. ARGV: op (allow|success|failure|cancel|state), failure threshold, error rate (-1 =
 # off), min calls, window ms, bucket ms, cooldown ms, max probes, probe timeout ms.
 # Returns {allowed 0/1, state, consecutive, window calls, window failures, probes, opened_until ms}.
 _BREAKER = """
@@ -112,6 +120,12 @@ elseif op == 'success' then
     save()
   end
   -- open: a straggler admitted before the breaker opened; it proves nothing, ignore it
+elseif op == 'cancel' then
+  -- an unused probe: free its slot for the next caller (closed or reopened: nothing to free)
+  if state == 'half_open' and probes > 0 then
+    probes = probes - 1
+    save()
+  end
 elseif op == 'failure' then
   if state == 'half_open' then
     state, consecutive, probes, opened_until = 'open', consecutive + 1, 0, now + cooldown_ms
@@ -205,10 +219,21 @@ class CircuitBreaker:
             opened_until=opened_until / 1000 if name != "closed" and opened_until else None,
         )
 
+    async def admit(self) -> Admission:
+        """Like :meth:`allow`, saying whether the call is a half-open probe."""
+        allowed, snapshot = await self._run("allow")
+        if not allowed:
+            return None
+        return "probe" if snapshot.state == "half_open" else "call"
+
     async def allow(self) -> bool:
         """May a call go to the provider now? Half-open admits at most ``half_open_probes`` probes."""
-        allowed, _ = await self._run("allow")
-        return allowed
+        return await self.admit() is not None
+
+    async def cancel_probe(self) -> None:
+        """Hand back a probe slot from :meth:`admit` that will not be used (the call went elsewhere),
+        so the next caller can probe at once instead of after ``probe_timeout_s``."""
+        await self._run("cancel")
 
     async def record_success(self) -> None:
         """Report a successful call; a half-open probe success closes the breaker."""
@@ -222,3 +247,61 @@ class CircuitBreaker:
         """The current state and counters (read-only)."""
         _, snapshot = await self._run("state")
         return snapshot
+
+
+@dataclass(frozen=True)
+class BreakerSettings:
+    """Per-provider circuit breaker settings (see :class:`CircuitBreaker`)."""
+
+    failure_threshold: int = 5
+    error_rate: float | None = 0.5
+    min_calls: int = 20
+    window_s: float = 30.0
+    cooldown_s: float = 10.0
+    half_open_probes: int = 1
+    probe_timeout_s: float = 60.0
+
+
+class LocalBreaker:
+    """An in-process breaker (no Redis): consecutive failures open it, same states as the shared one."""
+
+    def __init__(self, settings: BreakerSettings) -> None:
+        self.settings = settings
+        self.state = "closed"
+        self.consecutive = 0
+        self.opened_until = 0.0
+        self.probes = 0
+        self.probe_until = 0.0
+
+    async def admit(self) -> Admission:
+        now = time.monotonic()
+        if self.state == "open" and now >= self.opened_until:
+            self.state, self.probes = "half_open", 0
+        if self.state == "half_open" and self.probes and now >= self.probe_until:
+            self.probes = 0
+        if self.state == "closed":
+            return "call"
+        if self.state == "half_open" and self.probes < self.settings.half_open_probes:
+            self.probes += 1
+            self.probe_until = now + self.settings.probe_timeout_s
+            return "probe"
+        return None
+
+    async def allow(self) -> bool:
+        return await self.admit() is not None
+
+    async def cancel_probe(self) -> None:
+        if self.state == "half_open" and self.probes:
+            self.probes -= 1
+
+    async def record_success(self) -> None:
+        if self.state != "open":
+            self.state, self.consecutive, self.probes = "closed", 0, 0
+
+    async def record_failure(self) -> None:
+        self.consecutive += 1
+        if self.state == "half_open" or (
+            self.state == "closed" and self.consecutive >= self.settings.failure_threshold
+        ):
+            self.state, self.probes = "open", 0
+            self.opened_until = time.monotonic() + self.settings.cooldown_s

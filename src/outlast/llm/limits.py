@@ -6,7 +6,9 @@ totals, so that in *any* window at most ``rpm`` requests and ``tpm`` tokens are 
 fleet (a GCRA with burst would allow up to twice that). The **concurrency cap** is a sorted set
 ``grant id → lease expiry (ms)`` whose expired leases are reaped on every acquire, so a crashed
 worker leaks its slot only until the lease TTL. Check-and-admit is one Lua script on the server's
-clock (``TIME``): atomic across processes, and machines with skewed clocks agree.
+clock (``TIME``): atomic across processes, and machines with skewed clocks agree (the scripts are
+in :mod:`outlast.llm.limit_scripts`). A finished call settles its usage and frees its slot in one
+more (:meth:`RateLimiter.finish`).
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from outlast.errors import ConfigError, OutlastError, StoreError, StoreUnavailable
+from outlast.llm import limit_scripts
 from outlast.store.keys import llm_concurrency_key, llm_cost_key, llm_window_key
 
 DEFAULT_COMPLETION_TOKENS = 1024
@@ -114,154 +117,6 @@ class Usage:
     in_flight: int
 
 
-# Shared Lua helpers. Window hash layout: "r:<id>" / "t:<id>" per grant, "R" / "T" running totals
-# (kept equal to the sum of the per-grant fields, so a check is O(1) instead of a window scan).
-_LUA_COMMON = """
-local function now_ms()
-  local t = redis.call('TIME')
-  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-end
-
-local function incr(hash, field, delta)
-  -- HINCRBY rejects "-0", which is what Lua prints for a negated zero
-  if delta ~= 0 then redis.call('HINCRBY', hash, field, delta) end
-end
-
--- Drop window entries admitted at or before `cutoff`, keeping the totals in step.
-local function prune(win, cost, cutoff)
-  local old = redis.call('ZRANGEBYSCORE', win, '-inf', cutoff)
-  if #old == 0 then return end
-  local dr, dt = 0, 0
-  for i = 1, #old do
-    local v = redis.call('HMGET', cost, 'r:' .. old[i], 't:' .. old[i])
-    dr = dr + (tonumber(v[1]) or 0)
-    dt = dt + (tonumber(v[2]) or 0)
-    redis.call('HDEL', cost, 'r:' .. old[i], 't:' .. old[i])
-  end
-  incr(cost, 'R', -dr)
-  incr(cost, 'T', -dt)
-  redis.call('ZREMRANGEBYSCORE', win, '-inf', cutoff)
-end
-"""
-
-# KEYS: window zset, cost hash, lease zset
-# ARGV: id, requests, tokens, rpm, tpm, max_concurrency (-1 = none), window ms, lease ms
-# Returns {1, now_ms, lease_until_ms or -1} or {0, reasons, window_retry_ms, conc_retry_ms}
-# (retry -1 = never fits).
-_ACQUIRE = (
-    _LUA_COMMON
-    + """
--- ms until the oldest entries holding `need` units (field prefix r: or t:) leave the window
-local function free_after(win, cost, prefix, need, window_ms, now)
-  local freed, start = 0, 0
-  while true do
-    local batch = redis.call('ZRANGE', win, start, start + 127, 'WITHSCORES')
-    if #batch == 0 then return window_ms end
-    for i = 1, #batch, 2 do
-      freed = freed + (tonumber(redis.call('HGET', cost, prefix .. batch[i])) or 0)
-      if freed >= need then
-        return math.max(tonumber(batch[i + 1]) + window_ms - now, 1)
-      end
-    end
-    start = start + 128
-  end
-end
-
-local win, cost, lease = KEYS[1], KEYS[2], KEYS[3]
-local id = ARGV[1]
-local req, tok = tonumber(ARGV[2]), tonumber(ARGV[3])
-local rpm, tpm, maxc = tonumber(ARGV[4]), tonumber(ARGV[5]), tonumber(ARGV[6])
-local window_ms, lease_ms = tonumber(ARGV[7]), tonumber(ARGV[8])
-local now = now_ms()
-prune(win, cost, now - window_ms)
-
-local reasons, wretry, cretry = {}, 0, 0
-local cur_r = tonumber(redis.call('HGET', cost, 'R')) or 0
-local cur_t = tonumber(redis.call('HGET', cost, 'T')) or 0
-if rpm >= 0 and cur_r + req > rpm then
-  table.insert(reasons, 'rpm')
-  if req > rpm then wretry = -1
-  else wretry = math.max(wretry, free_after(win, cost, 'r:', cur_r + req - rpm, window_ms, now)) end
-end
-if tpm >= 0 and cur_t + tok > tpm then
-  table.insert(reasons, 'tpm')
-  if tok > tpm then wretry = -1
-  elseif wretry >= 0 then
-    wretry = math.max(wretry, free_after(win, cost, 't:', cur_t + tok - tpm, window_ms, now))
-  end
-end
-if maxc >= 0 then
-  redis.call('ZREMRANGEBYSCORE', lease, '-inf', now)
-  if redis.call('ZCARD', lease) >= maxc then
-    table.insert(reasons, 'concurrency')
-    local first = redis.call('ZRANGE', lease, 0, 0, 'WITHSCORES')
-    cretry = math.max(tonumber(first[2]) - now, 1)
-  end
-end
-if #reasons > 0 then
-  return {0, table.concat(reasons, ','), wretry, cretry}
-end
-
-redis.call('ZADD', win, now, id)
-redis.call('HSET', cost, 'r:' .. id, req, 't:' .. id, tok)
-incr(cost, 'R', req)
-incr(cost, 'T', tok)
--- idle windows vanish shortly after their last entry has left the window
-redis.call('PEXPIRE', win, window_ms + 1000)
-redis.call('PEXPIRE', cost, window_ms + 1000)
-local lease_until = -1
-if maxc >= 0 then
-  lease_until = now + lease_ms
-  redis.call('ZADD', lease, lease_until, id)
-  local last = redis.call('ZRANGE', lease, -1, -1, 'WITHSCORES')
-  redis.call('PEXPIRE', lease, tonumber(last[2]) - now + 1000)
-end
-return {1, now, lease_until}
-"""
-)
-
-# KEYS: cost hash; ARGV: id, actual tokens. Returns 1 if the grant was still accounted, else 0.
-_SETTLE = """
-local old = redis.call('HGET', KEYS[1], 't:' .. ARGV[1])
-if not old then return 0 end
-local delta = tonumber(ARGV[2]) - tonumber(old)
-redis.call('HSET', KEYS[1], 't:' .. ARGV[1], ARGV[2])
-if delta ~= 0 then redis.call('HINCRBY', KEYS[1], 'T', delta) end
-return 1
-"""
-
-# KEYS: lease zset; ARGV: id, lease ms. Extends a live lease; returns new expiry ms or -1.
-_RENEW = (
-    _LUA_COMMON
-    + """
-local now = now_ms()
-local exp = redis.call('ZSCORE', KEYS[1], ARGV[1])
-if not exp or tonumber(exp) <= now then
-  redis.call('ZREM', KEYS[1], ARGV[1])
-  return -1
-end
-local until_ms = now + tonumber(ARGV[2])
-redis.call('ZADD', KEYS[1], until_ms, ARGV[1])
-local last = redis.call('ZRANGE', KEYS[1], -1, -1, 'WITHSCORES')
-redis.call('PEXPIRE', KEYS[1], tonumber(last[2]) - now + 1000)
-return until_ms
-"""
-)
-
-# KEYS: window zset, cost hash, lease zset; ARGV: window ms. Returns {requests, tokens, in_flight}.
-_USAGE = (
-    _LUA_COMMON
-    + """
-local now = now_ms()
-prune(KEYS[1], KEYS[2], now - tonumber(ARGV[1]))
-redis.call('ZREMRANGEBYSCORE', KEYS[3], '-inf', now)
-return {tonumber(redis.call('HGET', KEYS[2], 'R')) or 0,
-        tonumber(redis.call('HGET', KEYS[2], 'T')) or 0,
-        redis.call('ZCARD', KEYS[3])}
-"""
-)
-
-
 def _ms(seconds: float) -> int:
     return max(1, round(seconds * 1000))
 
@@ -276,10 +131,11 @@ class RateLimiter:
     def __init__(self, redis: aioredis.Redis, *, clock: Callable[[], float] | None = None) -> None:
         self._redis = redis
         self._clock = clock or time.monotonic
-        self._acquire = redis.register_script(_ACQUIRE)
-        self._settle = redis.register_script(_SETTLE)
-        self._renew = redis.register_script(_RENEW)
-        self._usage = redis.register_script(_USAGE)
+        self._acquire = redis.register_script(limit_scripts.ACQUIRE)
+        self._settle = redis.register_script(limit_scripts.SETTLE)
+        self._finish = redis.register_script(limit_scripts.FINISH)
+        self._renew = redis.register_script(limit_scripts.RENEW)
+        self._usage = redis.register_script(limit_scripts.USAGE)
 
     @staticmethod
     def _keys(key: LimitKey) -> list[str]:
@@ -367,6 +223,18 @@ class RateLimiter:
             raise ConfigError(f"actual_tokens must be >= 0, got {actual_tokens}")
         cost = llm_cost_key(grant.key.provider, grant.key.model)
         return bool(await self._guard("settle", self._settle(keys=[cost], args=[grant.id, actual_tokens])))
+
+    async def finish(self, grant: Grant, actual_tokens: int) -> tuple[bool, bool]:
+        """:meth:`settle` and :meth:`release` in one script (one round trip), for a finished call.
+
+        Returns ``(settled, released)``, each as those two methods would.
+        """
+        if actual_tokens < 0:
+            raise ConfigError(f"actual_tokens must be >= 0, got {actual_tokens}")
+        _, cost, lease = self._keys(grant.key)
+        res = await self._guard("finish", self._finish(keys=[cost, lease], args=[grant.id, actual_tokens]))
+        # a grant without a lease never entered the lease set: its ZREM found nothing
+        return bool(int(res[0])), bool(int(res[1]))
 
     async def release(self, grant: Grant) -> bool:
         """Free the grant's concurrency slot; False if it had none or it already expired."""

@@ -1,14 +1,15 @@
-"""LLM providers on the official SDKs: ``openai`` (OpenAI and any compatible endpoint) and ``anthropic``.
+"""The provider base: one model behind one endpoint, on its official SDK.
 
 A provider makes **one** HTTP request per call — SDK retries are off (``max_retries=0``): the
-:class:`~outlast.llm.client.LLM` retries, falls back and rate-limits. Every SDK error is mapped at
+:class:`~outlast.llm.llm.LLM` retries, falls back and rate-limits. Every SDK error is mapped at
 this boundary into :mod:`outlast.llm.errors` (``raise ... from exc``) with the provider's own
 message, the HTTP status, whether it is retryable and the ``Retry-After`` it asked for.
 
 Messages are OpenAI-style dicts (``{"role": "system"|"user"|"assistant", "content": ...}``) or a
-plain string (one user message). :class:`AnthropicProvider` moves system messages into
-Anthropic's ``system`` parameter. Parameters a provider's SDK does not name (``temperature`` on
-newer Anthropic SDKs, vendor extensions) travel in ``extra_body``.
+plain string (one user message). Parameters a provider's SDK does not name (``temperature`` on
+newer Anthropic SDKs, vendor extensions) travel in ``extra_body``. The concrete providers are
+:class:`~outlast.llm.openai_provider.OpenAIProvider` and
+:class:`~outlast.llm.anthropic_provider.AnthropicProvider`.
 
 API keys come from ``api_key=`` or the environment (``api_key_env``, default ``OPENAI_API_KEY`` /
 ``ANTHROPIC_API_KEY``), are read at the first call, and never appear in ``repr``, logs, step
@@ -26,74 +27,16 @@ import math
 import os
 import time
 from abc import ABC, abstractmethod
-from collections.abc import AsyncGenerator, Mapping, Sequence
+from collections.abc import AsyncGenerator, Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
-from pydantic import BaseModel, Field
-
 from outlast.errors import ConfigError
+from outlast.llm.completion import Completion, Messages, Price, normalize_messages
 from outlast.llm.errors import ProviderError, ProviderUnavailable, RateLimited, StreamStalled
 from outlast.llm.limits import LimitKey, Limits, estimate_tokens
 
-__all__ = [
-    "AnthropicProvider",
-    "Completion",
-    "Messages",
-    "OpenAIProvider",
-    "Price",
-    "Provider",
-    "normalize_messages",
-    "parse_retry_after",
-]
-
-Messages = str | Sequence[Mapping[str, Any]]
-"""A prompt: OpenAI-style message dicts, or a string taken as one user message."""
-
-
-@dataclass(frozen=True, slots=True)
-class Price:
-    """US dollars per million tokens; used for the estimated cost recorded with each call."""
-
-    input_per_mtok: float
-    output_per_mtok: float
-
-    def cost(self, tokens_in: int, tokens_out: int) -> float:
-        return round((tokens_in * self.input_per_mtok + tokens_out * self.output_per_mtok) / 1e6, 8)
-
-
-class Completion(BaseModel):
-    """A finished call: the text and what it took. This is what an LLM step records as its result.
-
-    ``provider`` served it (after ``fallbacks`` were passed over); ``attempts`` counts HTTP requests
-    across providers, retries and re-asks; ``errors`` lists the failed requests; ``latency`` is the
-    whole call in seconds, ``waited`` the part spent waiting for rate-limit capacity; ``cost`` is
-    estimated from the provider's :class:`Price` (``None`` without one). ``usage_reported`` is false
-    when the provider sent no usage and the token counts are estimates. ``parsed`` holds the
-    validated JSON of a structured (``response_model``) call.
-    """
-
-    text: str
-    provider: str
-    model: str
-    finish_reason: str | None = None
-    tokens_in: int = 0
-    tokens_out: int = 0
-    usage_reported: bool = True
-    latency: float = 0.0
-    attempts: int = 1
-    fallbacks: list[dict[str, Any]] = Field(default_factory=list)
-    errors: list[dict[str, Any]] = Field(default_factory=list)
-    waited: float = 0.0
-    cost: float | None = None
-    parsed: Any = None
-    reasks: int = 0
-
-
-def normalize_messages(messages: Messages) -> list[dict[str, Any]]:
-    if isinstance(messages, str):
-        return [{"role": "user", "content": messages}]
-    return [dict(m) for m in messages]
+__all__ = ["Accumulator", "Provider", "parse_retry_after"]
 
 
 def parse_retry_after(headers: Mapping[str, str]) -> float | None:
@@ -292,7 +235,7 @@ class Provider(ABC):
             if mapped is None:
                 raise
             raise mapped from exc
-        acc = _Accumulator(self.model)
+        acc = Accumulator(self.model)
         try:
             events = sdk_stream.__aiter__()
             while True:
@@ -333,10 +276,10 @@ class Provider(ABC):
     ) -> Any: ...
 
     @abstractmethod
-    def _absorb(self, acc: _Accumulator, event: Any) -> str:
+    def _absorb(self, acc: Accumulator, event: Any) -> str:
         """Record a stream event's metadata in ``acc``; return its text delta ('' if none)."""
 
-    def _completion(self, msgs: list[dict[str, Any]], acc: _Accumulator, started: float) -> Completion:
+    def _completion(self, msgs: list[dict[str, Any]], acc: Accumulator, started: float) -> Completion:
         text = "".join(acc.parts)
         reported = acc.tokens_in is not None and acc.tokens_out is not None
         tokens_in = acc.tokens_in if acc.tokens_in is not None else estimate_tokens(msgs, 0)
@@ -349,7 +292,9 @@ class Provider(ABC):
 
 
 @dataclass
-class _Accumulator:
+class Accumulator:
+    """What a reply's stream (or whole response) told so far: text parts, model, usage, finish."""
+
     model: str
     finish: str | None = None
     tokens_in: int | None = None
@@ -375,146 +320,3 @@ def _load_sdk(kind: str) -> tuple[Any, frozenset[str]]:
     create = getattr(importlib.import_module(module), cls).create
     accepted = frozenset(p for p in inspect.signature(create).parameters if p != "self")
     return importlib.import_module(kind), accepted
-
-
-class OpenAIProvider(Provider):
-    """Chat Completions on the official ``openai`` SDK: OpenAI, or any compatible ``base_url``.
-
-    ``json_mode`` sends ``response_format={"type": "json_object"}``. ``stream_usage`` asks for the
-    final usage chunk (``stream_options.include_usage``); turn it off for endpoints that reject it
-    (token counts are then estimated).
-    """
-
-    api_key_env = "OPENAI_API_KEY"
-    kind = "openai"
-
-    def __init__(self, name: str, model: str, *, stream_usage: bool = True, **options: Any) -> None:
-        super().__init__(name, model, **options)
-        self.stream_usage = stream_usage
-
-    def _make_client(self, api_key: str) -> Any:
-        return self._sdk_module.AsyncOpenAI(
-            api_key=api_key, base_url=self.base_url, timeout=self.timeout, max_retries=0
-        )
-
-    def _kwargs(
-        self, msgs: list[dict[str, Any]], params: Mapping[str, Any], json_mode: bool
-    ) -> dict[str, Any]:
-        kwargs = self._split(params)
-        if json_mode:
-            kwargs.setdefault("response_format", {"type": "json_object"})
-        return {**kwargs, "model": self.model, "messages": msgs}
-
-    async def _request(self, msgs: list[dict[str, Any]], params: Mapping[str, Any], json_mode: bool) -> Any:
-        return await self._sdk().chat.completions.create(**self._kwargs(msgs, params, json_mode))
-
-    def _finish(self, msgs: list[dict[str, Any]], response: Any, started: float) -> Completion:
-        acc = _Accumulator(response.model or self.model)
-        if response.choices:
-            choice = response.choices[0]
-            acc.parts.append(choice.message.content or "")
-            acc.finish = choice.finish_reason
-        if response.usage is not None:
-            acc.tokens_in, acc.tokens_out = response.usage.prompt_tokens, response.usage.completion_tokens
-        return self._completion(msgs, acc, started)
-
-    async def _open_stream(
-        self, msgs: list[dict[str, Any]], params: Mapping[str, Any], json_mode: bool
-    ) -> Any:
-        kwargs = self._kwargs(msgs, params, json_mode)
-        if self.stream_usage:
-            kwargs.setdefault("stream_options", {"include_usage": True})
-        return await self._sdk().chat.completions.create(**kwargs, stream=True)
-
-    def _absorb(self, acc: _Accumulator, event: Any) -> str:
-        if event.model:
-            acc.model = event.model
-        if event.usage is not None:
-            acc.tokens_in, acc.tokens_out = event.usage.prompt_tokens, event.usage.completion_tokens
-        if not event.choices:
-            return ""
-        choice = event.choices[0]
-        if choice.finish_reason:
-            acc.finish = choice.finish_reason
-        return str(choice.delta.content or "") if choice.delta else ""
-
-
-_ANTHROPIC_FINISH = {
-    "end_turn": "stop",
-    "stop_sequence": "stop",
-    "max_tokens": "length",
-    "tool_use": "tool_calls",
-}
-
-
-class AnthropicProvider(Provider):
-    """The Messages API on the official ``anthropic`` SDK.
-
-    ``base_url`` is the API root (the SDK appends ``/v1/messages``). ``max_tokens`` (required by
-    the API) defaults to ``max_tokens=`` of the provider. System messages become ``system``;
-    ``stop`` becomes ``stop_sequences``. There is no JSON mode: structured output relies on the
-    schema instructions the LLM adds, validation and re-asks. Finish reasons are mapped to
-    OpenAI's (``end_turn`` → ``stop``, ``max_tokens`` → ``length``).
-    """
-
-    api_key_env = "ANTHROPIC_API_KEY"
-    kind = "anthropic"
-
-    def __init__(self, name: str, model: str, *, max_tokens: int = 1024, **options: Any) -> None:
-        super().__init__(name, model, **options)
-        if max_tokens < 1:
-            raise ConfigError(f"provider {name!r}: max_tokens must be >= 1")
-        self.max_tokens = max_tokens
-
-    def _max_tokens(self, params: Mapping[str, Any]) -> int | None:
-        value = super()._max_tokens(params)
-        return self.max_tokens if value is None else value
-
-    def _make_client(self, api_key: str) -> Any:
-        return self._sdk_module.AsyncAnthropic(
-            api_key=api_key, base_url=self.base_url, timeout=self.timeout, max_retries=0
-        )
-
-    def _kwargs(self, msgs: list[dict[str, Any]], params: Mapping[str, Any]) -> dict[str, Any]:
-        params = {**self.extra, **params}
-        if "stop" in params:
-            stop = params.pop("stop")
-            params["stop_sequences"] = [stop] if isinstance(stop, str) else stop
-        limit = self._max_tokens(params)
-        params.pop("max_completion_tokens", None)
-        kwargs = self._split(params)
-        kwargs["max_tokens"] = limit
-        system = [str(m.get("content") or "") for m in msgs if m.get("role") == "system"]
-        if system:
-            joined = "\n\n".join(system)
-            kwargs["system"] = f"{kwargs['system']}\n\n{joined}" if kwargs.get("system") else joined
-        chat = [m for m in msgs if m.get("role") != "system"]
-        return {**kwargs, "model": self.model, "messages": chat}
-
-    async def _request(self, msgs: list[dict[str, Any]], params: Mapping[str, Any], json_mode: bool) -> Any:
-        return await self._sdk().messages.create(**self._kwargs(msgs, params))
-
-    def _finish(self, msgs: list[dict[str, Any]], response: Any, started: float) -> Completion:
-        acc = _Accumulator(response.model or self.model)
-        acc.parts.extend(b.text for b in response.content if getattr(b, "type", "") == "text")
-        acc.finish = _ANTHROPIC_FINISH.get(response.stop_reason or "", response.stop_reason)
-        acc.tokens_in, acc.tokens_out = response.usage.input_tokens, response.usage.output_tokens
-        return self._completion(msgs, acc, started)
-
-    async def _open_stream(
-        self, msgs: list[dict[str, Any]], params: Mapping[str, Any], json_mode: bool
-    ) -> Any:
-        return await self._sdk().messages.create(**self._kwargs(msgs, params), stream=True)
-
-    def _absorb(self, acc: _Accumulator, event: Any) -> str:
-        kind = event.type
-        if kind == "message_start":
-            acc.model = event.message.model or acc.model
-            acc.tokens_in = event.message.usage.input_tokens
-        elif kind == "content_block_delta" and event.delta.type == "text_delta":
-            return str(event.delta.text)
-        elif kind == "message_delta":
-            reason = event.delta.stop_reason
-            acc.finish = _ANTHROPIC_FINISH.get(reason or "", reason)
-            acc.tokens_out = event.usage.output_tokens
-        return ""
