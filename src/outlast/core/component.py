@@ -283,13 +283,20 @@ class StepCall(Generic[R]):
         if fallback_error is not None:
             data["fallback"] = True
             data["error"] = fallback_error
-        await writer.commit(
-            ev.STEP_COMPLETED, step_id, data, ((OP_STEP, self.position, serde.dumps(checkpoint)),)
-        )
-        # A retried parent step finds this child done instead of running it again.
+        # Known done before the commit is awaited: if this task is cancelled while it waits, the
+        # commit still lands, and a retried parent (or workflow) must find the step done.
         ctx.checkpoints[self.position] = Checkpoint(
             comp.name, step_id, args_hash, stored, fallback_error is not None
         )
+        try:
+            await writer.commit(
+                ev.STEP_COMPLETED, step_id, data, ((OP_STEP, self.position, serde.dumps(checkpoint)),)
+            )
+        except SerializationError as exc:  # refused before anything was written (e.g. too large)
+            del ctx.checkpoints[self.position]
+            failed = {"name": comp.name, "error": error_info(exc), "tries": tries}
+            writer.event(ev.STEP_FAILED, step_id, failed)
+            raise
         return cast(R, result)
 
     def _arguments(self) -> dict[str, Any]:

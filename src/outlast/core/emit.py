@@ -32,6 +32,7 @@ def status(message: str, **data: Any) -> None:
     frame = current_frame.get()
     if frame is None:
         return
+    message = str(message)  # a non-str message must not break the writer
     masked = frame.ctx.secrets.mask(message)
     _emit(frame, ev.STATUS, {"message": message, **serde.to_jsonable(data, "status data")},
           ((OP_META, "status_message", masked),))  # fmt: skip
@@ -87,7 +88,9 @@ def log(message: str, level: str = "info", **data: Any) -> None:
     frame = current_frame.get()
     if frame is None:
         return
-    _emit(frame, ev.LOG, {"level": level, "message": message, **serde.to_jsonable(data, "log data")})
+    _emit(
+        frame, ev.LOG, {"level": str(level), "message": str(message), **serde.to_jsonable(data, "log data")}
+    )
 
 
 def output(chunk: Any) -> None:

@@ -28,7 +28,13 @@ from outlast.core.ids import new_run_id, valid_run_id
 from outlast.core.masking import MASK, Secrets
 from outlast.core.workflow import Workflow
 from outlast.core.writer import EventWriter
-from outlast.errors import ConfigError, NonDeterminismError, RunFailed, SerializationError, StaleAttemptError
+from outlast.errors import (
+    ConfigError,
+    NonDeterminismError,
+    OutlastError,
+    RunFailed,
+    SerializationError,
+)
 from outlast.store.base import OP_EXPIRE, OP_META, AttemptStart, NewRun, Op, RunRecord, RunStore
 from outlast.store.memory import MemoryStore
 
@@ -186,6 +192,8 @@ class Attempt:
             self._body.cancel()
 
     def _writer_failed(self, _exc: BaseException) -> None:
+        # Fenced or store lost: stop the body, and any workflow-retry wait, for good.
+        self._cancel_requested.set()
         if self._body is not None:
             self._body.cancel()
 
@@ -234,6 +242,13 @@ class Attempt:
                     raise
                 if writer.failure is not None:
                     return self._abandoned()
+                if self._cancel_reason is None:
+                    # Nobody asked for it: a CancelledError raised by the workflow's own code (or a
+                    # library it uses) is a failure, not a cancellation of the run.
+                    error = {"type": "CancelledError", "message": "cancelled by the workflow's own code",
+                             "reason": "error"}  # fmt: skip
+                    return await self._terminal("failed", ev.RUN_FAILED, {"error": error, "reason": "error"},
+                                                None, error)  # fmt: skip
                 return await self._cancelled()
             except Exception as exc:
                 if writer.failure is not None:
@@ -247,6 +262,8 @@ class Attempt:
                     )
                     with contextlib.suppress(TimeoutError):
                         await asyncio.wait_for(self._cancel_requested.wait(), delay)
+                    if writer.failure is not None:
+                        return self._abandoned()
                     if self._cancel_reason is not None:
                         return await self._cancelled()
                     continue
@@ -286,8 +303,20 @@ class Attempt:
         ops.append((OP_EXPIRE, repr(self.runner.retention), ""))
         try:
             await self.writer.commit(type, None, data, ops)
-        except StaleAttemptError:
+        except SerializationError as exc:
+            if status != "completed":
+                raise
+            # The result itself cannot be stored (too large): the run fails and says why.
+            error = {**error_info(exc), "reason": "error"}
+            return await self._terminal(
+                "failed", ev.RUN_FAILED, {"error": error, "reason": "error"}, None, error
+            )
+        except OutlastError:
+            # Fenced, or the store failed for good: another attempt will finish the run.
+            if self.writer.failure is None:
+                self.writer.failure = OutlastError("the terminal event could not be written")
             return self._abandoned()
+        self.writer.closed = True
         return Outcome(self.run_id, status, self.attempt, result, error)
 
     def _abandoned(self) -> Outcome:

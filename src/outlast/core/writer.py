@@ -74,6 +74,8 @@ class EventWriter:
         self._thread = threading.get_ident()
         self._task: asyncio.Task[None] | None = None
         self.failure: BaseException | None = None
+        #: Set once the terminal event is queued: later events are refused.
+        self.closed = False
         self.last_written = next_seq - 1
 
     # -- producing -------------------------------------------------------------------------
@@ -105,27 +107,29 @@ class EventWriter:
             return
         if step is not None and type != ev.OUTPUT and step in self._outputs:
             self.flush_output(step)
+        if self.closed:
+            # After the terminal event nothing may follow it (e.g. a status() from a thread).
+            if future is not None:
+                future.set_exception(SerializationError(f"run {self.run_id} already ended"))
+            return
         seq = self._next_seq
-        self._next_seq += 1
+        # Encode before taking the seq: an event that cannot be written must not leave a gap.
         payload = serde.dumps(
-            ev.envelope(
-                seq=seq,
-                type=type,
-                run_id=self.run_id,
-                attempt=self.attempt,
-                step=step,
-                ts=time.time(),
-                data=self.secrets.mask(data),
+            serde.to_jsonable(
+                ev.envelope(
+                    seq=seq, type=type, run_id=self.run_id, attempt=self.attempt, step=step, ts=time.time(),
+                    data=self.secrets.mask(serde.to_jsonable(data, f"{type} event data")),
+                ),
+                f"{type} event",
             )
-        )
+        )  # fmt: skip
         if len(payload) > self.max_event_bytes:
-            # Refuse before taking the seq: a Redis stream entry this large would be kept for days
-            # and streamed to every reader. Results that big belong in external storage.
-            self._next_seq -= 1
+            # A Redis stream entry this large would be kept for days and streamed to every reader.
             raise SerializationError(
                 f"{type} event of {len(payload):,} bytes exceeds the {self.max_event_bytes:,}-byte limit "
                 f"(step {step!r}); store large payloads elsewhere and pass a reference"
             )
+        self._next_seq += 1
         self._pending.append((AppendItem(seq, payload, tuple(ops)), future))
         self._idle.clear()
         self._wake.set()
