@@ -10,6 +10,7 @@ noticed here too.
 from __future__ import annotations
 
 import contextlib
+import logging
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -18,6 +19,8 @@ import redis as sync_redis
 from redis import exceptions as redis_errors
 
 from outlast.store import keys, scripts
+
+log = logging.getLogger("outlast.worker")
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,8 +87,11 @@ class LeaseRenewer(threading.Thread):
                 meta = keys.run_keys(lease.run_id).meta
                 self._renew(keys=[meta], args=[lease.attempt, self.owner, self.lease_ms], client=pipe)
             replies = pipe.execute(raise_on_error=False)
-        except redis_errors.RedisError:
-            return  # Redis briefly away: the lease has slack; the next beat tries again
+        except redis_errors.RedisError as exc:
+            # Redis briefly away: the lease has slack and the next beat tries again; say so, since
+            # a renewer that can never connect (bad URL, TLS) would otherwise fail in silence.
+            log.warning("lease renewal for %d runs failed: %s", len(held), exc)
+            return
         renewals = []
         index_pipe = self.client.pipeline(transaction=False)
         for lease, reply in zip(held, replies, strict=True):

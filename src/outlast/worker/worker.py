@@ -25,6 +25,7 @@ import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import quote
 
 import redis.asyncio as aioredis
 from redis import exceptions as redis_errors
@@ -32,7 +33,7 @@ from redis import exceptions as redis_errors
 from outlast import events as ev
 from outlast.core.runner import Attempt, Runner
 from outlast.core.workflow import Registry, Workflow
-from outlast.errors import OutlastError, WorkflowNotFound
+from outlast.errors import OutlastError, RunNotFound, StaleAttemptError, WorkflowNotFound
 from outlast.store import keys
 from outlast.store.base import AttemptStart
 from outlast.store.leases import Claim, RunLeases
@@ -41,6 +42,9 @@ from outlast.worker.heartbeat import Held, LeaseRenewer, Renewal
 from outlast.worker.launcher import Launcher
 
 log = logging.getLogger("outlast.worker")
+
+# What handling a dispatched run came to (decides whether its queue entry may be acked).
+STARTED, SETTLED, SKIPPED = "started", "settled", "skipped"
 
 
 @dataclass(frozen=True)
@@ -172,8 +176,7 @@ class Worker:
         self._loop = asyncio.get_running_loop()
         claim = await self.leases.claim(run_id, self.id, self.lease_ms, self.max_attempts)
         if claim.status != "ok" or claim.record is None:
-            if claim.status == "exhausted":
-                await self._fail_exhausted(self.lanes[0], run_id, claim)
+            await self._settle_unclaimed(self.lanes[0], run_id, claim)
             return claim.status
         lane_version = claim.record.lane or claim.record.version
         lane = Lane(keys.work_stream(lane_version), keys.lease_index(lane_version))
@@ -186,7 +189,10 @@ class Worker:
         self.jobs[run_id] = job
         renewer.start()
         try:
-            await self._execute(job, claim)
+            # A task, so that a lost lease (seen by the renewer) can cancel it.
+            job.task = asyncio.create_task(self._execute(job, claim), name=f"outlast-run-{run_id}")
+            with contextlib.suppress(asyncio.CancelledError):
+                await job.task
             await self._flush_bookkeeping()
         finally:
             renewer.stop()
@@ -194,13 +200,16 @@ class Worker:
         record = await self.store.get_run(run_id)
         return record.status if record.status in ev.TERMINAL_STATUSES else "abandoned"
 
-    async def _prepare(self) -> None:
+    async def _create_groups(self) -> None:
         for lane in self.lanes:
             try:
-                await self.redis.xgroup_create(lane.stream, keys.WORK_GROUP, id="0", mkstream=True)
-            except redis_errors.ResponseError as exc:
+                await _guard(self.redis.xgroup_create(lane.stream, keys.WORK_GROUP, id="0", mkstream=True))
+            except OutlastError as exc:
                 if "BUSYGROUP" not in str(exc):
                     raise
+
+    async def _prepare(self) -> None:
+        await self._create_groups()
         pipe = self.redis.pipeline(transaction=False)
         for wf in self.registry:
             info = {
@@ -223,7 +232,10 @@ class Worker:
         while not self._stopping.is_set():
             if self._takeover_wanted:  # runs already under way go before new ones
                 self._takeover_wanted = False
-                await self._takeover_scan()
+                try:
+                    await self._takeover_scan()
+                except OutlastError as exc:
+                    log.warning("worker %s: takeover scan failed: %s", self.id, exc)
             free = self.concurrency - len(self.jobs)
             if free <= 0:
                 self._slot_free.clear()
@@ -244,6 +256,9 @@ class Worker:
                 reply = read.result()
             except redis_errors.RedisError as exc:
                 log.warning("worker %s: reading the work stream failed: %s", self.id, exc)
+                if "NOGROUP" in str(exc):  # the server lost its data (restart without persistence)
+                    with contextlib.suppress(OutlastError, redis_errors.RedisError):
+                        await self._create_groups()
                 await asyncio.sleep(self.heartbeat)
                 continue
             batch = [
@@ -261,26 +276,38 @@ class Worker:
         A started run's entry stays pending until its lease is in the lease index (first
         heartbeat) or the run ended: if this worker dies before, XAUTOCLAIM hands it on.
         """
-        started = await asyncio.gather(
+        outcomes = await asyncio.gather(
             *(self._try_claim(lane, run_id, entry_id) for lane, entry_id, run_id in batch),
             return_exceptions=True,
         )
-        for (lane, entry_id, run_id), outcome in zip(batch, started, strict=True):
+        for (lane, entry_id, run_id), outcome in zip(batch, outcomes, strict=True):
             if isinstance(outcome, BaseException):
+                # Unknown whether the claim ran: leave the entry pending, XAUTOCLAIM retries it.
                 log.warning("worker %s: claiming run %s failed: %s", self.id, run_id, outcome)
-            if outcome is not True:
+            elif outcome == SETTLED:
                 self._later(self._acks, lane.stream, entry_id)
 
-    async def _try_claim(self, lane: Lane, run_id: str, entry_id: bytes | None = None) -> bool:
-        """Claim and start ``run_id`` if nobody holds a live lease on it. True when started."""
-        if run_id in self.jobs or self._stopping.is_set():
-            return False
+    async def _try_claim(self, lane: Lane, run_id: str, entry_id: bytes | None = None) -> str:
+        """Claim and start ``run_id`` if nobody holds a live lease on it.
+
+        Returns STARTED, SETTLED (nothing to do here, for sure: someone holds it, it ended, or it
+        was finished now) or SKIPPED (not looked at: this worker is stopping).
+        """
+        if run_id in self.jobs:
+            return SETTLED  # a duplicate entry for a run this worker already executes
+        if self._stopping.is_set():
+            return SKIPPED
         if self.launcher is not None:
             return await self._launch(lane, run_id, entry_id)
         claim = await self.leases.claim(run_id, self.id, self.lease_ms, self.max_attempts)
         if claim.status == "ok":
             self._start(lane, run_id, claim, entry_id)
-            return True
+            return STARTED
+        await self._settle_unclaimed(lane, run_id, claim)
+        return SETTLED
+
+    async def _settle_unclaimed(self, lane: Lane, run_id: str, claim: Claim) -> None:
+        """Act on a claim that did not give us the run."""
         if claim.status == "alive":
             await _guard(self.redis.zadd(lane.index, {run_id: claim.lease_until}))
         elif claim.status in ("terminal", "gone"):
@@ -292,7 +319,6 @@ class Worker:
             self._later(self._zrems, lane.index, run_id)
         elif claim.status == "exhausted":
             await self._fail_exhausted(lane, run_id, claim)
-        return False
 
     async def _fail_exhausted(self, lane: Lane, run_id: str, claim: Claim) -> None:
         lost = [w for w in claim.detail.split(",") if w]
@@ -305,25 +331,52 @@ class Worker:
         }
         data = {"error": error, "reason": "attempts_exhausted", "lost_workers": lost}
         await self.leases.finish(run_id, claim.attempt, "failed", ev.RUN_FAILED, data, error)
-        self._later(self._zrems, lane.index, run_id)
+        for each in {lane, *self.lanes}:
+            self._later(self._zrems, each.index, run_id)
 
-    async def _launch(self, lane: Lane, run_id: str, entry_id: bytes | None) -> bool:
+    async def _launch(self, lane: Lane, run_id: str, entry_id: bytes | None) -> str:
         """Hand a run to the launcher; the launched process claims it and holds its lease."""
         if self.launcher is None:
-            return False
-        if entry_id is None:  # found by a takeover scan: only launch when the lease really expired
-            record = await self.store.get_run(run_id)
+            return SKIPPED
+        if entry_id is None:  # found by a takeover scan: only launch an orphan that needs it
+            try:
+                record = await self.store.get_run(run_id)
+            except RunNotFound:
+                self._later(self._zrems, lane.index, run_id)
+                return SETTLED
             seconds, _ = await _guard(self.redis.time())
-            if record.status in ev.TERMINAL_STATUSES or record.lease_until > seconds * 1000:
-                return False
+            if record.status in ev.TERMINAL_STATUSES:
+                self._later(self._zrems, lane.index, run_id)
+                return SETTLED
+            if record.lease_until > seconds * 1000:
+                return SETTLED
+            if record.cancel_requested:  # nobody runs it and it should stop: end it here
+                await self.leases.finish(
+                    run_id, record.attempt, "cancelled", ev.RUN_CANCELLED, {"reason": "cancelled"}
+                )
+                self._later(self._zrems, lane.index, run_id)
+                return SETTLED
         job = _Job(run_id, 0, lane, entry_id=entry_id, launched=True)
         self.jobs[run_id] = job
         self.started_runs += 1
-        launched = await self.launcher.launch(run_id)
+        try:
+            launched = await self.launcher.launch(run_id)
+        except Exception as exc:
+            self.jobs.pop(run_id, None)
+            self._slot_free.set()
+            raise OutlastError(f"launching run {run_id} failed: {exc}") from exc
 
         async def supervise() -> None:
             try:
                 await launched.wait()
+                if job.entry_id is not None:
+                    record = await self.store.get_run(run_id)
+                    if record.status == "queued":  # it never claimed the run: leave the entry pending
+                        log.warning("worker %s: launched run %s exited without claiming it", self.id, run_id)
+                        job.entry_id = None
+            except OutlastError as exc:
+                log.warning("worker %s: after launching run %s: %s", self.id, run_id, exc)
+                job.entry_id = None
             finally:
                 self.jobs.pop(run_id, None)
                 if job.entry_id is not None:
@@ -331,7 +384,7 @@ class Worker:
                 self._slot_free.set()
 
         job.task = asyncio.create_task(supervise(), name=f"outlast-launch-{run_id}")
-        return True
+        return STARTED
 
     def _start(self, lane: Lane, run_id: str, claim: Claim, entry_id: bytes | None) -> None:
         # A run found through the lease index (a takeover) is listed there already.
@@ -341,8 +394,29 @@ class Worker:
         job.task = asyncio.create_task(self._execute(job, claim), name=f"outlast-run-{run_id}")
 
     async def _execute(self, job: _Job, claim: Claim) -> None:
-        run_id = job.run_id
-        record = claim.record
+        try:
+            settled = await self._run_claimed(job, claim)
+        except asyncio.CancelledError:
+            # Drain or hard stop: _drain releases and re-queues the run; this entry is done.
+            if job.entry_id is not None:
+                self._later(self._acks, job.lane.stream, job.entry_id)
+            raise
+        finally:
+            self.jobs.pop(job.run_id, None)
+            self._slot_free.set()
+        if not settled:
+            # The store failed under this attempt (not a takeover): hand the run on now rather
+            # than leave it looking alive, and keep its entry unless the hand-off is recorded.
+            settled = await self._hand_off(job)
+        if settled and job.entry_id is not None:
+            self._later(self._acks, job.lane.stream, job.entry_id)
+        if settled and job.indexed:
+            self._later(self._zrems, job.lane.index, job.run_id)
+
+    async def _run_claimed(self, job: _Job, claim: Claim) -> bool:
+        """Execute a claimed run. True when the run is settled (ended, or fenced off: its new
+        owner has it); False when this attempt died of a store failure and must be handed on."""
+        run_id, record = job.run_id, claim.record
         try:
             if record is None:
                 raise OutlastError(f"claim of run {run_id} returned no record")
@@ -352,25 +426,32 @@ class Worker:
                 error = {"type": "WorkflowNotFound", "message": str(exc), "reason": "workflow_not_found"}
                 await self.leases.finish(run_id, claim.attempt, "failed", ev.RUN_FAILED,
                                          {"error": error, "reason": "workflow_not_found"}, error)  # fmt: skip
-                return
+                return True
             start = AttemptStart(claim.attempt, claim.last_seq)
             job.attempt = self.runner.prepare(wf, run_id, start, record, claim.steps, claim.objects)
             outcome = await job.attempt.run()
-            if outcome.status == "abandoned":
-                reason = (outcome.error or {}).get("message", "")
-                log.warning(
-                    "worker %s: abandoned run %s attempt %s: %s", self.id, run_id, claim.attempt, reason
-                )
-                job.indexed = False  # the new owner keeps it listed
         except OutlastError as exc:
             log.warning("worker %s: run %s attempt %s: %s", self.id, run_id, claim.attempt, exc)
-        finally:
-            self.jobs.pop(run_id, None)
-            if job.entry_id is not None:
-                self._later(self._acks, job.lane.stream, job.entry_id)
-            if job.indexed:
-                self._later(self._zrems, job.lane.index, run_id)
-            self._slot_free.set()
+            return False
+        if outcome.status != "abandoned":
+            return True
+        reason = (outcome.error or {}).get("message", "")
+        log.warning("worker %s: abandoned run %s attempt %s: %s", self.id, run_id, claim.attempt, reason)
+        if isinstance(job.attempt.writer.failure, StaleAttemptError):
+            job.indexed = False  # the new owner keeps it listed
+            return True
+        return False
+
+    async def _hand_off(self, job: _Job) -> bool:
+        """Release a run's lease and list it as expired so any worker takes it over at once."""
+        try:
+            if await self.leases.release(job.run_id, job.attempt_no, self.id):
+                await _guard(self.redis.zadd(job.lane.index, {job.run_id: 0}))
+            job.indexed = False  # listed for the next owner, not ours to remove
+            return True
+        except OutlastError as exc:
+            log.warning("worker %s: could not hand run %s on: %s", self.id, job.run_id, exc)
+            return False
 
     # -- batched bookkeeping -------------------------------------------------------------------
 
@@ -526,7 +607,7 @@ class Worker:
                 run_id = raw.decode()
                 if run_id in self.jobs:
                     continue
-                if await self._try_claim(lane, run_id):
+                if await self._try_claim(lane, run_id) == STARTED:
                     log.info("worker %s: took over run %s", self.id, run_id)
                     took = True
                 if len(self.jobs) >= self.concurrency:
@@ -536,9 +617,12 @@ class Worker:
     async def _reclaim_unclaimed(self) -> None:
         """Dispatch entries a dead worker read but never claimed (its lease never existed)."""
         for lane in self.lanes:
+            free = self.concurrency - len(self.jobs)
+            if free <= 0:
+                return
             reply = await _guard(
                 self.redis.xautoclaim(
-                    lane.stream, keys.WORK_GROUP, self.id, min_idle_time=self.lease_ms, count=10
+                    lane.stream, keys.WORK_GROUP, self.id, min_idle_time=self.lease_ms, count=free
                 )
             )
             await self._dispatch(
@@ -574,8 +658,15 @@ class Worker:
 
 
 def redis_url_of(redis: aioredis.Redis) -> str:
+    """A URL for another connection to the same server (the heartbeat thread, launched runs):
+    scheme (TLS), user, password and database kept."""
     kw = redis.connection_pool.connection_kwargs
+    db = kw.get("db", 0)
     if "path" in kw:
-        return f"unix://{kw['path']}?db={kw.get('db', 0)}"
-    auth = f":{kw['password']}@" if kw.get("password") else ""
-    return f"redis://{auth}{kw.get('host', '127.0.0.1')}:{kw.get('port', 6379)}/{kw.get('db', 0)}"
+        return f"unix://{kw['path']}?db={db}"
+    scheme = "rediss" if "SSL" in redis.connection_pool.connection_class.__name__ else "redis"
+    user, password = kw.get("username"), kw.get("password")
+    auth = ""
+    if user or password:
+        auth = f"{quote(user or '', safe='')}:{quote(password or '', safe='')}@"
+    return f"{scheme}://{auth}{kw.get('host', '127.0.0.1')}:{kw.get('port', 6379)}/{db}"
