@@ -81,6 +81,7 @@ class MemoryStore:
             if item.seq <= last:
                 continue
             if item.seq != last + 1:
+                run.meta["last_seq"] = str(last)  # keep it true to what was written (as the script does)
                 raise ProtocolViolation(f"run {run_id}: append of seq {item.seq} after {last}")
             run.events.append((item.seq, item.payload))
             last = item.seq
@@ -121,8 +122,8 @@ class MemoryStore:
                 yield event
                 if event.terminal:
                     return
-            if not follow:
-                return
+            if not follow or run.meta["status"] in ev.TERMINAL_STATUSES:
+                return  # nothing more can come (same rule as the Redis store)
             async with self._changed:
                 if int(run.meta["last_seq"]) <= cursor:
                     await self._changed.wait()
