@@ -44,6 +44,7 @@ async def multi(tag: str, steps: int = 5, delay: float = 0.05) -> int:
 async def hang_step(tag: str) -> None:
     await counters().incr(f"ran:{tag}:hang")
     try:
+        outlast.status("hanging")  # tests wait for this: the body is inside the try now
         await asyncio.Event().wait()
     except asyncio.CancelledError:
         await counters().incr(f"cancelled:{tag}")

@@ -172,7 +172,7 @@ async def test_cancel_running_queued_and_finished_runs(
     assert (await dispatcher.cancel(queued)).status == "cancelled"
     await spawn_worker()
     running = (await dispatcher.start(hang, {"tag": "r"})).run_id
-    await wait_event(dispatcher, running, ev.STEP_STARTED)
+    await wait_event(dispatcher, running, ev.STATUS)  # the step is waiting inside its try block
     answer = await dispatcher.cancel(running)
     assert answer.status == "cancelling"
     cancelled = await wait_event(dispatcher, running, ev.RUN_CANCELLED)
