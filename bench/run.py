@@ -1,15 +1,36 @@
-"""``make bench``: every Outlast benchmark, one after another, printing figures and ratios."""
+"""``make bench``: every Outlast benchmark, one after another, printing figures and ratios.
+
+``make bench`` runs them all; ``python bench/run.py step worker`` picks some.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import sys
+from collections.abc import Awaitable, Callable
+from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from api_latency import main as api_latency
+from llm_limits import main as llm_limits
 from step_overhead import main as step_overhead
+from worker_throughput import main as worker_throughput
+
+BENCHES: dict[str, Callable[[], Awaitable[None]]] = {
+    "step": step_overhead,
+    "worker": worker_throughput,
+    "api": api_latency,
+    "llm": llm_limits,
+}
 
 
-def run() -> None:
-    asyncio.run(step_overhead())
+async def run(names: list[str]) -> None:
+    for name in names or list(BENCHES):
+        if name not in BENCHES:
+            raise SystemExit(f"unknown bench {name!r}; choose from {', '.join(BENCHES)}")
+        await BENCHES[name]()
 
 
 if __name__ == "__main__":
-    run()
+    asyncio.run(run(sys.argv[1:]))

@@ -30,8 +30,22 @@ from outlast.store.redis import RedisStore
 
 __version__ = "0.1.0"
 
-__all__ = [
+_CLIENT_EXPORTS = frozenset({"AsyncClient", "Client", "ClientError", "Run"})
+
+
+def __getattr__(name: str) -> object:
+    """The HTTP client is imported on first use, so ``import outlast`` does not load httpx."""
+    if name in _CLIENT_EXPORTS:
+        from outlast import client
+
+        return getattr(client, name)
+    raise AttributeError(f"module 'outlast' has no attribute {name!r}")
+
+__all__ = [  # noqa: RUF022 - AsyncClient, Client, ClientError and Run come lazily (see __getattr__)
+    "AsyncClient",
     "Attempt",
+    "Client",
+    "ClientError",
     "Component",
     "ConfigError",
     "Event",
@@ -46,6 +60,7 @@ __all__ = [
     "Retry",
     "RunFailed",
     "RunNotFound",
+    "Run",
     "Runner",
     "SerializationError",
     "StaleAttemptError",

@@ -15,6 +15,7 @@ from typing import Any
 
 import redis.asyncio as aioredis
 from fastapi import FastAPI
+from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse
 from starlette.responses import Response
 
@@ -38,7 +39,8 @@ Errors are always `{"error": {"code", "message", "details"}}`. When API keys are
 for browsers' EventSource, which cannot send headers.
 
 Streams: `id:` is the event's seq. Resume with `Last-Event-ID` (EventSource does this on its own
-reconnects) or `?after=SEQ` (after a page refresh, keep the cursor yourself)."""
+reconnects) or `?after=SEQ` (after a page refresh, keep the cursor yourself). Browsers allow six
+HTTP/1.1 connections per origin: serve through HTTP/2 or keep few streams open per page."""
 
 
 def create_app(
@@ -57,7 +59,8 @@ def create_app(
 
     ``redis_url`` defaults to ``$OUTLAST_REDIS_URL``; ``api_keys`` ({key: tenant}) to
     ``$OUTLAST_API_KEYS`` / ``$OUTLAST_API_KEYS_FILE`` (neither = open mode). ``keepalive``: seconds
-    between keep-alive comments on idle streams; ``retry_ms``: the SSE reconnect hint; ``block_ms``:
+    between keep-alive comments on idle streams (0 = none, and then an SSE client that stopped
+    reading is only noticed by TCP); ``retry_ms``: the SSE reconnect hint; ``block_ms``:
     how long one blocking XREAD waits before re-checking its run; ``send_timeout``: a client that
     accepts no stream bytes for this long is dropped. ``max_connections`` caps the Redis pool
     (default unbounded: each watched run holds one connection while its XREAD blocks).
@@ -128,6 +131,22 @@ def create_app(
         """Prometheus text format."""
         return Response(metrics.render(), media_type="text/plain; version=0.0.4; charset=utf-8")
 
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            schema = get_openapi(
+                title=app.title, version=app.version, description=app.description, routes=app.routes
+            )
+            schema.setdefault("components", {})["securitySchemes"] = {
+                "bearer": {"type": "http", "scheme": "bearer", "description": "KEY from OUTLAST_API_KEYS"}
+            }
+            for path, operations in schema["paths"].items():
+                if path.startswith("/v1/"):
+                    for operation in operations.values():
+                        operation["security"] = [{"bearer": []}]
+            app.openapi_schema = schema
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
     # Outermost first: latency sees everything, then the body limit guards the routes.
     app.add_middleware(BodyLimitMiddleware, max_body=max_body)
     app.add_middleware(LatencyMiddleware, metrics=metrics)

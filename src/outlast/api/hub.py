@@ -154,78 +154,99 @@ class Hub:
 
     # -- reading ----------------------------------------------------------------------------
 
-    async def history(self, run_id: str, after: int) -> AsyncGenerator[Frame, None]:
-        """Frames after ``after`` that are stored now; stops at the end (or the terminal event)."""
-        stream = run_keys(run_id).events
+    def _contiguous(self, run_id: str, cursor: int, frames: list[Frame]) -> tuple[list[Frame], int, bool]:
+        """``frames`` after ``cursor`` with gap frames where seqs are missing, cut after the
+        terminal one: (batch, new cursor, terminal seen)."""
+        batch: list[Frame] = []
+        for frame in frames:
+            if frame.seq <= cursor:
+                continue
+            if frame.seq > cursor + 1:
+                batch.append(gap_frame(run_id, cursor, frame.seq))
+            batch.append(frame)
+            cursor = frame.seq
+            if frame.terminal:
+                return batch, cursor, True
+        return batch, cursor, False
+
+    async def _page(self, run_id: str, cursor: int) -> tuple[list[Frame], bool]:
+        """Stored frames after ``cursor`` (one XRANGE page) and whether the page was full."""
+        entries = await _guard(
+            self.redis.xrange(run_keys(run_id).events, min=f"(0-{cursor}", count=self.page)
+        )
+        return [Frame.from_entry(entry_id, fields) for entry_id, fields in entries], len(entries) == self.page
+
+    async def history(self, run_id: str, after: int) -> AsyncGenerator[list[Frame], None]:
+        """Batches of the frames after ``after`` stored now; stops at the end or the terminal event."""
         cursor = after
         while True:
-            entries = await _guard(self.redis.xrange(stream, min=f"(0-{cursor}", count=self.page))
-            for entry_id, fields in entries:
-                frame = Frame.from_entry(entry_id, fields)
-                if frame.seq > cursor + 1:
-                    yield gap_frame(run_id, cursor, frame.seq)
-                cursor = frame.seq
-                yield frame
-                if frame.terminal:
-                    return
-            if len(entries) < self.page:
+            frames, full = await self._page(run_id, cursor)
+            batch, cursor, terminal = self._contiguous(run_id, cursor, frames)
+            if batch:
+                yield batch
+            if terminal or not full:
                 return
 
     async def frames(
         self, run_id: str, after: int, idle: float | None = None
-    ) -> AsyncGenerator[Frame | None, None]:
+    ) -> AsyncGenerator[list[Frame], None]:
         """Every frame after ``after``, history then live, through the terminal event.
 
-        With ``idle``, yields None whenever nothing arrived for that long (for keep-alives).
-        Ends early (without a terminal frame) if the run's keys expire.
+        Frames come in batches of whatever is available at once (a page of history, a burst of
+        live events), so a stream costs one socket write per batch rather than per event. An
+        empty batch means "caught up, about to wait", and with ``idle`` also "nothing arrived
+        for that long" (for keep-alives). Ends early (without a terminal frame) if the run's
+        keys expire.
         """
-        stream = run_keys(run_id).events
         cursor = after
+        waited = False
         while True:
             feed = self._feeds.get(run_id)
             if feed is not None and cursor >= feed.start:
                 sub = feed.attach(cursor)
                 try:
                     while True:
+                        if sub.queue.empty() and not waited:
+                            waited = True
+                            yield []
                         if idle is None:
-                            frame = await sub.queue.get()
+                            first = await sub.queue.get()
                         else:
                             try:
                                 async with asyncio.timeout(idle):
-                                    frame = await sub.queue.get()
+                                    first = await sub.queue.get()
                             except TimeoutError:
-                                yield None
+                                yield []
                                 continue
-                        if frame is None:
+                        if first is None:
                             break
-                        if frame.seq <= cursor:
-                            continue
-                        if frame.seq > cursor + 1:
-                            yield gap_frame(run_id, cursor, frame.seq)
-                        cursor = frame.seq
-                        yield frame
-                        if frame.terminal:
+                        pending: list[Frame | None] = [first]
+                        while not sub.queue.empty() and pending[-1] is not None:
+                            pending.append(sub.queue.get_nowait())
+                        detached = pending[-1] is None
+                        frames = [f for f in pending if f is not None]
+                        batch, cursor, terminal = self._contiguous(run_id, cursor, frames)
+                        if batch:
+                            yield batch
+                        if terminal:
                             return
+                        if detached:
+                            break
                 finally:
                     feed.subscribers.discard(sub)
                 if feed.error is not None:
                     raise StoreUnavailable(f"reading the events of run {run_id} failed: {feed.error}")
                 continue
-            entries = await _guard(self.redis.xrange(stream, min=f"(0-{cursor}", count=self.page))
-            if entries:
-                for entry_id, fields in entries:
-                    frame = Frame.from_entry(entry_id, fields)
-                    if frame.seq > cursor + 1:
-                        yield gap_frame(run_id, cursor, frame.seq)
-                    cursor = frame.seq
-                    yield frame
-                    if frame.terminal:
-                        return
-                continue
-            # Nothing stored after the cursor right now.
-            if await self._finished(run_id, cursor):
+            frames, full = await self._page(run_id, cursor)
+            batch, cursor, terminal = self._contiguous(run_id, cursor, frames)
+            if batch:
+                yield batch
+            if terminal:
                 return
-            if self._closed:
+            if full or (self._feeds.get(run_id) is not None and cursor >= self._feeds[run_id].start):
+                continue  # more history, or a feed to attach to
+            # Nothing stored after the cursor right now: tail it.
+            if self._closed or await self._finished(run_id, cursor):
                 return
             if run_id not in self._feeds:
                 self._start_feed(run_id, cursor)
@@ -235,8 +256,8 @@ class Hub:
         try:
             async with asyncio.timeout(timeout):
                 async with contextlib.aclosing(self.frames(run_id, after)) as frames:
-                    async for frame in frames:
-                        if frame is not None and frame.terminal:
+                    async for batch in frames:
+                        if batch and batch[-1].terminal:
                             return True
         except TimeoutError:
             return False

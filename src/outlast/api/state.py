@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from typing import Annotated, Any, cast
 
 import redis.asyncio as aioredis
-from fastapi import Depends, Header, Query, Request
+from fastapi import Depends, Request
 
 from outlast.api.auth import Authenticator
 from outlast.api.hub import Hub
@@ -68,6 +68,15 @@ class ApiState:
         meta = await _guard(self.redis.hgetall(keys.run_keys(run_id).meta))
         return self._visible(run_id, meta, tenant)
 
+    async def last_seq(self, run_id: str, tenant: str | None) -> int:
+        """The run's last seq (what a stream checks before it starts: no full record needed)."""
+        if not valid_run_id(run_id):
+            raise RunNotFound(f"no run {run_id!r}")
+        raw: list[Any] = await _guard(self.redis.hmget(keys.run_keys(run_id).meta, ["last_seq", "tenant"]))
+        if raw[0] is None or (tenant is not None and (raw[1] or b"").decode() != tenant):
+            raise RunNotFound(f"no run {run_id!r}")
+        return int(raw[0])
+
     @staticmethod
     def _visible(run_id: str, meta: dict[bytes, bytes], tenant: str | None) -> RunRecord:
         if not meta:
@@ -88,34 +97,25 @@ class ApiState:
         return {k: (MASK if k in secret else v) for k, v in record.input.items()}
 
 
-def get_state(request: Request) -> ApiState:
+# Dependencies are ``async def`` on purpose: FastAPI runs plain ``def`` ones in a thread pool,
+# and two thread hops per request cost more than everything else a request does.
+async def get_state(request: Request) -> ApiState:
     return cast(ApiState, request.app.state.outlast)
 
 
 StateDep = Annotated[ApiState, Depends(get_state)]
 
 
-def tenant(
-    request: Request,
-    authorization: Annotated[str | None, Header(description="Bearer KEY (when API keys are set).")] = None,
-) -> str | None:
-    """The caller's tenant (None in open mode); 401 when keys are set and none valid was sent."""
-    return get_state(request).auth.tenant_for(authorization)
+async def tenant(request: Request) -> str | None:
+    """The caller's tenant (None in open mode); 401 when keys are set and none valid was sent.
 
-
-def stream_tenant(
-    request: Request,
-    authorization: Annotated[str | None, Header(description="Bearer KEY (when API keys are set).")] = None,
-    token: Annotated[
-        str | None,
-        Query(description="The API key, for EventSource (which cannot send headers). Prefer the header."),
-    ] = None,
-) -> str | None:
-    return get_state(request).auth.tenant_for(authorization, token)
+    (The Authorization header is read directly, not declared: the OpenAPI document describes it
+    as a bearer security scheme instead.)
+    """
+    return (await get_state(request)).auth.tenant_for(request.headers.get("authorization"))
 
 
 TenantDep = Annotated[str | None, Depends(tenant)]
-StreamTenantDep = Annotated[str | None, Depends(stream_tenant)]
 
 
 def run_urls(run_id: str) -> dict[str, str]:

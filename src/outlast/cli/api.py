@@ -5,7 +5,7 @@ from __future__ import annotations
 import ipaddress
 import os
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
@@ -24,6 +24,35 @@ def is_loopback(host: str) -> bool:
         return ipaddress.ip_address(host.strip("[]")).is_loopback
     except ValueError:
         return False  # a host name: it may resolve to anything
+
+
+def serve(
+    url: str,
+    *,
+    host: str = "127.0.0.1",
+    port: int = 8000,
+    api_keys: dict[str, str] | None = None,
+    max_body: int = 1 << 20,
+    log_level: str = "info",
+    access_log: bool = True,
+    **options: Any,
+) -> None:
+    """Build the app (``options`` go to ``create_app``) and run it under uvicorn until SIGTERM."""
+    import gc
+
+    import uvicorn
+
+    from outlast.api import create_app
+
+    application = create_app(url, api_keys=api_keys, max_body=max_body, **options)
+    # Take everything imported so far out of the cyclic GC: with thousands of open streams, full
+    # collections otherwise re-scan it all and pause every stream for 100+ ms.
+    gc.collect()
+    gc.freeze()
+    uvicorn.run(
+        application, host=host, port=port, log_level=log_level, access_log=access_log,
+        timeout_graceful_shutdown=5,
+    )  # fmt: skip
 
 
 def register(app: typer.Typer) -> None:
@@ -49,9 +78,6 @@ def register(app: typer.Typer) -> None:
         log_level: Annotated[str, typer.Option(help="uvicorn log level.")] = "info",
     ) -> None:
         """Serve the HTTP API (OpenAPI at /openapi.json, docs at /docs). Stateless: run any number."""
-        import uvicorn
-
-        from outlast.api import create_app
         from outlast.api.auth import keys_from_env, parse_api_keys
         from outlast.store.connect import ENV_URL
 
@@ -77,11 +103,10 @@ def register(app: typer.Typer) -> None:
                 "(`outlast server` runs a local one)"
             )
             raise typer.Exit(2)
+        mode = "open mode (no API keys)" if keys is None else f"{len(keys)} API keys"
+        _err().print(f"outlast api on http://{host}:{port} ({mode}), Redis {url.split('@')[-1]}")
         try:
-            application = create_app(url, api_keys=keys, max_body=max_body)
+            serve(url, host=host, port=port, api_keys=keys, max_body=max_body, log_level=log_level)
         except OutlastError as exc:
             _err().print(f"[red]error:[/red] {exc}")
             raise typer.Exit(2) from None
-        mode = "open mode (no API keys)" if keys is None else f"{len(keys)} API keys"
-        _err().print(f"outlast api on http://{host}:{port} ({mode}), Redis {url.split('@')[-1]}")
-        uvicorn.run(application, host=host, port=port, log_level=log_level, timeout_graceful_shutdown=5)

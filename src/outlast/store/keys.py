@@ -39,7 +39,8 @@ Compute-plane keys (global, one per deployment version where named so):
 ``outlast:deploy``               hash    ``active`` → version new runs go to; ``previous`` → the
                                          one ``rollback`` returns to. Writer: ``outlast deploy``.
 ``outlast:runs``                 zset    run id → created ms: the run index for listing.
-                                         Writer: start. Members pruned when their run expired.
+                                         Writer: start. Pruned by API listings (ZREM of ids
+                                         whose run expired).
 ``outlast:idem:{<workflow>}:<key>`` string  run id started for an idempotency key. TTL 24 h.
 ``outlast:cancel``               pubsub  channel: run ids whose cancellation was requested.
 """

@@ -1,0 +1,80 @@
+"""Workflows the API tests run in a real worker process (``outlast worker tests/api/app.py``).
+
+A gate is a Redis list: ``wait_gate`` blocks on BLPOP until the test pushes to it, so a test can
+hold a run mid-stream for as long as it needs, without sleeping.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from typing import Any
+
+import redis.asyncio as aioredis
+
+import outlast
+from outlast import component, workflow
+
+_clients: dict[int, aioredis.Redis] = {}
+
+
+def _redis() -> aioredis.Redis:
+    loop = id(asyncio.get_running_loop())
+    if loop not in _clients:
+        _clients[loop] = aioredis.Redis.from_url(os.environ["OUTLAST_REDIS_URL"])
+    return _clients[loop]
+
+
+@component
+async def noop(i: int) -> int:
+    return i
+
+
+@component
+async def wait_gate(gate: str) -> bool:
+    reply = await _redis().blpop([gate], timeout=50)
+    return reply is not None
+
+
+@workflow
+async def noop3(x: int = 0) -> int:
+    """Three no-op steps."""
+    for i in range(3):
+        await noop(i)
+    return x
+
+
+@workflow(secret_args=("token",))
+async def greet(name: str, times: int = 1, token: str = "", gate: str = "") -> dict[str, Any]:
+    """Greets; publishes an object and reports progress (after ``gate`` opens, if given)."""
+    outlast.status(f"greeting {name}")
+    outlast.publish("greeting", {"name": name, "count": 0})
+    if gate:
+        await wait_gate(gate)
+    for i in range(times):
+        await noop(i)
+        outlast.progress(done=i + 1, total=times)
+        outlast.publish("greeting", {"name": name, "count": i + 1})
+    return {"text": f"hello {name}", "times": times}
+
+
+@workflow
+async def ticks(n: int, every: int = 0, gate: str = "", pause: int = 0) -> int:
+    """Emits ``n`` custom events; with ``gate``, stops after ``pause`` of them until the gate opens.
+
+    ``every`` > 0 yields to the loop every that many events so the stream is written over time.
+    """
+    for i in range(n):
+        if gate and i == pause:
+            await wait_gate(gate)
+        outlast.emit("tick", i)
+        if every and i % every == every - 1:
+            await asyncio.sleep(0.001)
+    return n
+
+
+@workflow
+async def fails(message: str = "boom") -> None:
+    """Always fails."""
+    await noop(0)
+    raise RuntimeError(message)

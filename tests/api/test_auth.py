@@ -1,0 +1,78 @@
+"""API keys map to tenants; a tenant cannot see, stream or cancel another tenant's runs."""
+
+from __future__ import annotations
+
+import uuid
+
+import httpx
+import pytest
+import typer
+from typer.testing import CliRunner
+
+from outlast.api.auth import parse_api_keys
+from outlast.cli.api import is_loopback, register
+from outlast.client import AsyncClient, ClientError
+from outlast.errors import ConfigError
+
+from .conftest import KEYS, Servers
+from .support import read_sse
+
+
+async def test_tenants_are_isolated(servers: Servers) -> None:
+    base = servers.keyed.base_url
+    async with AsyncClient(base, "key-a") as a, AsyncClient(base, "key-b") as b:
+        run = await a.start("ticks", {"n": 2, "gate": f"gate:{uuid.uuid4().hex}"})
+        for call in (b.get, b.cancel, b.trace):
+            with pytest.raises(ClientError) as denied:
+                await call(run.run_id)
+            assert (denied.value.status, denied.value.code) == (404, "run_not_found")
+        with pytest.raises(ClientError) as denied:
+            await anext(b.events(run.run_id))
+        assert denied.value.status == 404
+        assert run.run_id not in [r.run_id for r in (await b.list_runs(limit=200)).runs]
+        assert run.run_id in [r.run_id for r in (await a.list_runs(limit=200)).runs]
+        # EventSource's ?token= is the same key, with the same tenancy.
+        async with httpx.AsyncClient(base_url=base) as http:
+            events_url = f"/v1/runs/{run.run_id}/events"
+            as_b = await http.get(events_url, params={"token": "key-b"})
+            assert as_b.status_code == 404
+            history = await read_sse(http, events_url, params={"token": "key-a", "follow": "false"})
+            assert history[0].type == "run.queued"
+        assert (await a.cancel(run.run_id)).status in ("cancelled", "cancelling")
+        # One tenant's idempotency key never returns another tenant's run.
+        key = f"idem-{uuid.uuid4().hex}"
+        ra = await a.start("noop3", {"x": 1}, idempotency_key=key)
+        rb = await b.start("noop3", {"x": 1}, idempotency_key=key)
+        assert ra.run_id != rb.run_id
+        assert (await a.start("noop3", {"x": 1}, idempotency_key=key)).run_id == ra.run_id
+    logs = servers.keyed.proc.output
+    assert "token=[redacted]" in logs
+    assert not any(k in logs for k in KEYS), "an API key reached the log"
+
+
+def test_parse_api_keys() -> None:
+    assert parse_api_keys("k1:a, k2:b\n# comment\nk:3:c") == {"k1": "a", "k2": "b", "k:3": "c"}
+    for bad in ("justakey", "k1:a,k1:b", "k:", ":t", "k:bad tenant"):
+        with pytest.raises(ConfigError):
+            parse_api_keys(bad)
+
+
+def test_open_mode_refuses_a_public_address() -> None:
+    app = typer.Typer()
+    register(app)
+
+    @app.command()
+    def other() -> None:  # a second command keeps `api` a named subcommand
+        """Unused."""
+
+    env = {"OUTLAST_API_KEYS": "", "OUTLAST_API_KEYS_FILE": ""}
+    result = CliRunner().invoke(
+        app, ["api", "--host", "0.0.0.0", "--redis", "redis://127.0.0.1:1/0"], env=env
+    )
+    assert result.exit_code == 2
+    assert "refusing to serve on 0.0.0.0 without API keys" in " ".join(result.output.split())
+    assert is_loopback("127.0.0.1")
+    assert is_loopback("::1")
+    assert is_loopback("localhost")
+    assert not is_loopback("0.0.0.0")
+    assert not is_loopback("example.com")
