@@ -164,15 +164,16 @@ class Dispatcher:
             secret_args: tuple[str, ...] = workflow.secret_args
             upgrade_safe = workflow.upgrade_safe
         else:
-            registered = await self.workflows(version)
-            if workflow not in registered:
-                known = ", ".join(sorted(registered)) or "none"
+            raw: Any = await _guard(self.redis.hget(keys.workflows_key(version), workflow))
+            if raw is None:  # only now read the whole registry, to name what exists
+                known = ", ".join(sorted(await self.workflows(version))) or "none"
                 raise WorkflowNotFound(
                     f"no workflow {workflow!r} in version {version!r} (registered: {known})"
                 )
+            info = json.loads(raw)
             name, stored = workflow, dict(input or {})
-            secret_args = tuple(registered[workflow].get("secret_args", ()))
-            upgrade_safe = bool(registered[workflow].get("upgrade_safe", False))
+            secret_args = tuple(info.get("secret_args", ()))
+            upgrade_safe = bool(info.get("upgrade_safe", False))
         run_id = run_id or new_run_id()
         if not valid_run_id(run_id):
             raise ConfigError(f"run id {run_id!r}: use 1-128 letters, digits, '_', '-', '.', ':'")
