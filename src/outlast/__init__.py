@@ -41,6 +41,7 @@ def __getattr__(name: str) -> object:
         return getattr(client, name)
     raise AttributeError(f"module 'outlast' has no attribute {name!r}")
 
+
 __all__ = [  # noqa: RUF022 - AsyncClient, Client, ClientError and Run come lazily (see __getattr__)
     "AsyncClient",
     "Attempt",
