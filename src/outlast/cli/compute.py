@@ -15,9 +15,10 @@ from rich.table import Table
 from outlast.cli.main import RedisOption, app, console, err_console, run_async
 from outlast.store.connect import connect
 from outlast.worker.dispatch import Dispatcher
+from outlast.worker.jobs import redis_url_of
 from outlast.worker.launcher import SubprocessLauncher
 from outlast.worker.loader import load_app
-from outlast.worker.worker import Worker, redis_url_of
+from outlast.worker.worker import Worker
 
 deploy_app = typer.Typer(help="Blue-green deployment: which version new runs go to.", no_args_is_help=True)
 app.add_typer(deploy_app, name="deploy")

@@ -23,51 +23,28 @@ import socket
 import time
 import uuid
 from collections.abc import Iterable
-from dataclasses import dataclass
 from typing import Any
-from urllib.parse import quote
 
 import redis.asyncio as aioredis
 from redis import exceptions as redis_errors
 
 from outlast import events as ev
-from outlast.core.runner import Attempt, Runner
+from outlast.core.runner import Runner
 from outlast.core.workflow import Registry, Workflow
 from outlast.errors import OutlastError, RunNotFound, StaleAttemptError, WorkflowNotFound
 from outlast.store import keys
 from outlast.store.base import AttemptStart
 from outlast.store.leases import Claim, RunLeases
 from outlast.store.redis import RedisStore, _guard
-from outlast.worker.heartbeat import Held, LeaseRenewer, Renewal
+from outlast.worker.heartbeat import LeaseRenewer
+from outlast.worker.jobs import SETTLED, SKIPPED, STARTED, Job, Lane, redis_url_of
 from outlast.worker.launcher import Launcher
+from outlast.worker.upkeep import Upkeep
 
 log = logging.getLogger("outlast.worker")
 
-# What handling a dispatched run came to (decides whether its queue entry may be acked).
-STARTED, SETTLED, SKIPPED = "started", "settled", "skipped"
 
-
-@dataclass(frozen=True)
-class Lane:
-    """Where runs come from: a work stream and the lease index of the runs taken from it."""
-
-    stream: str
-    index: str
-
-
-@dataclass
-class _Job:
-    run_id: str
-    attempt_no: int
-    lane: Lane
-    task: asyncio.Task[None] | None = None
-    attempt: Attempt | None = None
-    entry_id: bytes | None = None  # work-stream entry still pending (acked once the run is indexed)
-    indexed: bool = False  # listed in the lease index (removed from it when the run ends)
-    launched: bool = False  # executed by a launched process, which holds the lease itself
-
-
-class Worker:
+class Worker(Upkeep):
     """Runs workflows of one version from Redis. ``await worker.run()``; ``worker.stop()`` drains."""
 
     def __init__(
@@ -111,7 +88,7 @@ class Worker:
             Lane(keys.work_stream(keys.ANY_VERSION), keys.lease_index(keys.ANY_VERSION)),
         ]
         self._lane_of = {lane.stream.encode(): lane for lane in self.lanes}
-        self.jobs: dict[str, _Job] = {}
+        self.jobs: dict[str, Job] = {}
         #: When set, runs are executed by what it launches (``outlast execute``), not in here.
         self.launcher = launcher
         self.started_runs = 0
@@ -180,7 +157,7 @@ class Worker:
             return claim.status
         lane_version = claim.record.lane or claim.record.version
         lane = Lane(keys.work_stream(lane_version), keys.lease_index(lane_version))
-        job = _Job(run_id, claim.attempt, lane, indexed=True)
+        job = Job(run_id, claim.attempt, lane, indexed=True)
         await _guard(self.redis.zadd(lane.index, {run_id: claim.lease_until}))  # findable if we die
         renewer = LeaseRenewer(
             redis_url_of(self.redis), self.id, interval=self.heartbeat, lease_ms=self.lease_ms,
@@ -356,7 +333,7 @@ class Worker:
                 )
                 self._later(self._zrems, lane.index, run_id)
                 return SETTLED
-        job = _Job(run_id, 0, lane, entry_id=entry_id, launched=True)
+        job = Job(run_id, 0, lane, entry_id=entry_id, launched=True)
         self.jobs[run_id] = job
         self.started_runs += 1
         try:
@@ -388,12 +365,12 @@ class Worker:
 
     def _start(self, lane: Lane, run_id: str, claim: Claim, entry_id: bytes | None) -> None:
         # A run found through the lease index (a takeover) is listed there already.
-        job = _Job(run_id, claim.attempt, lane, entry_id=entry_id, indexed=entry_id is None)
+        job = Job(run_id, claim.attempt, lane, entry_id=entry_id, indexed=entry_id is None)
         self.jobs[run_id] = job
         self.started_runs += 1
         job.task = asyncio.create_task(self._execute(job, claim), name=f"outlast-run-{run_id}")
 
-    async def _execute(self, job: _Job, claim: Claim) -> None:
+    async def _execute(self, job: Job, claim: Claim) -> None:
         try:
             settled = await self._run_claimed(job, claim)
         except asyncio.CancelledError:
@@ -413,7 +390,7 @@ class Worker:
         if settled and job.indexed:
             self._later(self._zrems, job.lane.index, job.run_id)
 
-    async def _run_claimed(self, job: _Job, claim: Claim) -> bool:
+    async def _run_claimed(self, job: Job, claim: Claim) -> bool:
         """Execute a claimed run. True when the run is settled (ended, or fenced off: its new
         owner has it); False when this attempt died of a store failure and must be handed on."""
         run_id, record = job.run_id, claim.record
@@ -442,7 +419,7 @@ class Worker:
             return True
         return False
 
-    async def _hand_off(self, job: _Job) -> bool:
+    async def _hand_off(self, job: Job) -> bool:
         """Release a run's lease and list it as expired so any worker takes it over at once."""
         try:
             if await self.leases.release(job.run_id, job.attempt_no, self.id):
@@ -452,182 +429,6 @@ class Worker:
         except OutlastError as exc:
             log.warning("worker %s: could not hand run %s on: %s", self.id, job.run_id, exc)
             return False
-
-    # -- batched bookkeeping -------------------------------------------------------------------
-
-    def _later(self, table: dict[str, list[Any]], key: str, member: Any) -> None:
-        """Queue an XACK or a ZREM: one pipeline per loop turn serves every run that needs one."""
-        table.setdefault(key, []).append(member)
-        self._bookkeeping.set()
-
-    async def _bookkeeping_loop(self) -> None:
-        while True:
-            await self._bookkeeping.wait()
-            await self._flush_bookkeeping()
-
-    async def _flush_bookkeeping(self) -> None:
-        self._bookkeeping.clear()
-        acks, zrems = self._acks, self._zrems
-        self._acks, self._zrems = {}, {}
-        if not acks and not zrems:
-            return
-        pipe = self.redis.pipeline(transaction=False)
-        for stream, entry_ids in acks.items():
-            pipe.xack(stream, keys.WORK_GROUP, *entry_ids)
-        for index, run_ids in zrems.items():
-            pipe.zrem(index, *run_ids)
-        try:
-            replies: list[Any] = await _guard(pipe.execute())
-            del replies
-        except OutlastError as exc:  # put them back; the next turn retries
-            log.warning("worker %s: bookkeeping failed, retrying: %s", self.id, exc)
-            for stream, entry_ids in acks.items():
-                for entry_id in entry_ids:
-                    self._later(self._acks, stream, entry_id)
-            for index, run_ids in zrems.items():
-                for run_id in run_ids:
-                    self._later(self._zrems, index, run_id)
-            await asyncio.sleep(self.heartbeat)
-
-    # -- heartbeat side (main loop) ------------------------------------------------------------
-
-    def _held(self) -> list[Held]:
-        return [
-            Held(job.run_id, job.attempt_no, job.lane.index)
-            for job in list(self.jobs.values())
-            if not job.launched
-        ]
-
-    def _renewed(self, renewals: list[Renewal]) -> None:
-        if self._loop is not None:
-            self._loop.call_soon_threadsafe(self._on_renewals, renewals)
-
-    def _on_renewals(self, renewals: list[Renewal]) -> None:
-        for renewal in renewals:
-            job = self.jobs.get(renewal.held.run_id)
-            if job is None or job.attempt_no != renewal.held.attempt:
-                continue
-            if not renewal.ok:
-                log.warning(
-                    "worker %s: lost the lease on run %s (attempt %s); abandoning it", self.id, job.run_id,
-                    job.attempt_no,
-                )  # fmt: skip
-                if job.task is not None:
-                    job.task.cancel()
-                continue
-            if renewal.indexed:
-                job.indexed = True
-                if job.entry_id is not None:  # findable by a takeover now: the entry can go
-                    self._later(self._acks, job.lane.stream, job.entry_id)
-                    job.entry_id = None
-            if renewal.cancel and job.attempt is not None:
-                job.attempt.cancel("cancelled")
-
-    async def _cancel_listener(self) -> None:
-        pubsub = self.redis.pubsub()
-        try:
-            await pubsub.subscribe(keys.CANCEL_CHANNEL)
-            async for message in pubsub.listen():
-                if message.get("type") != "message":
-                    continue
-                job = self.jobs.get(message["data"].decode())
-                if job is not None and job.attempt is not None:
-                    job.attempt.cancel("cancelled")
-        except redis_errors.RedisError as exc:
-            log.warning(
-                "worker %s: cancel listener stopped: %s (the heartbeat still sees cancels)", self.id, exc
-            )
-        finally:
-            with contextlib.suppress(Exception):
-                await pubsub.aclose()  # type: ignore[no-untyped-call]
-
-    async def _beat_loop(self) -> None:
-        """Every heartbeat: report, re-read stranded entries; scan for orphans every beat and also
-        right when the next lease in our lanes is due to expire, so takeover is not late by a beat."""
-        loop = asyncio.get_running_loop()
-        next_beat = loop.time() + self.heartbeat
-        while True:
-            delay = next_beat - loop.time()
-            try:
-                due = await self._next_expiry_in()
-            except OutlastError:
-                due = None
-            if due is not None:
-                delay = min(delay, due + 0.005)
-            await asyncio.sleep(max(0.0, delay))
-            try:
-                if loop.time() >= next_beat:
-                    next_beat = loop.time() + self.heartbeat
-                    await self._report()
-                    if not self._stopping.is_set():
-                        await self._reclaim_unclaimed()
-                if not self._stopping.is_set():
-                    await self._takeover_scan()
-            except OutlastError as exc:
-                log.warning("worker %s: heartbeat: %s", self.id, exc)
-
-    async def _next_expiry_in(self) -> float | None:
-        """Seconds until the earliest lease listed in our lanes expires (None when none will)."""
-        seconds, micros = await _guard(self.redis.time())
-        now_ms = seconds * 1000 + micros // 1000
-        soonest: float | None = None
-        for lane in self.lanes:
-            first = await _guard(
-                self.redis.zrangebyscore(lane.index, now_ms, "+inf", start=0, num=1, withscores=True)
-            )
-            if first:
-                wait = (first[0][1] - now_ms) / 1000
-                soonest = wait if soonest is None else min(soonest, wait)
-        return soonest
-
-    async def _report(self) -> None:
-        info = {
-            "id": self.id, "host": socket.gethostname(), "pid": os.getpid(), "version": self.version,
-            "running": sorted(self.jobs), "concurrency": self.concurrency, "heartbeat_at": time.time(),
-            "draining": self._stopping.is_set(),
-        }  # fmt: skip
-        await _guard(self.redis.hset(keys.WORKERS, self.id, json.dumps(info)))
-
-    async def _takeover_scan(self) -> bool:
-        """Claim runs of this worker's lanes whose lease expired. True if any was taken over."""
-        seconds, micros = await _guard(self.redis.time())
-        now_ms = seconds * 1000 + micros // 1000
-        took = False
-        for lane in self.lanes:
-            free = self.concurrency - len(self.jobs)
-            if free <= 0:
-                # Full: remember that orphans wait, so the next free slot goes to one of them.
-                waiting = await _guard(self.redis.zcount(lane.index, 0, now_ms))
-                self._takeover_wanted = self._takeover_wanted or bool(waiting)
-                continue
-            expired = await _guard(
-                self.redis.zrangebyscore(lane.index, 0, now_ms, start=0, num=free + len(self.jobs))
-            )
-            for raw in expired:
-                run_id = raw.decode()
-                if run_id in self.jobs:
-                    continue
-                if await self._try_claim(lane, run_id) == STARTED:
-                    log.info("worker %s: took over run %s", self.id, run_id)
-                    took = True
-                if len(self.jobs) >= self.concurrency:
-                    break
-        return took
-
-    async def _reclaim_unclaimed(self) -> None:
-        """Dispatch entries a dead worker read but never claimed (its lease never existed)."""
-        for lane in self.lanes:
-            free = self.concurrency - len(self.jobs)
-            if free <= 0:
-                return
-            reply = await _guard(
-                self.redis.xautoclaim(
-                    lane.stream, keys.WORK_GROUP, self.id, min_idle_time=self.lease_ms, count=free
-                )
-            )
-            await self._dispatch(
-                [(lane, entry_id, fields[b"run"].decode()) for entry_id, fields in reply[1] if fields]
-            )
 
     # -- draining ------------------------------------------------------------------------------
 
@@ -641,9 +442,10 @@ class Worker:
             hard.cancel()
             done_waiting.cancel()
         leftovers = [job for job in self.jobs.values() if job.task is not None]
-        for job in leftovers:
-            job.task.cancel()  # type: ignore[union-attr]
-        await asyncio.gather(*(job.task for job in leftovers if job.task), return_exceptions=True)
+        tasks = [job.task for job in leftovers if job.task is not None]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
         for job in leftovers:
             # Hand the run over now instead of after the lease times out.
             with contextlib.suppress(OutlastError):
@@ -655,18 +457,3 @@ class Worker:
         while not self._hard_stop:
             self._slot_free.clear()
             await self._slot_free.wait()
-
-
-def redis_url_of(redis: aioredis.Redis) -> str:
-    """A URL for another connection to the same server (the heartbeat thread, launched runs):
-    scheme (TLS), user, password and database kept."""
-    kw = redis.connection_pool.connection_kwargs
-    db = kw.get("db", 0)
-    if "path" in kw:
-        return f"unix://{kw['path']}?db={db}"
-    scheme = "rediss" if "SSL" in redis.connection_pool.connection_class.__name__ else "redis"
-    user, password = kw.get("username"), kw.get("password")
-    auth = ""
-    if user or password:
-        auth = f"{quote(user or '', safe='')}:{quote(password or '', safe='')}@"
-    return f"{scheme}://{auth}{kw.get('host', '127.0.0.1')}:{kw.get('port', 6379)}/{db}"

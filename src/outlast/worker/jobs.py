@@ -1,0 +1,54 @@
+"""What a worker keeps per run, and small shared pieces of the compute plane."""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+from urllib.parse import quote
+
+import redis.asyncio as aioredis
+
+if TYPE_CHECKING:
+    from outlast.core.runner import Attempt
+
+
+@dataclass(frozen=True)
+class Lane:
+    """Where runs come from: a work stream and the lease index of the runs taken from it."""
+
+    stream: str
+    index: str
+
+
+@dataclass
+class Job:
+    """A run this worker executes (or launched), and what must be cleaned up after it."""
+
+    run_id: str
+    attempt_no: int
+    lane: Lane
+    task: asyncio.Task[None] | None = None
+    attempt: Attempt | None = None
+    entry_id: bytes | None = None  # work-stream entry still pending (acked once the run is indexed)
+    indexed: bool = False  # listed in the lease index (removed from it when the run ends)
+    launched: bool = False  # executed by a launched process, which holds the lease itself
+
+
+# What handling a dispatched run came to (decides whether its queue entry may be acked).
+STARTED, SETTLED, SKIPPED = "started", "settled", "skipped"
+
+
+def redis_url_of(redis: aioredis.Redis) -> str:
+    """A URL for another connection to the same server (the heartbeat thread, launched runs):
+    scheme (TLS), user, password and database kept."""
+    kw = redis.connection_pool.connection_kwargs
+    db = kw.get("db", 0)
+    if "path" in kw:
+        return f"unix://{kw['path']}?db={db}"
+    scheme = "rediss" if "SSL" in redis.connection_pool.connection_class.__name__ else "redis"
+    user, password = kw.get("username"), kw.get("password")
+    auth = ""
+    if user or password:
+        auth = f"{quote(user or '', safe='')}:{quote(password or '', safe='')}@"
+    return f"{scheme}://{auth}{kw.get('host', '127.0.0.1')}:{kw.get('port', 6379)}/{db}"

@@ -1,0 +1,226 @@
+"""The worker's upkeep: batched acks/index removals, lease news, the beat loop and takeover scans.
+
+A mixin of :class:`outlast.worker.worker.Worker`, kept apart so each file reads as one concern;
+the attributes below are the Worker's, declared for type checking.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import socket
+import time
+from typing import Any
+
+import redis.asyncio as aioredis
+from redis import exceptions as redis_errors
+
+from outlast.errors import OutlastError
+from outlast.store import keys
+from outlast.store.redis import _guard
+from outlast.worker.heartbeat import Held, Renewal
+from outlast.worker.jobs import STARTED, Job, Lane
+
+log = logging.getLogger("outlast.worker")
+
+
+class Upkeep:
+    id: str
+    redis: aioredis.Redis
+    version: str
+    concurrency: int
+    heartbeat: float
+    lease_ms: int
+    lanes: list[Lane]
+    jobs: dict[str, Job]
+    _acks: dict[str, list[Any]]
+    _zrems: dict[str, list[Any]]
+    _bookkeeping: asyncio.Event
+    _stopping: asyncio.Event
+    _takeover_wanted: bool
+    _loop: asyncio.AbstractEventLoop | None
+
+    async def _try_claim(self, lane: Lane, run_id: str, entry_id: bytes | None = None) -> str:
+        raise NotImplementedError  # Worker's
+
+    async def _dispatch(self, batch: list[tuple[Lane, bytes, str]]) -> None:
+        raise NotImplementedError  # Worker's
+
+    # -- batched bookkeeping -------------------------------------------------------------------
+
+    def _later(self, table: dict[str, list[Any]], key: str, member: Any) -> None:
+        """Queue an XACK or a ZREM: one pipeline per loop turn serves every run that needs one."""
+        table.setdefault(key, []).append(member)
+        self._bookkeeping.set()
+
+    async def _bookkeeping_loop(self) -> None:
+        while True:
+            await self._bookkeeping.wait()
+            await self._flush_bookkeeping()
+
+    async def _flush_bookkeeping(self) -> None:
+        self._bookkeeping.clear()
+        acks, zrems = self._acks, self._zrems
+        self._acks, self._zrems = {}, {}
+        if not acks and not zrems:
+            return
+        pipe = self.redis.pipeline(transaction=False)
+        for stream, entry_ids in acks.items():
+            pipe.xack(stream, keys.WORK_GROUP, *entry_ids)
+        for index, run_ids in zrems.items():
+            pipe.zrem(index, *run_ids)
+        try:
+            replies: list[Any] = await _guard(pipe.execute())
+            del replies
+        except OutlastError as exc:  # put them back; the next turn retries
+            log.warning("worker %s: bookkeeping failed, retrying: %s", self.id, exc)
+            for stream, entry_ids in acks.items():
+                for entry_id in entry_ids:
+                    self._later(self._acks, stream, entry_id)
+            for index, run_ids in zrems.items():
+                for run_id in run_ids:
+                    self._later(self._zrems, index, run_id)
+            await asyncio.sleep(self.heartbeat)
+
+    # -- heartbeat side (main loop) ------------------------------------------------------------
+
+    def _held(self) -> list[Held]:
+        return [
+            Held(job.run_id, job.attempt_no, job.lane.index)
+            for job in list(self.jobs.values())
+            if not job.launched
+        ]
+
+    def _renewed(self, renewals: list[Renewal]) -> None:
+        if self._loop is not None:
+            self._loop.call_soon_threadsafe(self._on_renewals, renewals)
+
+    def _on_renewals(self, renewals: list[Renewal]) -> None:
+        for renewal in renewals:
+            job = self.jobs.get(renewal.held.run_id)
+            if job is None or job.attempt_no != renewal.held.attempt:
+                continue
+            if not renewal.ok:
+                log.warning(
+                    "worker %s: lost the lease on run %s (attempt %s); abandoning it", self.id, job.run_id,
+                    job.attempt_no,
+                )  # fmt: skip
+                if job.task is not None:
+                    job.task.cancel()
+                continue
+            if renewal.indexed:
+                job.indexed = True
+                if job.entry_id is not None:  # findable by a takeover now: the entry can go
+                    self._later(self._acks, job.lane.stream, job.entry_id)
+                    job.entry_id = None
+            if renewal.cancel and job.attempt is not None:
+                job.attempt.cancel("cancelled")
+
+    async def _cancel_listener(self) -> None:
+        pubsub = self.redis.pubsub()
+        try:
+            await pubsub.subscribe(keys.CANCEL_CHANNEL)
+            async for message in pubsub.listen():
+                if message.get("type") != "message":
+                    continue
+                job = self.jobs.get(message["data"].decode())
+                if job is not None and job.attempt is not None:
+                    job.attempt.cancel("cancelled")
+        except redis_errors.RedisError as exc:
+            log.warning(
+                "worker %s: cancel listener stopped: %s (the heartbeat still sees cancels)", self.id, exc
+            )
+        finally:
+            with contextlib.suppress(Exception):
+                await pubsub.aclose()  # type: ignore[no-untyped-call]
+
+    async def _beat_loop(self) -> None:
+        """Every heartbeat: report, re-read stranded entries; scan for orphans every beat and also
+        right when the next lease in our lanes is due to expire, so takeover is not late by a beat."""
+        loop = asyncio.get_running_loop()
+        next_beat = loop.time() + self.heartbeat
+        while True:
+            delay = next_beat - loop.time()
+            try:
+                due = await self._next_expiry_in()
+            except OutlastError:
+                due = None
+            if due is not None:
+                delay = min(delay, due + 0.005)
+            await asyncio.sleep(max(0.0, delay))
+            try:
+                if loop.time() >= next_beat:
+                    next_beat = loop.time() + self.heartbeat
+                    await self._report()
+                    if not self._stopping.is_set():
+                        await self._reclaim_unclaimed()
+                if not self._stopping.is_set():
+                    await self._takeover_scan()
+            except OutlastError as exc:
+                log.warning("worker %s: heartbeat: %s", self.id, exc)
+
+    async def _next_expiry_in(self) -> float | None:
+        """Seconds until the earliest lease listed in our lanes expires (None when none will)."""
+        seconds, micros = await _guard(self.redis.time())
+        now_ms = seconds * 1000 + micros // 1000
+        soonest: float | None = None
+        for lane in self.lanes:
+            first = await _guard(
+                self.redis.zrangebyscore(lane.index, now_ms, "+inf", start=0, num=1, withscores=True)
+            )
+            if first:
+                wait = (first[0][1] - now_ms) / 1000
+                soonest = wait if soonest is None else min(soonest, wait)
+        return soonest
+
+    async def _report(self) -> None:
+        info = {
+            "id": self.id, "host": socket.gethostname(), "pid": os.getpid(), "version": self.version,
+            "running": sorted(self.jobs), "concurrency": self.concurrency, "heartbeat_at": time.time(),
+            "draining": self._stopping.is_set(),
+        }  # fmt: skip
+        await _guard(self.redis.hset(keys.WORKERS, self.id, json.dumps(info)))
+
+    async def _takeover_scan(self) -> bool:
+        """Claim runs of this worker's lanes whose lease expired. True if any was taken over."""
+        seconds, micros = await _guard(self.redis.time())
+        now_ms = seconds * 1000 + micros // 1000
+        took = False
+        for lane in self.lanes:
+            free = self.concurrency - len(self.jobs)
+            if free <= 0:
+                # Full: remember that orphans wait, so the next free slot goes to one of them.
+                waiting = await _guard(self.redis.zcount(lane.index, 0, now_ms))
+                self._takeover_wanted = self._takeover_wanted or bool(waiting)
+                continue
+            expired = await _guard(
+                self.redis.zrangebyscore(lane.index, 0, now_ms, start=0, num=free + len(self.jobs))
+            )
+            for raw in expired:
+                run_id = raw.decode()
+                if run_id in self.jobs:
+                    continue
+                if await self._try_claim(lane, run_id) == STARTED:
+                    log.info("worker %s: took over run %s", self.id, run_id)
+                    took = True
+                if len(self.jobs) >= self.concurrency:
+                    break
+        return took
+
+    async def _reclaim_unclaimed(self) -> None:
+        """Dispatch entries a dead worker read but never claimed (its lease never existed)."""
+        for lane in self.lanes:
+            free = self.concurrency - len(self.jobs)
+            if free <= 0:
+                return
+            reply = await _guard(
+                self.redis.xautoclaim(
+                    lane.stream, keys.WORK_GROUP, self.id, min_idle_time=self.lease_ms, count=free
+                )
+            )
+            await self._dispatch(
+                [(lane, entry_id, fields[b"run"].decode()) for entry_id, fields in reply[1] if fields]
+            )
