@@ -33,4 +33,8 @@ async def run(names: list[str]) -> None:
 
 
 if __name__ == "__main__":
-    asyncio.run(run(sys.argv[1:]))
+    # The same loop as the CLI's (uvloop when installed) for this script's clients of every system.
+    from outlast.cli.main import _loop_factory
+
+    with asyncio.Runner(loop_factory=_loop_factory()) as runner:
+        runner.run(run(sys.argv[1:]))
