@@ -24,8 +24,8 @@ from outlast import events as ev
 from outlast.core import serde
 from outlast.core.component import checkpoint_from_json, error_info
 from outlast.core.context import Checkpoint, Frame, RunContext, current_frame
-from outlast.core.ids import new_run_id, valid_run_id
-from outlast.core.masking import MASK, Secrets
+from outlast.core.ids import new_run_id
+from outlast.core.masking import Secrets
 from outlast.core.workflow import Workflow
 from outlast.core.writer import EventWriter
 from outlast.errors import (
@@ -79,19 +79,12 @@ class Runner:
         extra: dict[str, str] | None = None,
     ) -> str:
         """Validate the input and record a queued run (idempotent for a given ``run_id``)."""
-        stored = wf.validate_input(input)
-        run_id = run_id or new_run_id()
-        if not valid_run_id(run_id):
-            raise ConfigError(f"run id {run_id!r}: use 1-128 letters, digits, '_', '-', '.', ':'")
-        shown = {k: (MASK if k in wf.secret_args else v) for k, v in stored.items()}
-        queued = ev.envelope(
-            seq=1, type=ev.RUN_QUEUED, run_id=run_id, attempt=0, step=None, ts=time.time(),
-            data={"workflow": wf.name, "input": shown, "version": version},
+        run = NewRun(
+            run_id=run_id or new_run_id(), workflow=wf.name, input=wf.validate_input(input),
+            version=version, tenant=tenant, extra=extra or {},
         )  # fmt: skip
-        run = NewRun(run_id=run_id, workflow=wf.name, input=stored, version=version, tenant=tenant,
-                     extra=extra or {})  # fmt: skip
-        await self.store.create_run(run, serde.dumps(queued))
-        return run_id
+        await self.store.create_run(run, run.queued_event(wf.secret_args))
+        return run.run_id
 
     async def begin(
         self, wf: Workflow[Any, Any], run_id: str, *, expected_attempt: int | None = None

@@ -7,6 +7,7 @@ real one, Lua scripts over a Redis-compatible server) and
 
 from __future__ import annotations
 
+import time
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -14,8 +15,10 @@ from typing import Any, Protocol
 from pydantic import BaseModel
 
 from outlast.core import serde
+from outlast.core.ids import valid_run_id
+from outlast.core.masking import MASK
 from outlast.errors import ConfigError
-from outlast.events import SCHEMA_VERSION, Event
+from outlast.events import RUN_QUEUED, SCHEMA_VERSION, Event, envelope
 
 #: Opcodes of side effects applied atomically with an event (see store/scripts.py).
 OP_META = "H"  # HSET meta <field> <value>
@@ -46,17 +49,36 @@ CORE_META_FIELDS = frozenset(
 
 @dataclass(frozen=True, slots=True)
 class NewRun:
+    """A run about to be recorded: ``input`` already validated, in JSON types."""
+
     run_id: str
     workflow: str
     input: dict[str, Any]
     version: str = "dev"
     tenant: str = ""
     extra: dict[str, str] = field(default_factory=dict)
+    lane: str = ""  # the work stream's version when it differs from ``version`` (upgrade-safe runs)
 
     def __post_init__(self) -> None:
+        if not valid_run_id(self.run_id):
+            raise ConfigError(f"run id {self.run_id!r}: use 1-128 letters, digits, '_', '-', '.', ':'")
         clash = sorted(CORE_META_FIELDS & set(self.extra))
         if clash:
             raise ConfigError(f"extra run fields {clash} would overwrite the run's own fields")
+
+    def meta_fields(self) -> dict[str, str]:
+        """Fields stored in the run's meta hash besides the core ones."""
+        return {**self.extra, "lane": self.lane} if self.lane else dict(self.extra)
+
+    def queued_event(self, secret_args: tuple[str, ...] = ()) -> bytes:
+        """The run's first event, ``run.queued`` (seq 1, attempt 0), secret inputs masked."""
+        shown = {k: (MASK if k in secret_args else v) for k, v in self.input.items()}
+        return serde.dumps(
+            envelope(
+                seq=1, type=RUN_QUEUED, run_id=self.run_id, attempt=0, step=None, ts=time.time(),
+                data={"workflow": self.workflow, "input": shown, "version": self.version},
+            )
+        )  # fmt: skip
 
 
 @dataclass(frozen=True, slots=True)

@@ -54,7 +54,7 @@ class MemoryStore:
         meta = {
             "v": "1", "run_id": run.run_id, "workflow": run.workflow, "version": run.version,
             "tenant": run.tenant, "input": serde.dumps(run.input).decode(), "status": "queued",
-            "attempt": "0", "last_seq": "1", "created_at": now, "updated_at": now, **run.extra,
+            "attempt": "0", "last_seq": "1", "created_at": now, "updated_at": now, **run.meta_fields(),
         }  # fmt: skip
         self._runs[run.run_id] = _Run(meta=meta, events=[(1, queued_event)])
         await self._notify()

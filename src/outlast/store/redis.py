@@ -134,13 +134,7 @@ class RedisStore:
 
     async def create_run(self, run: NewRun, queued_event: bytes) -> bool:
         keys = run_keys(run.run_id)
-        extra: list[str] = []
-        for name, value in run.extra.items():
-            extra += [name, value]
-        args: list[Any] = [
-            run.run_id, run.workflow, run.version, run.tenant, serde.dumps(run.input),
-            repr(time.time()), queued_event, len(run.extra), *extra,
-        ]  # fmt: skip
+        args = create_run_args(run, queued_event)
         created: int = await _guard(self._create(keys=[keys.meta, keys.events], args=args))
         return bool(created)
 
@@ -215,6 +209,16 @@ class RedisStore:
                 yield event
                 if event.terminal:
                     return
+
+
+def create_run_args(run: NewRun, queued_event: bytes) -> list[Any]:
+    """ARGV of the CREATE_RUN script (its KEYS are the run's meta and events)."""
+    fields = run.meta_fields()
+    pairs = [item for pair in fields.items() for item in pair]
+    return [
+        run.run_id, run.workflow, run.version, run.tenant, serde.dumps(run.input),
+        repr(time.time()), queued_event, len(fields), *pairs,
+    ]  # fmt: skip
 
 
 def _b(value: str | bytes) -> bytes:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import json
 import time
 from dataclasses import dataclass
@@ -18,15 +19,13 @@ import redis.asyncio as aioredis
 from redis import exceptions as redis_errors
 
 from outlast import events as ev
-from outlast.core import serde
-from outlast.core.ids import new_run_id, valid_run_id
-from outlast.core.masking import MASK
+from outlast.core.ids import new_run_id
 from outlast.core.workflow import Workflow
 from outlast.errors import ConfigError, RunFailed, StoreError, WorkflowNotFound
 from outlast.store import keys, scripts
 from outlast.store.base import NewRun, RunRecord
 from outlast.store.leases import RunLeases
-from outlast.store.redis import RedisStore, _guard
+from outlast.store.redis import RedisStore, _guard, create_run_args
 
 IDEMPOTENCY_TTL = 24 * 3600
 WORK_STREAM_MAXLEN = 100_000
@@ -174,34 +173,24 @@ class Dispatcher:
             name, stored = workflow, dict(input or {})
             secret_args = tuple(info.get("secret_args", ()))
             upgrade_safe = bool(info.get("upgrade_safe", False))
-        run_id = run_id or new_run_id()
-        if not valid_run_id(run_id):
-            raise ConfigError(f"run id {run_id!r}: use 1-128 letters, digits, '_', '-', '.', ':'")
+        lane = keys.ANY_VERSION if upgrade_safe else version  # upgrade-safe runs are not pinned
+        run = NewRun(
+            run_id=run_id or new_run_id(), workflow=name, input=stored, version=version, tenant=tenant,
+            extra=extra or {}, lane=lane if lane != version else "",
+        )  # fmt: skip
         if idempotency_key is not None:
             idem = keys.idempotency_key(name, idempotency_key)
-            claimed = await _guard(self.redis.set(idem, run_id, nx=True, ex=IDEMPOTENCY_TTL))
+            claimed = await _guard(self.redis.set(idem, run.run_id, nx=True, ex=IDEMPOTENCY_TTL))
             if not claimed:
                 existing = await _guard(self.redis.get(idem))
                 if existing:
-                    run_id = existing.decode()
-                    if await _guard(self.redis.exists(keys.run_keys(run_id).meta)):
-                        record = await self.store.get_run(run_id)
-                        return Started(run_id, False, record.version)
-        shown = {k: (MASK if k in secret_args else v) for k, v in stored.items()}
-        queued = ev.envelope(
-            seq=1, type=ev.RUN_QUEUED, run_id=run_id, attempt=0, step=None, ts=time.time(),
-            data={"workflow": name, "input": shown, "version": version},
-        )  # fmt: skip
-        NewRun(run_id=run_id, workflow=name, input=stored, extra=extra or {})  # validates ``extra``
+                    run = dataclasses.replace(run, run_id=existing.decode())
+                    if await _guard(self.redis.exists(keys.run_keys(run.run_id).meta)):
+                        record = await self.store.get_run(run.run_id)
+                        return Started(run.run_id, False, record.version)
+        run_id = run.run_id
         run_keys = keys.run_keys(run_id)
-        lane = keys.ANY_VERSION if upgrade_safe else version  # upgrade-safe runs are not pinned
-        extra_pairs: list[str] = ["lane", lane]
-        for field, value in (extra or {}).items():
-            extra_pairs += [field, value]
-        args: list[Any] = [
-            run_id, name, version, tenant, serde.dumps(stored), repr(time.time()), serde.dumps(queued),
-            len(extra_pairs) // 2, *extra_pairs,
-        ]  # fmt: skip
+        args = create_run_args(run, run.queued_event(secret_args))
         for _ in range(2):
             if not self._script_loaded:
                 await _guard(self.redis.script_load(scripts.CREATE_RUN))
