@@ -168,30 +168,24 @@ class EmbeddedServer:
         )
 
     def stop(self, timeout: float = 5.0) -> None:
-        """Stop cleanly: SIGTERM makes valkey flush the AOF and exit."""
+        """Stop cleanly: SIGTERM makes valkey flush the AOF and exit (SIGKILL after ``timeout``)."""
+        self._end(signal.SIGTERM, timeout)
+
+    def kill(self) -> None:
+        """SIGKILL the server, as a crash would."""
+        self._end(signal.SIGKILL, None)
+
+    def _end(self, sig: int, timeout: float | None) -> None:
         proc = self.process
         if proc is None:
             return
         if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
+            proc.send_signal(sig)
             try:
                 proc.wait(timeout)
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait()
-        if proc.stderr:
-            proc.stderr.close()
-        self.process = None
-        self._unlock()
-
-    def kill(self) -> None:
-        """SIGKILL the server, as a crash would."""
-        proc = self.process
-        if proc is None:
-            return
-        if proc.poll() is None:
-            proc.kill()
-        proc.wait()
         if proc.stderr:
             proc.stderr.close()
         self.process = None
