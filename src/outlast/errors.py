@@ -6,6 +6,9 @@
     ├── ConfigError                 bad settings, unusable options
     ├── SerializationError          a value that cannot be stored as JSON
     ├── InputValidationError        a workflow input that fails its schema
+    │   └── InputRejected           a supplied input that fails its wait's schema
+    ├── NotWaiting                  input for a key the run is not waiting for
+    ├── InputTimeout                wait_for_input's deadline passed (raised in the workflow)
     ├── WorkflowNotFound            no workflow registered under a name
     ├── RunNotFound                 no run with that id (or not visible to the tenant)
     ├── NonDeterminismError         replayed code diverged from the recorded steps
@@ -14,6 +17,7 @@
     │   ├── StaleAttemptError       a write fenced off: another attempt owns the run
     │   └── ProtocolViolation       a write broke the event-log invariants (a bug)
     ├── RunFailed                   awaiting a run's result when the run failed
+    │   └── ChildFailed             a child run awaited by its parent failed or was cancelled
     ├── ClientError                 the HTTP API answered an error (outlast.client.errors)
     ├── RateLimitWait               no fleet-wide capacity within max_wait (outlast.llm.limits)
     └── LLMError                    the LLM layer (outlast.llm.errors)
@@ -55,6 +59,34 @@ class InputValidationError(OutlastError):
     def __init__(self, message: str, errors: list[dict[str, Any]] | None = None) -> None:
         super().__init__(message)
         self.errors = errors or []
+
+
+class InputRejected(InputValidationError):
+    """A value supplied to a waiting run does not match the schema of its input request."""
+
+    def __init__(self, message: str, where: str, problem: str) -> None:
+        super().__init__(message, [{"loc": where, "msg": problem, "type": "schema"}])
+        self.where = where
+
+
+class NotWaiting(OutlastError):
+    """Input was supplied for a key the run is not waiting for (nothing was changed)."""
+
+    def __init__(self, run_id: str, key: str, status: str, waiting_for: list[str]) -> None:
+        pending = ", ".join(waiting_for) if waiting_for else "nothing"
+        super().__init__(f"run {run_id} ({status}) is not waiting for input {key!r}; it waits for {pending}")
+        self.run_id = run_id
+        self.key = key
+        self.status = status
+        self.waiting_for = waiting_for
+
+
+class InputTimeout(OutlastError):
+    """``wait_for_input`` reached its deadline without input (and no default was given)."""
+
+    def __init__(self, key: str) -> None:
+        super().__init__(f"no input {key!r} arrived before the deadline")
+        self.key = key
 
 
 class WorkflowNotFound(OutlastError):
@@ -104,3 +136,7 @@ class RunFailed(OutlastError):
         self.run_id = run_id
         self.status = status
         self.error = error or {}
+
+
+class ChildFailed(RunFailed):
+    """A child run the parent waited for did not complete."""

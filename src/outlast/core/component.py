@@ -215,6 +215,19 @@ class StepCall(Generic[R]):
                 ev.LOG, step_id, {"level": "warning", "message": f"lenient replay re-runs step: {what}"}
             )
 
+        waits = ctx.waits
+        if waits is None:
+            return await self._execute(parent, step_id, arguments, args_hash)
+        waits.busy += 1  # a running step: the attempt must not suspend under it
+        try:
+            return await self._execute(parent, step_id, arguments, args_hash)
+        finally:
+            waits.leave()
+
+    async def _execute(self, parent: Frame, step_id: str, arguments: dict[str, Any], args_hash: str) -> R:
+        comp = self.component
+        ctx = parent.ctx
+        writer = ctx.writer
         shown = {k: (MASK if k in comp.secret_args else v) for k, v in arguments.items()}
         started = time.time()
         writer.event(
@@ -325,9 +338,10 @@ def checkpoint_from_json(raw: bytes) -> Checkpoint:
     return Checkpoint(
         name=data["name"],
         step_id=data["step_id"],
-        args_hash=data["args_hash"],
+        args_hash=data.get("args_hash", ""),
         result=data["result"],
         fallback=bool(data.get("fallback", False)),
+        announced=bool(data.get("announced", True)),
     )
 
 

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 from outlast.core.masking import Secrets
 
 if TYPE_CHECKING:
+    from outlast.core.waitset import WaitSet
     from outlast.core.writer import EventWriter
 
 
@@ -27,6 +28,8 @@ class Checkpoint:
     args_hash: str
     result: Any
     fallback: bool = False
+    #: False for a wait settled while an attempt ran: that attempt still owes its event.
+    announced: bool = True
 
 
 @dataclass
@@ -41,6 +44,9 @@ class RunContext:
     lenient_replay: bool = False
     secrets: Secrets = field(default_factory=Secrets)
     replayed_steps: int = 0
+    version: str = "dev"
+    tenant: str = ""
+    waits: WaitSet | None = None
 
 
 class Frame:

@@ -26,6 +26,7 @@ from outlast.core.component import checkpoint_from_json, error_info
 from outlast.core.context import Checkpoint, Frame, RunContext, current_frame
 from outlast.core.ids import new_run_id
 from outlast.core.masking import Secrets
+from outlast.core.waitset import LocalWaits, WaitBackend, WaitSet
 from outlast.core.workflow import Workflow
 from outlast.core.writer import EventWriter
 from outlast.errors import (
@@ -37,11 +38,14 @@ from outlast.errors import (
 )
 from outlast.store.base import OP_EXPIRE, OP_META, AttemptStart, NewRun, Op, RunRecord, RunStore
 from outlast.store.memory import MemoryStore
+from outlast.store.redis import RedisStore
+from outlast.store.waits import RedisWaits
 
 
 @dataclass(frozen=True)
 class Outcome:
-    """How an attempt ended: ``completed``, ``failed``, ``cancelled`` or ``abandoned``."""
+    """How an attempt ended: ``completed``, ``failed``, ``cancelled``, ``suspended`` (the run
+    waits; a later attempt resumes it) or ``abandoned``."""
 
     run_id: str
     status: str
@@ -61,12 +65,23 @@ class Runner:
         flush_interval: float = 0.03,
         frame_chars: int = 512,
         worker_id: str | None = None,
+        waits: WaitBackend | None = None,
+        hold: float = 1.0,
+        wait_poll: float = 1.0,
     ) -> None:
+        """``hold``: a wait due within this many seconds is waited for in memory; a longer one
+        suspends the run. ``wait_poll``: how often a run that is still busy checks whether one
+        of its waits was settled."""
         self.store = store
         self.retention = retention
         self.flush_interval = flush_interval
         self.frame_chars = frame_chars
         self.worker_id = worker_id
+        if waits is None:
+            waits = RedisWaits(store.redis) if isinstance(store, RedisStore) else LocalWaits(self)
+        self.waits = waits
+        self.hold = hold
+        self.wait_poll = wait_poll
 
     async def start(
         self,
@@ -98,7 +113,8 @@ class Runner:
         record = await self.store.get_run(run_id)
         steps = await self.store.load_steps(run_id)
         objects = await self.store.load_objects(run_id)
-        return self.prepare(wf, run_id, start, record, steps, objects)
+        waits = await self.store.load_waits(run_id)
+        return self.prepare(wf, run_id, start, record, steps, objects, waits)
 
     def prepare(
         self,
@@ -108,6 +124,7 @@ class Runner:
         record: RunRecord,
         steps: dict[str, bytes],
         objects: dict[str, Any],
+        waits: dict[str, bytes] | None = None,
     ) -> Attempt:
         """An attempt from state already read (a worker's claim returns it in the same call)."""
         if record.workflow != wf.name:
@@ -119,9 +136,8 @@ class Runner:
                 emitted.add(key)
             else:
                 checkpoints[key] = checkpoint_from_json(raw)
-        return Attempt(
-            self, wf, run_id, start.attempt, start.last_seq, record.input, checkpoints, emitted, objects
-        )
+        records = {position: serde.loads(raw) for position, raw in (waits or {}).items()}
+        return Attempt(self, wf, record, start, checkpoints, emitted, objects, records)
 
     async def execute(
         self, wf: Workflow[Any, Any], run_id: str, *, expected_attempt: int | None = None
@@ -145,30 +161,39 @@ class Attempt:
         self,
         runner: Runner,
         wf: Workflow[Any, Any],
-        run_id: str,
-        attempt: int,
-        last_seq: int,
-        input: dict[str, Any],
+        record: RunRecord,
+        start: AttemptStart,
         checkpoints: dict[str, Checkpoint],
         emitted: set[str],
         objects: dict[str, Any],
+        waits: dict[str, dict[str, Any]],
     ) -> None:
         self.runner = runner
         self.workflow = wf
-        self.run_id = run_id
-        self.attempt = attempt
-        self.input = input
+        self.run_id = run_id = record.run_id
+        self.attempt = attempt = start.attempt
+        self.input = input = record.input
+        self.parent = record.parent
         secrets = Secrets()
         for name in wf.secret_args:
             secrets.add(input.get(name))
         self.writer = EventWriter(
-            runner.store, run_id, attempt, last_seq + 1, secrets=secrets, on_fenced=self._writer_failed,
+            runner.store, run_id, attempt, start.last_seq + 1, secrets=secrets, on_fenced=self._writer_failed,
             flush_interval=runner.flush_interval, frame_chars=runner.frame_chars,
         )  # fmt: skip
         self.ctx = RunContext(
             run_id=run_id, attempt=attempt, workflow=wf.name, writer=self.writer, checkpoints=checkpoints,
             emitted=emitted, objects=objects, lenient_replay=wf.lenient_replay, secrets=secrets,
+            version=record.version, tenant=record.tenant,
         )  # fmt: skip
+        self.waits = self.ctx.waits = WaitSet(
+            self.ctx, runner.waits, waits, hold=runner.hold, poll_interval=runner.wait_poll,
+            on_suspend=self._suspend_body,
+        )  # fmt: skip
+        self._watcher: asyncio.Task[None] | None = None
+        self._suspending = False
+        self._waiting_on: list[str] = []
+        self._waiting_summary: list[dict[str, Any]] = []
         self._body: asyncio.Task[Any] | None = None
         self._cancel_reason: str | None = None
         self._cancel_requested = asyncio.Event()
@@ -184,6 +209,20 @@ class Attempt:
         if self._body is not None:
             self._body.cancel()
 
+    def _suspend_body(self) -> None:
+        # Every branch waits: stop the body; _finish parks the run (or runs it again if woken).
+        # What it waits for is taken now: cancelling the body unwinds the waits.
+        self._suspending = True
+        self._waiting_on = list(self.waits.pending)
+        self._waiting_summary = self.waits.summary()
+        if self._body is not None:
+            self._body.cancel()
+
+    def suspend_soon(self) -> None:
+        """Suspend as soon as every branch waits, however near its deadline (a draining worker)."""
+        self.waits.suspend_now = True
+        self.waits.poke()
+
     def _writer_failed(self, _exc: BaseException) -> None:
         # Fenced or store lost: stop the body, and any workflow-retry wait, for good.
         self._cancel_requested.set()
@@ -195,6 +234,10 @@ class Attempt:
         try:
             return await self._finish()
         finally:
+            if self._watcher is not None:
+                self._watcher.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await self._watcher
             await writer.close()
 
     def _start_body(self) -> asyncio.Task[Any]:
@@ -202,6 +245,8 @@ class Attempt:
         context.run(current_frame.set, Frame(self.ctx, None, ""))  # a fresh root: replay from the top
         kwargs = self.workflow.bind_input(self.input)
         self._body = asyncio.create_task(self.workflow.fn(**kwargs), context=context)
+        if self._watcher is None or self._watcher.done():
+            self._watcher = asyncio.create_task(self.waits.watch(), name=f"outlast-waits-{self.run_id}")
         if not self._announced:
             # Queued after the body task exists but before it runs: run.started still gets the
             # first seq, and the writer's flusher (created by this event) is scheduled after the
@@ -235,6 +280,12 @@ class Attempt:
                     raise
                 if writer.failure is not None:
                     return self._abandoned()
+                if self._suspending and self._cancel_reason is None:
+                    suspended = await self._suspend()
+                    if suspended is None:  # a wait was settled meanwhile: replay on, same attempt
+                        tries -= 1
+                        continue
+                    return suspended
                 if self._cancel_reason is None:
                     # Nobody asked for it: a CancelledError raised by the workflow's own code (or a
                     # library it uses) is a failure, not a cancellation of the run.
@@ -277,6 +328,31 @@ class Attempt:
             )
         return await self._terminal("completed", ev.RUN_COMPLETED, {"result": stored}, stored, None)
 
+    async def _suspend(self) -> Outcome | None:
+        """Park the run (status ``waiting``); None when a wait was settled in the meantime."""
+        self._suspending = False
+        writer = self.writer
+        positions = self._waiting_on
+        try:
+            await writer.drain()
+            item = writer.reserve(ev.RUN_WAITING, None, {"waits": self._waiting_summary})
+            answer = await self.runner.waits.suspend(self.run_id, self.attempt, item, positions)
+        except OutlastError as exc:
+            writer.failure = writer.failure or exc
+            return self._abandoned()
+        if answer == "ok":
+            writer.confirm(item)
+            return Outcome(self.run_id, "suspended", self.attempt)
+        writer.unreserve(item)
+        if answer == "cancel":
+            self._cancel_reason = "cancelled"
+            return await self._cancelled()
+        found = await self.runner.waits.resolutions(self.run_id, positions)
+        for position, raw in found.items():
+            self.ctx.checkpoints[position] = checkpoint_from_json(raw)
+        self.waits.reset()
+        return None
+
     async def _cancelled(self) -> Outcome:
         reason = self._cancel_reason or "cancelled"
         return await self._terminal("cancelled", ev.RUN_CANCELLED, {"reason": reason}, None, None)
@@ -310,6 +386,10 @@ class Attempt:
                 self.writer.failure = OutlastError("the terminal event could not be written")
             return self._abandoned()
         self.writer.closed = True
+        if self.parent:
+            # Tell the parent now; if this fails, the parent's poll of its child finds out.
+            with contextlib.suppress(OutlastError):
+                await self.runner.waits.child_ended(self.parent, self.run_id)
         return Outcome(self.run_id, status, self.attempt, result, error)
 
     def _abandoned(self) -> Outcome:
@@ -328,10 +408,17 @@ class LocalRun:
     events: list[ev.Event] = field(default_factory=list)
 
 
-async def run_local(wf: Workflow[Any, Any], input: dict[str, Any] | None = None) -> LocalRun:
-    """Run a workflow in-process with no server: for unit tests of workflows."""
+async def run_local(
+    wf: Workflow[Any, Any], input: dict[str, Any] | None = None, *, inputs: dict[str, Any] | None = None
+) -> LocalRun:
+    """Run a workflow in-process with no server: for unit tests of workflows.
+
+    Durable sleeps end at once, ``wait_for_input(key)`` gets ``inputs[key]`` (or times out at
+    once when it has a timeout) and child runs execute inline.
+    """
     store = MemoryStore()
     runner = Runner(store)
+    runner.waits = LocalWaits(runner, inputs)
     run_id = await runner.start(wf, input)
     outcome = await runner.execute(wf, run_id)
     events = [event async for event in store.read_events(run_id, follow=False)]

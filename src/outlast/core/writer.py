@@ -25,7 +25,7 @@ from typing import Any
 from outlast import events as ev
 from outlast.core import serde
 from outlast.core.masking import Secrets
-from outlast.errors import SerializationError, StaleAttemptError, StoreUnavailable
+from outlast.errors import ProtocolViolation, SerializationError, StaleAttemptError, StoreUnavailable
 from outlast.store.base import AppendItem, Op, RunStore
 
 MAX_BATCH = 256
@@ -114,6 +114,15 @@ class EventWriter:
             return
         seq = self._next_seq
         # Encode before taking the seq: an event that cannot be written must not leave a gap.
+        payload = self._encode(seq, type, step, data)
+        self._next_seq += 1
+        self._pending.append((AppendItem(seq, payload, tuple(ops)), future))
+        self._idle.clear()
+        self._wake.set()
+        if self._task is None:
+            self._task = asyncio.create_task(self._flusher(), name=f"outlast-writer-{self.run_id}")
+
+    def _encode(self, seq: int, type: str, step: str | None, data: dict[str, Any]) -> bytes:
         payload = serde.dumps(
             serde.to_jsonable(
                 ev.envelope(
@@ -129,12 +138,29 @@ class EventWriter:
                 f"{type} event of {len(payload):,} bytes exceeds the {self.max_event_bytes:,}-byte limit "
                 f"(step {step!r}); store large payloads elsewhere and pass a reference"
             )
+        return payload
+
+    def reserve(self, type: str, step: str | None, data: dict[str, Any]) -> AppendItem:
+        """Number an event that a script will write (or not) atomically with its own checks.
+
+        Call with nothing queued (after :meth:`drain`); then :meth:`confirm` or :meth:`unreserve`.
+        """
+        if self._pending or self.failure is not None or self.closed:
+            raise ProtocolViolation(f"run {self.run_id}: reserving an event with writes outstanding")
+        item = AppendItem(self._next_seq, self._encode(self._next_seq, type, step, data))
         self._next_seq += 1
-        self._pending.append((AppendItem(seq, payload, tuple(ops)), future))
-        self._idle.clear()
-        self._wake.set()
-        if self._task is None:
-            self._task = asyncio.create_task(self._flusher(), name=f"outlast-writer-{self.run_id}")
+        return item
+
+    def confirm(self, item: AppendItem) -> None:
+        """The reserved event was written and ended the attempt (it suspended the run)."""
+        self.last_written = item.seq
+        self.closed = True
+
+    def unreserve(self, item: AppendItem) -> None:
+        """The reserved event was not written: its seq goes to the next event."""
+        if self._next_seq != item.seq + 1:
+            raise ProtocolViolation(f"run {self.run_id}: events were numbered after a reserved seq")
+        self._next_seq = item.seq
 
     # -- output coalescing ------------------------------------------------------------------
 

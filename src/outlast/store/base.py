@@ -24,6 +24,7 @@ from outlast.events import RUN_QUEUED, SCHEMA_VERSION, Event, envelope
 OP_META = "H"  # HSET meta <field> <value>
 OP_STEP = "C"  # HSET steps <field> <value>   (checkpoints and emission markers)
 OP_OBJECT = "O"  # HSET objects <name> <json>
+OP_WAIT = "W"  # HSET waits <position> <json>  (a wait is recorded)
 OP_EXPIRE = "X"  # EXPIRE every run key after <seconds>
 
 #: One side effect: (opcode, a, b).
@@ -43,7 +44,7 @@ class AppendItem:
 CORE_META_FIELDS = frozenset(
     {"v", "run_id", "workflow", "version", "tenant", "input", "status", "attempt", "last_seq", "created_at",
      "updated_at", "started_at", "finished_at", "result", "error", "progress", "status_message",
-     "lease_owner", "lease_until", "cancel_requested", "lost_workers", "lane"}
+     "lease_owner", "lease_until", "cancel_requested", "lost_workers", "lane", "parent", "resumes"}
 )  # fmt: skip
 
 
@@ -58,6 +59,7 @@ class NewRun:
     tenant: str = ""
     extra: dict[str, str] = field(default_factory=dict)
     lane: str = ""  # the work stream's version when it differs from ``version`` (upgrade-safe runs)
+    parent: str = ""  # the run that started this one as its child
 
     def __post_init__(self) -> None:
         if not valid_run_id(self.run_id):
@@ -68,7 +70,12 @@ class NewRun:
 
     def meta_fields(self) -> dict[str, str]:
         """Fields stored in the run's meta hash besides the core ones."""
-        return {**self.extra, "lane": self.lane} if self.lane else dict(self.extra)
+        fields = dict(self.extra)
+        if self.lane:
+            fields["lane"] = self.lane
+        if self.parent:
+            fields["parent"] = self.parent
+        return fields
 
     def queued_event(self, secret_args: tuple[str, ...] = ()) -> bytes:
         """The run's first event, ``run.queued`` (seq 1, attempt 0), secret inputs masked."""
@@ -114,6 +121,8 @@ class RunRecord(BaseModel):
     cancel_requested: bool = False
     lost_workers: str = ""
     lane: str = ""  # the work stream's version ("@any" for upgrade-safe runs); "" = its version
+    parent: str = ""  # the parent run, for a child run
+    resumes: int = 0  # attempts that resumed the run after it waited (not counted as restarts)
 
     @classmethod
     def from_hash(cls, raw: dict[str, str]) -> RunRecord:
@@ -145,6 +154,9 @@ class RunStore(Protocol):
 
     async def load_objects(self, run_id: str) -> dict[str, Any]:
         """Current value of each published object."""
+
+    async def load_waits(self, run_id: str) -> dict[str, bytes]:
+        """The ``waits`` hash: pending waits by position (JSON records)."""
 
     async def get_run(self, run_id: str) -> RunRecord:
         """The run's record; RunNotFound when there is none."""

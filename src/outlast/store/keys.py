@@ -17,6 +17,13 @@ then they expire together):
                                       status/progress/object/custom/log event already
                                       emitted (so a replay does not emit it again).
 ``outlast:run:{ID}:objects``  hash    current value of each published object, as JSON.
+``outlast:run:{ID}:waits``    hash    pending waits (input, sleep, child): ``<position>`` → JSON
+                                      wait record (kind, key, schema, prompt, deadline, child).
+                                      Written by the attempt that registers the wait (APPEND op
+                                      ``W``); removed by the RESOLVE script that settles it.
+``outlast:run:{ID}:children`` set     run ids of the child runs this run started. Writer: the
+                                      child's start (Dispatcher.start with ``parent``). Read when
+                                      the run is cancelled, to cancel its children.
 
 The meta hash also holds the run's lease (``lease_owner``, ``lease_until`` in server ms): the
 authoritative record of which worker executes the current attempt.
@@ -43,6 +50,12 @@ Compute-plane keys (global, one per deployment version where named so):
                                          whose run expired).
 ``outlast:idem:{<workflow>}:<key>`` string  run id started for an idempotency key. TTL 24 h.
 ``outlast:cancel``               pubsub  channel: run ids whose cancellation was requested.
+``outlast:timers``               zset    ``<run_id>|<position>`` → due time (server ms): a wait's
+                                         deadline, a child wait's next poll, or a re-dispatch
+                                         guard (``<run_id>|kick``). Armed before the wait is
+                                         recorded; scanned by every worker (leader-free: settling
+                                         is an idempotent RESOLVE on the run's slot); members are
+                                         removed once settled. Stale members are harmless.
 """
 
 from __future__ import annotations
@@ -60,9 +73,12 @@ class RunKeys:
     events: str
     steps: str
     objects: str
+    waits: str
+    children: str
 
     def all(self) -> list[str]:
-        return [self.meta, self.events, self.steps, self.objects]
+        """Every key of the run: the scripts that expire a finished run expire all of these."""
+        return [self.meta, self.events, self.steps, self.objects, self.waits, self.children]
 
 
 def work_stream(version: str) -> str:
@@ -82,6 +98,7 @@ VERSIONS = f"{PREFIX}:versions"
 DEPLOY = f"{PREFIX}:deploy"
 RUNS_INDEX = f"{PREFIX}:runs"
 CANCEL_CHANNEL = f"{PREFIX}:cancel"
+TIMERS = f"{PREFIX}:timers"
 WORK_GROUP = "workers"
 #: The pseudo-version of upgrade-safe runs: a worker of any version may execute them.
 ANY_VERSION = "@any"
@@ -98,6 +115,8 @@ def run_keys(run_id: str) -> RunKeys:
         events=f"{tag}:events",
         steps=f"{tag}:steps",
         objects=f"{tag}:objects",
+        waits=f"{tag}:waits",
+        children=f"{tag}:children",
     )
 
 

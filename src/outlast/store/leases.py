@@ -13,13 +13,14 @@ from outlast.store import scripts
 from outlast.store.base import RunRecord
 from outlast.store.keys import run_keys
 from outlast.store.redis import ScriptBatcher, _guard, _s
+from outlast.store.waits import RedisWaits
 
 
 @dataclass(frozen=True, slots=True)
 class Claim:
-    """What CLAIM answered: ``status`` is ok, alive, terminal, cancelled, exhausted or gone.
+    """What CLAIM answered: ``status`` is ok, alive, terminal, cancelled, exhausted, waiting or gone.
 
-    An ``ok`` claim carries the run's record, checkpoints and objects as of the claim.
+    An ``ok`` claim carries the run's record, checkpoints, objects and pending waits.
     """
 
     status: str
@@ -30,6 +31,7 @@ class Claim:
     record: RunRecord | None = None
     steps: dict[str, bytes] = field(default_factory=dict)
     objects: dict[str, Any] = field(default_factory=dict)
+    waits: dict[str, bytes] = field(default_factory=dict)
 
 
 def _pairs(flat: list[bytes]) -> dict[str, bytes]:
@@ -48,6 +50,7 @@ class RunLeases:
         self._cancel = redis.register_script(scripts.REQUEST_CANCEL)
         self._finish = redis.register_script(scripts.FINISH)
         self._batcher = ScriptBatcher(redis)
+        self.waits = RedisWaits(redis)
 
     async def claim(self, run_id: str, owner: str, lease_ms: int, max_attempts: int) -> Claim:
         reply: list[Any] = await _guard(
@@ -58,9 +61,11 @@ class RunLeases:
             meta = {k: v.decode() for k, v in _pairs(reply[4]).items()}
             objects = {k: serde.loads(v) for k, v in _pairs(reply[6]).items()}
             return Claim("ok", int(reply[1]), int(reply[2]), int(reply[3]), record=RunRecord.from_hash(meta),
-                         steps=_pairs(reply[5]), objects=objects)  # fmt: skip
+                         steps=_pairs(reply[5]), objects=objects, waits=_pairs(reply[7]))  # fmt: skip
         if tag == "alive":
             return Claim("alive", lease_until=int(reply[1]))
+        if tag == "waiting":
+            return Claim("waiting")
         if tag in ("terminal", "gone"):
             return Claim(tag, detail=_s(reply[1]) if len(reply) > 1 else "")
         if tag == "exhausted":
@@ -99,7 +104,10 @@ class RunLeases:
         data: dict[str, Any],
         error: dict[str, Any] | None = None,
     ) -> tuple[str, int]:
-        """End a run nobody executes. ('ok', seq) | ('conflict', attempt) | ('terminal', 0) | ('gone', 0)."""
+        """End a run nobody executes. ('ok', seq) | ('conflict', attempt) | ('terminal', 0) | ('gone', 0).
+
+        A child run's parent, if it waits for it, is told at once (its poll timer covers a crash).
+        """
         keys = run_keys(run_id)
         args: list[Any] = [
             run_id, expected_attempt, status, event_type, serde.dumps(data), repr(self.retention),
@@ -108,6 +116,9 @@ class RunLeases:
         reply: list[Any] = await _guard(self._finish(keys=keys.all(), args=args))
         tag = _s(reply[0]).lower()
         if tag == "ok":
+            parent = _s(reply[3])
+            if parent:
+                await self.waits.child_ended(parent, run_id)
             return "ok", int(reply[2])
         if tag == "conflict":
             return "conflict", int(reply[1])

@@ -15,7 +15,16 @@ from typing import Any
 from outlast import events as ev
 from outlast.core import serde
 from outlast.errors import ProtocolViolation, RunNotFound, StaleAttemptError, StoreError
-from outlast.store.base import OP_META, OP_OBJECT, OP_STEP, AppendItem, AttemptStart, NewRun, RunRecord
+from outlast.store.base import (
+    OP_META,
+    OP_OBJECT,
+    OP_STEP,
+    OP_WAIT,
+    AppendItem,
+    AttemptStart,
+    NewRun,
+    RunRecord,
+)
 
 
 @dataclass
@@ -24,6 +33,7 @@ class _Run:
     events: list[tuple[int, bytes]] = field(default_factory=list)
     steps: dict[str, bytes] = field(default_factory=dict)
     objects: dict[str, bytes] = field(default_factory=dict)
+    waits: dict[str, bytes] = field(default_factory=dict)
 
 
 def _text(value: str | bytes) -> str:
@@ -92,6 +102,8 @@ class MemoryStore:
                     run.steps[a] = _bytes(b)
                 elif op == OP_OBJECT:
                     run.objects[a] = _bytes(b)
+                elif op == OP_WAIT:
+                    run.waits[a] = _bytes(b)
         run.meta.update(last_seq=str(last), updated_at=repr(time.time()))
         await self._notify()
         return last
@@ -105,6 +117,9 @@ class MemoryStore:
 
     async def load_objects(self, run_id: str) -> dict[str, Any]:
         return {k: serde.loads(v) for k, v in self._run(run_id).objects.items()}
+
+    async def load_waits(self, run_id: str) -> dict[str, bytes]:
+        return dict(self._run(run_id).waits)
 
     async def get_run(self, run_id: str) -> RunRecord:
         return RunRecord.from_hash(dict(self._run(run_id).meta))

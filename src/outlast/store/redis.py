@@ -172,6 +172,10 @@ class RedisStore:
         raw: dict[bytes, bytes] = await _guard(self.redis.hgetall(run_keys(run_id).objects))
         return {k.decode(): serde.loads(v) for k, v in raw.items()}
 
+    async def load_waits(self, run_id: str) -> dict[str, bytes]:
+        raw: dict[bytes, bytes] = await _guard(self.redis.hgetall(run_keys(run_id).waits))
+        return {k.decode(): v for k, v in raw.items()}
+
     async def get_run(self, run_id: str) -> RunRecord:
         raw: dict[bytes, bytes] = await _guard(self.redis.hgetall(run_keys(run_id).meta))
         if not raw:

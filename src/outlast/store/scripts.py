@@ -3,7 +3,8 @@
 The run's ``attempt`` (in the meta hash) is the fencing token. A writer carries the attempt
 it was given by ``BEGIN_ATTEMPT``; ``APPEND`` refuses anything from another attempt, so a
 paused or partitioned worker that wakes up after a takeover can no longer write.
-Keys are always ``meta, events, steps, objects`` of one run (one hash slot).
+Keys are the run's keys in :meth:`RunKeys.all` order (``meta, events, steps, objects, waits,
+children``), all in one hash slot; a script that expires a finished run expires every one.
 """
 
 from __future__ import annotations
@@ -42,12 +43,13 @@ redis.call('HSET', KEYS[1], 'attempt', attempt, 'status', 'running', 'started_at
 return {'OK', attempt, tonumber(cur[2])}
 """
 
-# KEYS: meta, events, steps, objects
+# KEYS: the run's keys (RunKeys.all)
 # ARGV: attempt, maxlen (0 = uncapped), now, batch
 # ``batch`` frames the events in one string (one argument instead of ~6 per event, which halves
 # the client's encoding cost): per event ``<seq>:<len>:<n_ops>:<envelope>`` then per side effect
 # ``<opcode><len a>:<len b>:<a><b>``, lengths in bytes. Opcodes: H = HSET meta a b;
-# C = HSET steps a b; O = HSET objects a b; X = PEXPIRE every run key a*1000 ms (terminal events).
+# C = HSET steps a b; O = HSET objects a b; W = HSET waits a b (a wait is registered);
+# X = PEXPIRE every run key a*1000 ms (terminal events).
 # Events whose seq is already written are skipped with their side effects (a retried append).
 # Returns {'OK', last_seq} | {'STALE', current_attempt} | {'GAP', last_seq, seq} | {'GONE'}
 APPEND: Final = """
@@ -98,9 +100,10 @@ while pos <= #blob do
       if op == 'H' then redis.call('HSET', KEYS[1], a, b)
       elseif op == 'C' then redis.call('HSET', KEYS[3], a, b)
       elseif op == 'O' then redis.call('HSET', KEYS[4], a, b)
+      elseif op == 'W' then redis.call('HSET', KEYS[5], a, b)
       elseif op == 'X' then
         local ms = math.floor(tonumber(a) * 1000)
-        for k = 1, 4 do redis.call('PEXPIRE', KEYS[k], ms) end
+        for k = 1, #KEYS do redis.call('PEXPIRE', KEYS[k], ms) end
       end
     end
   end
@@ -119,23 +122,26 @@ local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 """
 
-# KEYS: meta, events, steps, objects
+# KEYS: the run's keys (RunKeys.all)
 # ARGV: owner, lease_ms, max_attempts (0 = unlimited)
 # Claims the run for a new attempt when nobody holds a live lease on it, and returns everything
-# the attempt needs (meta, checkpoints, objects) so starting a run costs one round trip.
-# Returns {'OK', attempt, last_seq, lease_until, meta, steps, objects} (flat field/value lists)
-#       | {'ALIVE', lease_until} | {'TERMINAL', status} | {'CANCELLED', attempt}
-#       | {'EXHAUSTED', attempt, lost_workers} | {'GONE'}
+# the attempt needs (meta, checkpoints, objects, pending waits) so starting a run costs one round
+# trip. A suspended run (status ``waiting``) is not claimable: RESOLVE re-queues it. Attempts that
+# resumed a suspended run do not count against ``max_attempts`` (``resumes`` counts them).
+# Returns {'OK', attempt, last_seq, lease_until, meta, steps, objects, waits} (flat field/value
+#       lists) | {'ALIVE', lease_until} | {'TERMINAL', status} | {'CANCELLED', attempt}
+#       | {'EXHAUSTED', attempt, lost_workers} | {'WAITING'} | {'GONE'}
 CLAIM: Final = (
     _NOW
     + """
 local cur = redis.call('HMGET', KEYS[1], 'attempt', 'last_seq', 'status', 'lease_until', 'lease_owner',
-  'cancel_requested', 'lost_workers')
+  'cancel_requested', 'lost_workers', 'resumes')
 if not cur[1] then return {'GONE'} end
 if cur[3] == 'completed' or cur[3] == 'failed' or cur[3] == 'cancelled' then return {'TERMINAL', cur[3]} end
 local until_ms = tonumber(cur[4] or '0')
 if until_ms > now then return {'ALIVE', until_ms} end
 if cur[6] == '1' then return {'CANCELLED', tonumber(cur[1])} end
+if cur[3] == 'waiting' then return {'WAITING'} end
 local lost = cur[7] or ''
 if cur[5] and cur[5] ~= '' and until_ms > 0 then
   lost = (lost == '' and cur[5]) or (lost .. ',' .. cur[5])
@@ -143,12 +149,14 @@ if cur[5] and cur[5] ~= '' and until_ms > 0 then
 end
 local attempt = tonumber(cur[1]) + 1
 local max_attempts = tonumber(ARGV[3])
-if max_attempts > 0 and attempt > max_attempts then return {'EXHAUSTED', tonumber(cur[1]), lost} end
+if max_attempts > 0 and attempt - tonumber(cur[8] or '0') > max_attempts then
+  return {'EXHAUSTED', tonumber(cur[1]), lost}
+end
 local lease_until = now + tonumber(ARGV[2])
 redis.call('HSET', KEYS[1], 'attempt', attempt, 'status', 'running', 'started_at', now / 1000,
   'updated_at', now / 1000, 'lease_owner', ARGV[1], 'lease_until', lease_until)
 return {'OK', attempt, tonumber(cur[2]), lease_until, redis.call('HGETALL', KEYS[1]),
-  redis.call('HGETALL', KEYS[3]), redis.call('HGETALL', KEYS[4])}
+  redis.call('HGETALL', KEYS[3]), redis.call('HGETALL', KEYS[4]), redis.call('HGETALL', KEYS[5])}
 """
 )
 
@@ -194,15 +202,16 @@ return {'UNLEASED', tonumber(cur[1])}
 """
 )
 
-# KEYS: meta, events, steps, objects
+# KEYS: the run's keys (RunKeys.all)
 # ARGV: run_id, expected_attempt, status, event_type, data_json, retention_s, error_json ('' = none)
-# Ends a run that no live attempt is executing (cancel of a queued run, attempts exhausted): takes
-# the fence by bumping the attempt, appends the terminal event with the next seq, and expires the
-# run's keys. Returns {'OK', attempt, seq} | {'CONFLICT', attempt} | {'TERMINAL', status} | {'GONE'}
+# Ends a run that no live attempt is executing (cancel of a queued or waiting run, attempts
+# exhausted): takes the fence by bumping the attempt, appends the terminal event with the next
+# seq, and expires the run's keys. ``parent`` is the parent run to notify ('' for none).
+# Returns {'OK', attempt, seq, parent} | {'CONFLICT', attempt} | {'TERMINAL', status} | {'GONE'}
 FINISH: Final = (
     _NOW
     + """
-local cur = redis.call('HMGET', KEYS[1], 'attempt', 'last_seq', 'status')
+local cur = redis.call('HMGET', KEYS[1], 'attempt', 'last_seq', 'status', 'parent')
 if not cur[1] then return {'GONE'} end
 if cur[3] == 'completed' or cur[3] == 'failed' or cur[3] == 'cancelled' then return {'TERMINAL', cur[3]} end
 if cur[1] ~= ARGV[2] then return {'CONFLICT', tonumber(cur[1])} end
@@ -218,7 +227,7 @@ redis.call('HSET', KEYS[1], 'attempt', attempt, 'last_seq', seq, 'status', ARGV[
   'updated_at', now / 1000, 'lease_until', 0)
 if ARGV[7] ~= '' then redis.call('HSET', KEYS[1], 'error', ARGV[7]) end
 local ms = math.floor(tonumber(ARGV[6]) * 1000)
-for k = 1, 4 do redis.call('PEXPIRE', KEYS[k], ms) end
-return {'OK', attempt, seq}
+for k = 1, #KEYS do redis.call('PEXPIRE', KEYS[k], ms) end
+return {'OK', attempt, seq, cur[4] or ''}
 """
 )

@@ -16,19 +16,18 @@ from dataclasses import dataclass
 from typing import Any
 
 import redis.asyncio as aioredis
-from redis import exceptions as redis_errors
 
 from outlast import events as ev
 from outlast.core.ids import new_run_id
 from outlast.core.workflow import Workflow
 from outlast.errors import ConfigError, RunFailed, StoreError, WorkflowNotFound
-from outlast.store import keys, scripts
+from outlast.store import keys
 from outlast.store.base import NewRun, RunRecord
 from outlast.store.leases import RunLeases
-from outlast.store.redis import RedisStore, _guard, create_run_args
+from outlast.store.queue import RunQueue
+from outlast.store.redis import RedisStore, _guard
 
 IDEMPOTENCY_TTL = 24 * 3600
-WORK_STREAM_MAXLEN = 100_000
 
 
 @dataclass(frozen=True)
@@ -55,8 +54,7 @@ class Dispatcher:
         self.redis = redis
         self.store = RedisStore(redis)
         self.leases = RunLeases(redis, retention=retention)
-        self._create = redis.register_script(scripts.CREATE_RUN)
-        self._script_loaded = False
+        self.queue = RunQueue(redis)
 
     # -- versions ------------------------------------------------------------------------------
 
@@ -188,32 +186,31 @@ class Dispatcher:
                     if await _guard(self.redis.exists(keys.run_keys(run.run_id).meta)):
                         record = await self.store.get_run(run.run_id)
                         return Started(run.run_id, False, record.version)
-        run_id = run.run_id
-        run_keys = keys.run_keys(run_id)
-        args = create_run_args(run, run.queued_event(secret_args))
-        for _ in range(2):
-            if not self._script_loaded:
-                await _guard(self.redis.script_load(scripts.CREATE_RUN))
-                self._script_loaded = True
-            # EVALSHA (not the Script helper): a pipeline holding a Script re-checks SCRIPT EXISTS
-            # on every execute, one more round trip per start.
-            pipe = self.redis.pipeline(transaction=True)
-            pipe.evalsha(self._create.sha, 2, run_keys.meta, run_keys.events, *args)
-            pipe.xadd(keys.work_stream(lane), {"run": run_id}, maxlen=WORK_STREAM_MAXLEN, approximate=True)
-            pipe.zadd(keys.RUNS_INDEX, {run_id: int(time.time() * 1000)}, nx=True)
-            pipe.zadd(keys.VERSIONS, {version: int(time.time() * 1000)}, nx=True)
-            replies: list[Any] = await _guard(pipe.execute(raise_on_error=False))
-            if not isinstance(replies[0], redis_errors.NoScriptError):
-                break
-            # The server restarted and lost its scripts: the queue entry just written points at
-            # no run (workers drop it); load the script and start again.
-            self._script_loaded = False
-        if isinstance(replies[0], Exception):
-            raise StoreError(f"starting run {run_id} failed: {replies[0]}")
-        return Started(run_id, bool(replies[0]), version)
+        created = await self.queue.enqueue(run, run.queued_event(secret_args), lane)
+        return Started(run.run_id, created, version)
+
+    async def supply_input(self, run_id: str, key: str, value: Any) -> str:
+        """Deliver input to a run waiting for ``key``: 'resumed' (it was suspended and is queued
+        again) or 'delivered' (its live attempt takes it). NotWaiting / InputRejected otherwise."""
+        return await self.leases.waits.supply_input(run_id, key, value)
+
+    async def pending_waits(self, run_id: str) -> list[dict[str, Any]]:
+        """What the run waits for, oldest first: input requests (key, schema, prompt, deadline),
+        sleeps (deadline) and child runs (child)."""
+        raw: dict[bytes, bytes] = await _guard(self.redis.hgetall(keys.run_keys(run_id).waits))
+        waits = [{"position": p.decode(), **json.loads(v)} for p, v in raw.items()]
+        return sorted(waits, key=lambda w: float(w.get("created", 0)))
 
     async def cancel(self, run_id: str) -> Cancelled:
-        """Cancel a run: a queued (or orphaned) run ends now; a running one is stopped by its worker."""
+        """Cancel a run and its child runs: a queued, waiting (or orphaned) run ends now; a running
+        one is stopped by its worker."""
+        outcome = await self._cancel_one(run_id)
+        children: set[bytes] = await _guard(self.redis.smembers(keys.run_keys(run_id).children))
+        for child in sorted(children):
+            await self.cancel(child.decode())
+        return outcome
+
+    async def _cancel_one(self, run_id: str) -> Cancelled:
         for _ in range(5):
             tag, value = await self.leases.request_cancel(run_id)
             if tag == "terminal":

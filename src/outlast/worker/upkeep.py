@@ -21,6 +21,7 @@ from redis import exceptions as redis_errors
 from outlast.errors import OutlastError
 from outlast.store import keys
 from outlast.store.redis import _guard
+from outlast.store.waits import RedisWaits
 from outlast.worker.heartbeat import Held, Renewal
 from outlast.worker.jobs import STARTED, Job, Lane
 
@@ -42,6 +43,8 @@ class Upkeep:
     _stopping: asyncio.Event
     _takeover_wanted: bool
     _loop: asyncio.AbstractEventLoop | None
+    _beat_wake: asyncio.Event
+    waits: RedisWaits
 
     async def _try_claim(self, lane: Lane, run_id: str, entry_id: bytes | None = None) -> str:
         raise NotImplementedError  # Worker's
@@ -137,44 +140,54 @@ class Upkeep:
             with contextlib.suppress(Exception):
                 await pubsub.aclose()  # type: ignore[no-untyped-call]
 
+    def _timer_armed(self, delay: float) -> None:
+        """A run here armed a timer: the beat loop re-plans when to wake (it may be due sooner)."""
+        if self._loop is not None:
+            self._loop.call_soon_threadsafe(self._beat_wake.set)
+
     async def _beat_loop(self) -> None:
-        """Every heartbeat: report, re-read stranded entries; scan for orphans every beat and also
-        right when the next lease in our lanes is due to expire, so takeover is not late by a beat."""
+        """Every heartbeat: report, re-read stranded entries; scan for orphans and due timers every
+        beat and also right when the next lease or timer is due, so neither is late by a beat."""
         loop = asyncio.get_running_loop()
         next_beat = loop.time() + self.heartbeat
         while True:
             delay = next_beat - loop.time()
             try:
-                due = await self._next_expiry_in()
+                due = await self._next_due_in()
             except OutlastError:
                 due = None
             if due is not None:
                 delay = min(delay, due + 0.005)
-            await asyncio.sleep(max(0.0, delay))
+            self._beat_wake.clear()
+            woken = False
+            with contextlib.suppress(TimeoutError):
+                woken = await asyncio.wait_for(self._beat_wake.wait(), max(0.0, delay))
             try:
                 if loop.time() >= next_beat:
                     next_beat = loop.time() + self.heartbeat
                     await self._report()
                     if not self._stopping.is_set():
                         await self._reclaim_unclaimed()
-                if not self._stopping.is_set():
+                    woken = False
+                if not self._stopping.is_set() and not woken:  # (woken: a timer was armed, re-plan)
                     await self._takeover_scan()
+                    await self.waits.fire_due()
             except OutlastError as exc:
                 log.warning("worker %s: heartbeat: %s", self.id, exc)
 
-    async def _next_expiry_in(self) -> float | None:
-        """Seconds until the earliest lease listed in our lanes expires (None when none will)."""
+    async def _next_due_in(self) -> float | None:
+        """Seconds until the earliest lease in our lanes expires or the earliest timer is due."""
         seconds, micros = await _guard(self.redis.time())
         now_ms = seconds * 1000 + micros // 1000
-        soonest: float | None = None
+        pipe = self.redis.pipeline(transaction=False)
         for lane in self.lanes:
-            first = await _guard(
-                self.redis.zrangebyscore(lane.index, now_ms, "+inf", start=0, num=1, withscores=True)
-            )
-            if first:
-                wait = (first[0][1] - now_ms) / 1000
-                soonest = wait if soonest is None else min(soonest, wait)
-        return soonest
+            pipe.zrangebyscore(lane.index, now_ms, "+inf", start=0, num=1, withscores=True)
+        pipe.zrange(keys.TIMERS, 0, 0, withscores=True)
+        firsts: list[Any] = await _guard(pipe.execute())
+        scores = [float(first[0][1]) for first in firsts if first]
+        if not scores:
+            return None
+        return max(0.0, (min(scores) - int(now_ms)) / 1000)
 
     async def _report(self) -> None:
         info = {

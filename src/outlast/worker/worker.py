@@ -10,6 +10,10 @@
   expired and claims those runs as new attempts; replay skips their completed steps.
 * Draining: :meth:`stop` stops taking runs at once, lets running ones finish for up to
   ``drain_timeout`` seconds, then releases the rest so another worker takes them over now.
+  Runs that only wait (input, sleep, a child) suspend at once instead.
+* Timers: every beat (and when the next timer is due) each worker settles due waits —
+  deadlines, durable sleeps, child polls — and re-queues the runs they wake. Leader-free: the
+  settling script is idempotent, so many workers scanning at once is harmless.
 """
 
 from __future__ import annotations
@@ -36,6 +40,7 @@ from outlast.store import keys
 from outlast.store.base import AttemptStart
 from outlast.store.leases import Claim, RunLeases
 from outlast.store.redis import RedisStore, _guard
+from outlast.store.waits import RedisWaits
 from outlast.worker.heartbeat import LeaseRenewer
 from outlast.worker.jobs import SETTLED, SKIPPED, STARTED, Job, Lane, redis_url_of
 from outlast.worker.launcher import Launcher
@@ -79,7 +84,8 @@ class Worker(Upkeep):
         self.id = worker_id or f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
         self.store = RedisStore(redis, max_stream_len=max_stream_len)
         self.leases = RunLeases(redis, retention=retention)
-        self.runner = Runner(self.store, retention=retention, worker_id=self.id)
+        self.waits = RedisWaits(redis, on_armed=self._timer_armed)
+        self.runner = Runner(self.store, retention=retention, worker_id=self.id, waits=self.waits)
         if self.version.startswith("@"):
             raise OutlastError(f"version {self.version!r}: versions starting with '@' are reserved")
         # Runs pinned to this version, then upgrade-safe runs any version may execute.
@@ -99,6 +105,7 @@ class Worker(Upkeep):
         self._acks: dict[str, list[Any]] = {}
         self._zrems: dict[str, list[Any]] = {}
         self._bookkeeping = asyncio.Event()
+        self._beat_wake = asyncio.Event()
         self._loop: asyncio.AbstractEventLoop | None = None
         #: Set once the worker registered itself and its workflows and listens for runs.
         self.ready = asyncio.Event()
@@ -175,7 +182,9 @@ class Worker(Upkeep):
             renewer.stop()
             await asyncio.to_thread(renewer.join)
         record = await self.store.get_run(run_id)
-        return record.status if record.status in ev.TERMINAL_STATUSES else "abandoned"
+        if record.status in ev.TERMINAL_STATUSES or record.status == "waiting":
+            return record.status
+        return "abandoned"
 
     async def _create_groups(self) -> None:
         for lane in self.lanes:
@@ -287,7 +296,7 @@ class Worker(Upkeep):
         """Act on a claim that did not give us the run."""
         if claim.status == "alive":
             await _guard(self.redis.zadd(lane.index, {run_id: claim.lease_until}))
-        elif claim.status in ("terminal", "gone"):
+        elif claim.status in ("terminal", "gone", "waiting"):
             self._later(self._zrems, lane.index, run_id)
         elif claim.status == "cancelled":
             await self.leases.finish(
@@ -405,7 +414,11 @@ class Worker(Upkeep):
                                          {"error": error, "reason": "workflow_not_found"}, error)  # fmt: skip
                 return True
             start = AttemptStart(claim.attempt, claim.last_seq)
-            job.attempt = self.runner.prepare(wf, run_id, start, record, claim.steps, claim.objects)
+            job.attempt = self.runner.prepare(
+                wf, run_id, start, record, claim.steps, claim.objects, claim.waits
+            )
+            if self._stopping.is_set():
+                job.attempt.suspend_soon()
             outcome = await job.attempt.run()
         except OutlastError as exc:
             log.warning("worker %s: run %s attempt %s: %s", self.id, run_id, claim.attempt, exc)
@@ -433,6 +446,9 @@ class Worker(Upkeep):
     # -- draining ------------------------------------------------------------------------------
 
     async def _drain(self) -> None:
+        for job in self.jobs.values():
+            if job.attempt is not None:
+                job.attempt.suspend_soon()  # a run that only waits parks now instead of holding on
         tasks = [job.task for job in self.jobs.values() if job.task is not None]
         if tasks and not self._hard_stop:
             log.info("worker %s: draining %d runs for up to %ss", self.id, len(tasks), self.drain_timeout)
