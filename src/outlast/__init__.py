@@ -9,11 +9,16 @@ from outlast.core.emit import emit, log, output, progress, publish, status
 from outlast.core.gather import gather
 from outlast.core.retry import Retry
 from outlast.core.runner import Attempt, LocalRun, Outcome, Runner, run_local
+from outlast.core.waiting import ChildRun, run_child, sleep, start_child, wait_for_input
 from outlast.core.workflow import Registry, Workflow, workflow
 from outlast.errors import (
+    ChildFailed,
     ConfigError,
+    InputRejected,
+    InputTimeout,
     InputValidationError,
     NonDeterminismError,
+    NotWaiting,
     OutlastError,
     RunFailed,
     RunNotFound,
@@ -45,15 +50,20 @@ def __getattr__(name: str) -> object:
 __all__ = [  # noqa: RUF022 - AsyncClient, Client, ClientError and Run come lazily (see __getattr__)
     "AsyncClient",
     "Attempt",
+    "ChildFailed",
+    "ChildRun",
     "Client",
     "ClientError",
     "Component",
     "ConfigError",
     "Event",
+    "InputRejected",
+    "InputTimeout",
     "InputValidationError",
     "LocalRun",
     "MemoryStore",
     "NonDeterminismError",
+    "NotWaiting",
     "Outcome",
     "OutlastError",
     "RedisStore",
@@ -78,7 +88,11 @@ __all__ = [  # noqa: RUF022 - AsyncClient, Client, ClientError and Run come lazi
     "output",
     "progress",
     "publish",
+    "run_child",
     "run_local",
+    "sleep",
+    "start_child",
     "status",
+    "wait_for_input",
     "workflow",
 ]
