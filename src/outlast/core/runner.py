@@ -213,7 +213,7 @@ class Attempt:
         # Every branch waits: stop the body; _finish parks the run (or runs it again if woken).
         # What it waits for is taken now: cancelling the body unwinds the waits.
         self._suspending = True
-        self._waiting_on = list(self.waits.pending)
+        self._waiting_on = self.waits.blocked()
         self._waiting_summary = self.waits.summary()
         if self._body is not None:
             self._body.cancel()
@@ -333,6 +333,9 @@ class Attempt:
         self._suspending = False
         writer = self.writer
         positions = self._waiting_on
+        if not positions:  # nothing would ever wake it: run the body on instead
+            self.waits.reset()
+            return None
         try:
             await writer.drain()
             item = writer.reserve(ev.RUN_WAITING, None, {"waits": self._waiting_summary})

@@ -164,8 +164,16 @@ class WaitSet:
         event_type, data = call.settled_event(checkpoint.result)
         record = {"name": checkpoint.name, "step_id": checkpoint.step_id, "args_hash": checkpoint.args_hash}
         announced = checkpoint_json(record, checkpoint.result, True)
-        await self.ctx.writer.commit(event_type, call.step_id, data, ((OP_STEP, call.position, announced),))
+        # Marked before the commit is awaited: a body cancelled meanwhile (suspending) and run
+        # again must not announce it twice. Busy: the attempt must not suspend under the write.
         self.ctx.checkpoints[call.position] = checkpoint_from_json(announced)
+        self.busy += 1
+        try:
+            await self.ctx.writer.commit(
+                event_type, call.step_id, data, ((OP_STEP, call.position, announced),)
+            )
+        finally:
+            self.leave()
 
     # -- the watcher ----------------------------------------------------------------------------
 
@@ -202,7 +210,10 @@ class WaitSet:
                     self._settle({position: raw})
             if due:
                 continue
-            soonest = min((p.due for p in self.pending.values() if p.due is not None), default=None)
+            blocked = [p for p in self.pending.values() if not p.future.done()]
+            if not blocked:
+                continue  # settled meanwhile: the body goes on
+            soonest = min((p.due for p in blocked if p.due is not None), default=None)
             far = soonest is None or soonest - now > self.hold
             if (
                 self.backend.can_suspend
@@ -219,10 +230,14 @@ class WaitSet:
                 await asyncio.wait_for(self._changed.wait(), timeout)
             self._changed.clear()
 
+    def blocked(self) -> list[str]:
+        """Positions of the waits the body is blocked on (not settled)."""
+        return [position for position, p in self.pending.items() if not p.future.done()]
+
     def summary(self) -> list[dict[str, Any]]:
         """What the run waits for (the ``run.waiting`` event's data)."""
         shown = []
-        for position in self.pending:
+        for position in self.blocked():
             record = self.records.get(position, {})
             entry = {"position": position, "kind": record.get("kind"), "step": record.get("step_id")}
             for name in ("key", "deadline", "child"):
