@@ -424,6 +424,8 @@ class Worker(Upkeep):
             log.warning("worker %s: run %s attempt %s: %s", self.id, run_id, claim.attempt, exc)
             return False
         if outcome.status != "abandoned":
+            # Ended or parked here: unlist it even if the renewer listed it after our last look.
+            job.indexed = True
             return True
         reason = (outcome.error or {}).get("message", "")
         log.warning("worker %s: abandoned run %s attempt %s: %s", self.id, run_id, claim.attempt, reason)
