@@ -10,6 +10,7 @@ import asyncio
 import os
 
 import redis.asyncio as aioredis
+from pydantic import BaseModel
 
 import outlast
 from outlast import component, workflow
@@ -82,3 +83,34 @@ async def gated(tag: str) -> str:
     opened = await gate(tag)
     await work(tag, 1, 0.0)
     return opened
+
+
+class Decision(BaseModel):
+    ok: bool
+
+
+@workflow
+async def approval(tag: str, timeout: float | None = None) -> str:
+    """Waits for ``approve`` (a Decision); with a timeout, says so when none came."""
+    await work(tag, 0, 0.0)
+    try:
+        decision = await outlast.wait_for_input("approve", Decision, timeout=timeout, prompt="Approve?")
+    except outlast.InputTimeout:
+        return "timed out"
+    await work(tag, 1, 0.0)
+    return "approved" if decision.ok else "rejected"
+
+
+@workflow
+async def napper(seconds: float) -> float:
+    await outlast.sleep(seconds)
+    return seconds
+
+
+@workflow
+async def fan_out(tag: str, children: int = 20, delay: float = 0.1) -> int:
+    """Starts ``children`` child runs of ``multi`` at once and waits for all of them."""
+    calls = [
+        outlast.run_child(multi, {"tag": f"{tag}-{i}", "steps": 3, "delay": delay}) for i in range(children)
+    ]
+    return sum(await outlast.gather(*calls))

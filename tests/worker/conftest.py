@@ -46,14 +46,17 @@ SpawnWorker = Callable[..., Awaitable[WorkerProcess]]
 async def spawn_worker(redis_url: str, tmp_path: Path) -> AsyncIterator[SpawnWorker]:
     procs: list[WorkerProcess] = []
 
-    async def spawn(*args: str, version: str = "dev", concurrency: int = 10) -> WorkerProcess:
+    async def spawn(
+        *args: str, version: str = "dev", concurrency: int = 10, url: str | None = None
+    ) -> WorkerProcess:
+        url = url or redis_url
         log = tmp_path / f"worker-{len(procs)}.log"
         cmd = [
             sys.executable, "-c", "from outlast.cli.main import main; main()", "worker", APP,
-            "--redis", redis_url, "--heartbeat", str(HEARTBEAT), "--lease-timeout", str(LEASE),
+            "--redis", url, "--heartbeat", str(HEARTBEAT), "--lease-timeout", str(LEASE),
             "--version", version, "--concurrency", str(concurrency), *args,
         ]  # fmt: skip
-        env = {**os.environ, "APP_REDIS_URL": redis_url, "COLUMNS": "200"}
+        env = {**os.environ, "APP_REDIS_URL": url, "COLUMNS": "200"}
         with log.open("wb") as err:
             proc = await asyncio.create_subprocess_exec(
                 *cmd, stdout=asyncio.subprocess.PIPE, stderr=err, env=env
