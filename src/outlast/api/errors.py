@@ -18,7 +18,9 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from outlast.errors import (
     ConfigError,
+    InputRejected,
     InputValidationError,
+    NotWaiting,
     OutlastError,
     RunNotFound,
     SerializationError,
@@ -76,8 +78,14 @@ def _outlast_error(exc: OutlastError) -> tuple[int, str, Any]:
         return 404, "run_not_found", None
     if isinstance(exc, WorkflowNotFound):
         return 404, "workflow_not_found", None
+    if isinstance(exc, InputRejected):  # (before its base class InputValidationError)
+        # ``where`` is a "/"-joined path into the value; loc is a list, as for every other 422.
+        loc = [] if exc.where == "(the value)" else exc.where.split("/")
+        return 422, "invalid_input", [{**err, "loc": loc} for err in exc.errors]
     if isinstance(exc, InputValidationError):
         return 422, "invalid_input", exc.errors
+    if isinstance(exc, NotWaiting):
+        return 409, "not_waiting", {"status": exc.status, "waiting_for": exc.waiting_for}
     if isinstance(exc, ConfigError | SerializationError):
         return 400, "bad_request", None
     if isinstance(exc, StoreUnavailable):

@@ -1,18 +1,30 @@
-"""``/v1/runs``: list, inspect, cancel and trace runs (tenant-scoped)."""
+"""``/v1/runs``: list, inspect, cancel and trace runs, and supply input to them (tenant-scoped)."""
 
 from __future__ import annotations
 
 import base64
 import binascii
+import json
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Query, status
+from fastapi import APIRouter, Path, Query, Request, status
 from fastapi.responses import JSONResponse
 
 from outlast.api.errors import ApiError
-from outlast.api.schemas import CancelResult, RunDetail, RunPage, RunStatus, RunSummary, Trace, errors_doc
+from outlast.api.schemas import (
+    CancelResult,
+    InputAccepted,
+    PendingWait,
+    RunDetail,
+    RunPage,
+    RunStatus,
+    RunSummary,
+    Trace,
+    errors_doc,
+)
 from outlast.api.state import ApiState, StateDep, TenantDep, run_urls
 from outlast.core.trace import load_trace
+from outlast.events import TERMINAL_STATUSES
 from outlast.store import keys
 from outlast.store.base import RunRecord
 from outlast.store.redis import _guard
@@ -27,7 +39,28 @@ _SUMMARY_FIELDS = (
 )  # fmt: skip
 
 
+def pending_wait(record: dict[str, Any]) -> PendingWait | None:
+    """A wait record of the run's ``waits`` hash as the API shows it (None for an unknown kind)."""
+    kind = record.get("kind")
+    if kind not in ("input", "sleep", "child"):
+        return None
+    deadline = record.get("deadline")
+    return PendingWait(
+        kind=kind,
+        step=record.get("step_id"),
+        key=record.get("key"),
+        json_schema=record.get("schema"),
+        prompt=record.get("prompt") or None,
+        deadline=int(deadline) / 1000 if deadline else None,  # stored in server milliseconds
+        child_run_id=record.get("child") or None,
+    )
+
+
 async def run_detail(state: ApiState, record: RunRecord, objects: dict[str, Any]) -> RunDetail:
+    waiting_for: list[PendingWait] = []
+    if record.status not in TERMINAL_STATUSES:  # an ended run waits for nothing: no read
+        found = (pending_wait(w) for w in await state.dispatcher.pending_waits(record.run_id))
+        waiting_for = [w for w in found if w is not None]
     return RunDetail(
         run_id=record.run_id,
         workflow=record.workflow,
@@ -45,6 +78,7 @@ async def run_detail(state: ApiState, record: RunRecord, objects: dict[str, Any]
         progress=record.progress,
         status_message=record.status_message,
         cancel_requested=record.cancel_requested,
+        waiting_for=waiting_for,
         objects=objects,
         **run_urls(record.run_id),
     )
@@ -166,6 +200,92 @@ async def cancel_run(run_id: str, state: StateDep, tenant: TenantDep) -> JSONRes
             {"status": result.status},
         )
     body = CancelResult(run_id=run_id, status="cancelled" if result.status == "cancelled" else "cancelling")
+    return JSONResponse(body.model_dump(mode="json"), status_code=202)
+
+
+#: What an input key may look like (as ``wait_for_input`` requires).
+INPUT_KEY = r"^[A-Za-z0-9_.:-]{1,128}$"
+_JSON_BODY = {
+    "required": True,
+    "description": "The input value itself, as any JSON value (checked against the wait's schema).",
+    "content": {"application/json": {"schema": {}, "example": {"ok": True}}},
+}
+#: Deepest nesting of arrays and objects an input value may have (values are stored as JSON,
+#: and the encoder refuses much deeper ones).
+MAX_INPUT_DEPTH = 100
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not valid JSON")
+
+
+def _nested_deeper_than(value: Any, limit: int) -> bool:
+    """Whether arrays and objects nest more than ``limit`` levels (``[]`` is one, ``[[1]]`` two)."""
+    level: list[Any] = [value]
+    for _ in range(limit):
+        level = [
+            item
+            for node in level
+            if isinstance(node, dict | list)
+            for item in (node.values() if isinstance(node, dict) else node)
+        ]
+    return any(isinstance(node, dict | list) for node in level)
+
+
+async def input_value(request: Request) -> Any:
+    """The request body as one JSON value: 415 for a non-JSON Content-Type, 400 when empty or bad."""
+    media = request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
+    if media and media != "application/json" and not media.endswith("+json"):
+        raise ApiError(
+            415,
+            "unsupported_media_type",
+            f"send the input value as JSON with Content-Type: application/json, not {media!r}",
+        )
+    raw = await request.body()
+    if not raw.strip():
+        raise ApiError(
+            400, "invalid_json", 'the request body is empty: send the input value as JSON, e.g. {"ok": true}'
+        )
+    too_deep = ApiError(
+        400, "invalid_json", f"the input value is nested deeper than {MAX_INPUT_DEPTH} levels"
+    )
+    try:
+        value = json.loads(raw, parse_constant=_reject_constant)
+    except RecursionError:
+        raise too_deep from None
+    except ValueError as exc:  # (JSONDecodeError and UnicodeDecodeError are ValueErrors)
+        raise ApiError(
+            400, "invalid_json", f"the request body is not valid JSON ({exc}); send the input value as JSON"
+        ) from None
+    if _nested_deeper_than(value, MAX_INPUT_DEPTH):
+        raise too_deep
+    return value
+
+
+@router.post(
+    "/v1/runs/{run_id}/inputs/{key}",
+    status_code=status.HTTP_202_ACCEPTED,
+    response_model=InputAccepted,
+    responses=errors_doc(400, 401, 404, 409, 413, 415, 422, 503),
+    openapi_extra={"requestBody": _JSON_BODY},
+)
+async def supply_input(
+    run_id: str,
+    key: Annotated[str, Path(pattern=INPUT_KEY, description="The key the run waits for.")],
+    request: Request,
+    state: StateDep,
+    tenant: TenantDep,
+) -> JSONResponse:
+    """Supply the value a run waits for under ``key`` (``wait_for_input``); the body is the value.
+
+    202 once it is accepted: ``resumed`` (the run was suspended and is queued again) or
+    ``delivered`` (its running attempt takes it). 422 if the value fails the wait's schema and 409
+    if the run waits for no such key (in both cases the run is left as it was).
+    """
+    value = await input_value(request)
+    await state.get_run(run_id, tenant)
+    outcome = await state.dispatcher.supply_input(run_id, key, value)
+    body = InputAccepted(run_id=run_id, key=key, status="resumed" if outcome == "resumed" else "delivered")
     return JSONResponse(body.model_dump(mode="json"), status_code=202)
 
 

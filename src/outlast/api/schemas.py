@@ -60,6 +60,25 @@ class RunSummary(BaseModel):
     last_seq: int
 
 
+class PendingWait(BaseModel):
+    """Something a run waits for: an input request, a durable sleep or a child run."""
+
+    model_config = ConfigDict(serialize_by_alias=True, validate_by_name=True, validate_by_alias=True)
+
+    kind: Literal["input", "sleep", "child"]
+    step: str | None = Field(default=None, description="The waiting step's id, e.g. input:approve#0.")
+    key: str | None = Field(default=None, description="input: POST the value to /v1/runs/{id}/inputs/{key}.")
+    json_schema: dict[str, Any] | None = Field(
+        default=None, alias="schema", description="input: the JSON Schema the value must match (if any)."
+    )
+    prompt: str | None = Field(default=None, description="input: what to ask whoever supplies it.")
+    deadline: float | None = Field(
+        default=None,
+        description="When it times out (input) or ends (sleep), in seconds since the epoch; null if never.",
+    )
+    child_run_id: str | None = Field(default=None, description="child: the run waited for.")
+
+
 class RunDetail(RunSummary):
     input: dict[str, Any] = Field(description="Secret arguments are masked.")
     result: Any = None
@@ -68,6 +87,9 @@ class RunDetail(RunSummary):
     progress: dict[str, Any] | None = None
     status_message: str | None = None
     cancel_requested: bool = False
+    waiting_for: list[PendingWait] = Field(
+        default_factory=list, description="What the run waits for, oldest first (empty once it ended)."
+    )
     objects: dict[str, Any] = Field(
         default_factory=dict, description="Current value of each published object, as of last_seq."
     )
@@ -83,6 +105,15 @@ class RunPage(BaseModel):
 class CancelResult(BaseModel):
     run_id: str
     status: Literal["cancelled", "cancelling"]
+
+
+class InputAccepted(BaseModel):
+    run_id: str
+    key: str
+    status: Literal["resumed", "delivered"] = Field(
+        description="resumed: the run was suspended and is queued again; delivered: its running "
+        "attempt takes the value."
+    )
 
 
 class WorkflowInfo(BaseModel):

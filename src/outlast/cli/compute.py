@@ -1,4 +1,4 @@
-"""CLI commands of the compute plane: worker, workers, cancel, deploy."""
+"""CLI commands of the compute plane: worker, workers, cancel, input, deploy."""
 
 from __future__ import annotations
 
@@ -6,10 +6,13 @@ import asyncio
 import json
 import logging
 import signal
+import sys
 import time
-from typing import Annotated
+from pathlib import Path
+from typing import Annotated, Any
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from outlast.cli.main import RedisOption, app, console, err_console, run_async
@@ -135,6 +138,62 @@ def cancel(run_id: str, redis: RedisOption = None) -> None:
             console.print(f"run {run_id} already ended ({result.status}); nothing to cancel")
         else:
             console.print(f"run {run_id}: {result.status}")
+
+    run_async(go())
+
+
+_EXAMPLE = """--json '{"ok": true}'"""
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not valid JSON")
+
+
+def _input_value(value_json: str | None, file: Path | None) -> Any:
+    """The value of ``--json`` or ``--file`` (``-`` reads stdin); a usage error (exit 2) if unusable."""
+    if (value_json is None) == (file is None):
+        err_console.print(
+            "[red]error:[/red] give the value as --json JSON or --file PATH (exactly one of them), "
+            f"e.g. {escape(_EXAMPLE)}"
+        )
+        raise typer.Exit(2)
+    where, text = "--json", value_json or ""
+    if file is not None:
+        where = "stdin" if str(file) == "-" else str(file)
+        try:
+            text = sys.stdin.read() if str(file) == "-" else file.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            err_console.print(f"[red]error:[/red] cannot read {escape(where)}: {escape(str(exc))}")
+            raise typer.Exit(2) from None
+    try:
+        return json.loads(text, parse_constant=_reject_constant)
+    except (ValueError, RecursionError) as exc:
+        err_console.print(
+            f"[red]error:[/red] {escape(where)} is not valid JSON ({escape(str(exc))}); "
+            f"quote it for the shell, e.g. {escape(_EXAMPLE)}"
+        )
+        raise typer.Exit(2) from None
+
+
+@app.command("input")
+def input_(
+    run_id: str,
+    key: Annotated[str, typer.Argument(help="The key the run waits for (wait_for_input's key).")],
+    value_json: Annotated[
+        str | None, typer.Option("--json", help="The value as JSON (any JSON value).")
+    ] = None,
+    file: Annotated[
+        Path | None, typer.Option("--file", help="Read the JSON value from this file ('-': stdin).")
+    ] = None,
+    redis: RedisOption = None,
+) -> None:
+    """Supply the input a waiting run asks for (checked against the schema it asks with)."""
+    value = _input_value(value_json, file)
+
+    async def go() -> None:
+        async with connect(redis) as client:
+            outcome = await Dispatcher(client).supply_input(run_id, key, value)
+        console.print(f"input {key!r} delivered to run {run_id} ({outcome})")
 
     run_async(go())
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import time
 from collections.abc import AsyncGenerator
 from typing import Any
@@ -14,7 +15,8 @@ from httpx_sse import SSEError, aconnect_sse
 
 from outlast.client.errors import ClientError
 from outlast.client.models import Run, RunPage
-from outlast.errors import RunFailed
+from outlast.core import serde
+from outlast.errors import RunFailed, SerializationError
 from outlast.events import Event
 
 
@@ -123,6 +125,21 @@ class AsyncClient:
     async def cancel(self, run_id: str) -> Run:
         """Request cancellation; status ``cancelled`` or ``cancelling``. ClientError 409 if it ended."""
         return Run.model_validate(await self._request("POST", f"/v1/runs/{quote(run_id, safe='')}/cancel"))
+
+    async def send_input(self, run_id: str, key: str, value: Any) -> dict[str, Any]:
+        """Supply the value a run waits for under ``key`` (``wait_for_input``).
+
+        ``value``: any JSON value (or a pydantic model / dataclass). Returns ``{"run_id", "key",
+        "status"}``, status ``resumed`` or ``delivered``. ClientError 422 (``invalid_input``) if it
+        fails the wait's schema, 409 (``not_waiting``) if the run waits for no such key.
+        """
+        try:
+            body = json.dumps(serde.to_jsonable(value, f"input {key!r}"), allow_nan=False)
+        except ValueError as exc:  # NaN or Infinity: not JSON
+            raise SerializationError(f"input {key!r} is not JSON-serialisable: {exc}") from None
+        path = f"/v1/runs/{quote(run_id, safe='')}/inputs/{quote(key, safe='')}"
+        headers = {"Content-Type": "application/json"}
+        return dict(await self._request("POST", path, content=body.encode(), headers=headers))
 
     async def list_runs(
         self,

@@ -66,6 +66,10 @@ class Client:
     def cancel(self, run_id: str) -> Run:
         return self._call(self._async.cancel(run_id))
 
+    def send_input(self, run_id: str, key: str, value: Any) -> dict[str, Any]:
+        """As :meth:`AsyncClient.send_input`: supply the value a run waits for under ``key``."""
+        return self._call(self._async.send_input(run_id, key, value))
+
     def list_runs(
         self,
         workflow: str | None = None,
