@@ -32,6 +32,7 @@ class Run(BaseModel):
     status_message: str | None = None
     cancel_requested: bool = False
     objects: dict[str, Any] = {}
+    waiting_for: list[dict[str, Any]] = []  # pending input requests, sleeps and child runs
     created: bool | None = None
     url: str | None = None
     events_url: str | None = None

@@ -194,7 +194,11 @@ class RedisWaits:
             if problem is not None:
                 where = "/".join(str(part) for part in problem.absolute_path) or "(the value)"
                 raise InputRejected(f"input {key!r} at {where}: {problem.message}", where, problem.message)
-        encoded = serde.dumps(value)
+        try:
+            encoded = serde.dumps(value)
+        except ValueError as exc:  # e.g. nested deeper than the encoder allows
+            message = f"input {key!r} cannot be stored as JSON: {exc}"
+            raise InputRejected(message, "(the value)", str(exc)) from exc
         # If this process dies between settling and dispatching, a timer scan dispatches it.
         kick = timer_member(run_id, "kick")
         await _guard(self._arm(keys=[keys.TIMERS], args=[kick, int(KICK_AFTER * 1000)]))
