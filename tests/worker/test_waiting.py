@@ -1,0 +1,240 @@
+"""Waiting semantics with an in-process worker on a real server: timeouts, live delivery,
+cancellation cascades, failed children, drains, replay and the restart budget."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import pytest
+import redis.asyncio as aioredis
+from pydantic import BaseModel
+
+import outlast
+from outlast import events as ev
+from outlast.store import keys
+from outlast.worker import Dispatcher, Worker
+
+from .test_faults import events_of, wait_event
+
+pytestmark = pytest.mark.timeout(60)
+
+# Set by the tests, awaited by the ``held`` component: in-process, so no polling is needed.
+gates: dict[str, asyncio.Event] = {}
+
+
+class Decision(BaseModel):
+    ok: bool
+
+
+@outlast.component
+async def held(tag: str) -> str:
+    await gates[tag].wait()
+    return "done"
+
+
+@outlast.workflow
+async def busy_while_waiting(tag: str) -> list[Any]:
+    """A step keeps running while the input is requested: the run stays live, not suspended."""
+    decision, step = await outlast.gather(outlast.wait_for_input("go", Decision), held(tag))
+    return [decision.ok, step]
+
+
+@outlast.workflow
+async def short_timeout(default: bool) -> str:
+    kwargs: dict[str, Any] = {"default": "fallback"} if default else {}
+    try:
+        value = await outlast.wait_for_input("go", timeout=0.3, **kwargs)
+    except outlast.InputTimeout:
+        return "raised"
+    return str(value)
+
+
+@outlast.workflow
+async def sleeper(seconds: float) -> str:
+    await outlast.sleep(seconds)
+    return "woke"
+
+
+@outlast.workflow
+async def many_waits(rounds: int) -> int:
+    total = 0
+    for i in range(rounds):
+        total += int(await outlast.wait_for_input(f"n{i}"))
+    return total
+
+
+@outlast.workflow
+async def child_waits() -> str:
+    return str(await outlast.wait_for_input("never"))
+
+
+@outlast.workflow
+async def parent_of_waiter() -> str:
+    return await outlast.run_child(child_waits)
+
+
+@outlast.workflow
+async def broken() -> int:
+    raise RuntimeError("child broke")
+
+
+@outlast.workflow
+async def parent_catches() -> str:
+    try:
+        await outlast.run_child(broken)
+    except outlast.ChildFailed as exc:
+        return f"child {exc.status}"
+    return "unexpected"
+
+
+ALL = [busy_while_waiting, short_timeout, sleeper, many_waits, child_waits, parent_of_waiter, broken,
+       parent_catches]  # fmt: skip
+
+
+@asynccontextmanager
+async def running(redis: aioredis.Redis, **options: Any) -> AsyncIterator[Worker]:
+    worker = Worker(ALL, redis, heartbeat=0.2, lease_timeout=1.0, version="waits", **options)
+    task = asyncio.create_task(worker.run())
+    await worker.ready.wait()
+    try:
+        yield worker
+    finally:
+        worker.stop()
+        await task
+
+
+@pytest.fixture
+def dispatcher(redis: aioredis.Redis) -> Dispatcher:
+    return Dispatcher(redis)
+
+
+def types_of(events: list[ev.Event]) -> list[str]:
+    return [e.type for e in events]
+
+
+async def test_input_for_a_live_run_is_delivered_without_suspending(
+    redis: aioredis.Redis, dispatcher: Dispatcher
+) -> None:
+    gates["live"] = asyncio.Event()
+    async with running(redis):
+        run_id = (await dispatcher.start(busy_while_waiting, {"tag": "live"}, version="waits")).run_id
+        await wait_event(dispatcher, run_id, ev.INPUT_REQUESTED)
+        assert await dispatcher.supply_input(run_id, "go", {"ok": True}) == "delivered"
+        gates["live"].set()
+        assert await dispatcher.result(run_id, timeout=10) == [True, "done"]
+    events = await events_of(dispatcher, run_id)
+    assert ev.RUN_WAITING not in types_of(events)
+    received = [e for e in events if e.type == ev.INPUT_RECEIVED]
+    assert len(received) == 1  # written by the live attempt, once
+    assert received[0].attempt == 1
+
+
+@pytest.mark.parametrize("default", [True, False])
+async def test_a_short_timeout_is_held_in_memory_and_fires(
+    redis: aioredis.Redis, dispatcher: Dispatcher, default: bool
+) -> None:
+    async with running(redis):
+        run_id = (await dispatcher.start(short_timeout, {"default": default}, version="waits")).run_id
+        assert await dispatcher.result(run_id, timeout=10) == ("fallback" if default else "raised")
+    events = await events_of(dispatcher, run_id)
+    assert ev.RUN_WAITING not in types_of(events)  # 0.3 s is within the runner's hold
+    assert ev.INPUT_TIMEOUT in types_of(events)
+    assert await redis.zcard(keys.TIMERS) == 0  # its timer was removed once it fired
+    with pytest.raises(outlast.NotWaiting, match="completed"):
+        await dispatcher.supply_input(run_id, "go", 1)
+
+
+async def test_input_racing_its_timeout_is_settled_once(
+    redis: aioredis.Redis, dispatcher: Dispatcher
+) -> None:
+    async with running(redis):
+        run_id = (await dispatcher.start(short_timeout, {"default": True}, version="waits")).run_id
+        await wait_event(dispatcher, run_id, ev.INPUT_REQUESTED)
+        try:
+            await dispatcher.supply_input(run_id, "go", "typed")
+            expected = "typed"
+        except outlast.NotWaiting:
+            expected = "fallback"  # the timeout settled it first
+        assert await dispatcher.result(run_id, timeout=10) == expected
+    settled = [
+        e.type for e in await events_of(dispatcher, run_id) if e.type in (ev.INPUT_RECEIVED, ev.INPUT_TIMEOUT)
+    ]
+    assert len(settled) == 1
+
+
+async def test_resumes_do_not_count_as_restarts(redis: aioredis.Redis, dispatcher: Dispatcher) -> None:
+    async with running(redis, max_attempts=2):
+        run_id = (await dispatcher.start(many_waits, {"rounds": 4}, version="waits")).run_id
+        for i in range(4):
+            await wait_event(dispatcher, run_id, ev.RUN_WAITING, attempt=i + 1)
+            assert await dispatcher.supply_input(run_id, f"n{i}", i + 1) == "resumed"
+        assert await dispatcher.result(run_id, timeout=10) == 1 + 2 + 3 + 4
+    record = await dispatcher.store.get_run(run_id)
+    assert (record.attempt, record.resumes) == (5, 4)
+
+
+async def test_cancelling_a_parent_cancels_its_waiting_child(
+    redis: aioredis.Redis, dispatcher: Dispatcher
+) -> None:
+    async with running(redis):
+        parent = (await dispatcher.start(parent_of_waiter, version="waits")).run_id
+        child = (await wait_event(dispatcher, parent, ev.CHILD_STARTED)).data["child_run_id"]
+        await wait_event(dispatcher, child, ev.RUN_WAITING)
+        await wait_event(dispatcher, parent, ev.RUN_WAITING)
+        assert (await dispatcher.cancel(parent)).status == "cancelled"
+        assert (await dispatcher.wait(child, timeout=10)).status == "cancelled"
+        assert (await dispatcher.wait(parent, timeout=10)).status == "cancelled"
+
+
+async def test_a_failed_child_raises_in_its_parent(redis: aioredis.Redis, dispatcher: Dispatcher) -> None:
+    async with running(redis):
+        parent = (await dispatcher.start(parent_catches, version="waits")).run_id
+        assert await dispatcher.result(parent, timeout=10) == "child failed"
+    completed = next(e for e in await events_of(dispatcher, parent) if e.type == ev.CHILD_COMPLETED)
+    assert completed.data == {"child_run_id": f"{parent}.c0", "status": "failed"}
+
+
+async def test_a_draining_worker_parks_runs_that_only_wait(
+    redis: aioredis.Redis, dispatcher: Dispatcher
+) -> None:
+    worker = Worker(ALL, redis, heartbeat=0.2, lease_timeout=1.0, version="waits", drain_timeout=30)
+    task = asyncio.create_task(worker.run())
+    await worker.ready.wait()
+    run_id = (await dispatcher.start(sleeper, {"seconds": 0.9}, version="waits")).run_id
+    await wait_event(dispatcher, run_id, ev.SLEEP_STARTED)  # held in memory: 0.9 s is within hold
+    worker.stop()
+    await asyncio.wait_for(task, 5)  # not held for the whole drain timeout
+    assert (await dispatcher.store.get_run(run_id)).status in ("waiting", "queued")
+    async with running(redis):
+        assert await dispatcher.result(run_id, timeout=10) == "woke"
+
+
+@outlast.workflow(name="changing")
+async def changing_v1() -> str:
+    return str(await outlast.wait_for_input("first"))
+
+
+@outlast.workflow(name="changing")
+async def changing_v2() -> str:
+    await outlast.sleep(1)  # a deploy put a different wait at the recorded position
+    return "?"
+
+
+async def test_replay_that_waits_on_something_else_is_non_deterministic(
+    redis: aioredis.Redis, dispatcher: Dispatcher
+) -> None:
+    run_id = (await dispatcher.start(changing_v1, version="v1")).run_id
+    one = Worker([changing_v1], redis, heartbeat=0.2, lease_timeout=1.0, version="v1")
+    task = asyncio.create_task(one.run())
+    await wait_event(dispatcher, run_id, ev.RUN_WAITING)
+    one.stop()
+    await task
+    await dispatcher.supply_input(run_id, "first", "x")
+    await Worker([changing_v2], redis, heartbeat=0.2, lease_timeout=1.0, version="v1").run_until_idle()
+    record = await dispatcher.store.get_run(run_id)
+    assert record.status == "failed"
+    assert record.error is not None
+    assert record.error["reason"] == "non_determinism"
