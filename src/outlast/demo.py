@@ -24,6 +24,7 @@ from rich.console import Console
 import outlast
 from outlast import component, workflow
 from outlast import events as ev
+from outlast.store.client import redis_from_url
 from outlast.store.connect import connect
 
 _ctx: dict[str, aioredis.Redis] = {}
@@ -69,7 +70,7 @@ async def blog(topic: str) -> str:
 
 
 async def _child(url: str, run_id: str) -> None:
-    client = aioredis.Redis.from_url(url)
+    client = redis_from_url(url)
     _ctx["redis"] = client
     try:
         await outlast.Runner(outlast.RedisStore(client), worker_id=f"demo-child-{os.getpid()}").execute(

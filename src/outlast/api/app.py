@@ -13,7 +13,6 @@ import os
 from collections.abc import AsyncIterator
 from typing import Any
 
-import redis.asyncio as aioredis
 from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse
@@ -27,6 +26,7 @@ from outlast.api.metrics import ApiMetrics, LatencyMiddleware
 from outlast.api.schemas import Health, errors_doc
 from outlast.api.state import ApiState, Settings, StateDep
 from outlast.errors import ConfigError
+from outlast.store.client import redis_from_url
 from outlast.store.connect import ENV_URL
 from outlast.worker.dispatch import Dispatcher
 
@@ -81,7 +81,7 @@ def create_app(
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         # Blocking XREADs hold their connection for up to block_ms: the socket timeout must exceed it.
-        client = aioredis.Redis.from_url(
+        client = redis_from_url(
             url,
             socket_connect_timeout=5,
             socket_timeout=block_ms / 1000 + 10,

@@ -22,6 +22,7 @@ from outlast.llm.completion import Completion
 from outlast.llm.errors import AllProvidersFailed
 from outlast.llm.limits import RateLimiter
 from outlast.llm.provider import Provider
+from outlast.store.client import redis_from_url
 
 __all__ = ["DEFAULT_BREAKER", "Router"]
 
@@ -120,7 +121,7 @@ class Router:
 
     def _redis_client(self) -> aioredis.Redis | None:
         if self._redis is None and self._redis_url is not None:
-            self._redis = aioredis.Redis.from_url(self._redis_url)
+            self._redis = redis_from_url(self._redis_url)
         return self._redis
 
     def _rate_limiter(self) -> RateLimiter | None:

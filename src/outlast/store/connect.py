@@ -12,6 +12,7 @@ import redis.asyncio as aioredis
 from redis import exceptions as redis_errors
 
 from outlast.errors import StoreUnavailable
+from outlast.store.client import redis_from_url
 from outlast.store.embedded import DEFAULT_DATA_DIR, EmbeddedServer
 
 ENV_URL = "OUTLAST_REDIS_URL"
@@ -33,7 +34,7 @@ async def connect(
         server = EmbeddedServer(Path(data_dir) if data_dir else DEFAULT_DATA_DIR)
         await asyncio.to_thread(server.start)
         url = server.url
-    client = aioredis.Redis.from_url(url)
+    client = redis_from_url(url)
     try:
         try:
             await client.ping()
