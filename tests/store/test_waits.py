@@ -11,7 +11,7 @@ import redis.asyncio as aioredis
 import outlast
 from outlast import events as ev
 from outlast.core.runner import Runner
-from outlast.errors import StaleAttemptError
+from outlast.errors import NotWaiting, StaleAttemptError, StoreError
 from outlast.store import keys
 from outlast.store.base import AppendItem
 from outlast.store.redis import RedisStore
@@ -50,6 +50,9 @@ async def test_a_suspended_run_waits_with_no_lease_and_its_timer_armed(redis: ai
 async def test_suspend_is_refused_when_a_wait_was_settled_or_a_cancel_asked(redis: aioredis.Redis) -> None:
     runner, run_id = await suspended_run(redis)
     waits = RedisWaits(redis)
+    with pytest.raises(StoreError, match="is waiting"):
+        await runner.store.begin_attempt(run_id)  # nothing settled it: no attempt may start
+    await redis.hset(keys.run_keys(run_id).meta, "status", "queued")  # as if re-queued
     start = await runner.store.begin_attempt(run_id)  # a new attempt, as a resume would take
     seq = start.last_seq + 1
     value = (b'{"value":1}', ev.INPUT_RECEIVED, b"{}")
@@ -111,3 +114,32 @@ async def test_a_lost_dispatch_is_made_good_by_the_kick_timer(redis: aioredis.Re
 def _url(redis: aioredis.Redis) -> str:
     kw = redis.connection_pool.connection_kwargs
     return f"redis://{kw['host']}:{kw['port']}/{kw.get('db', 0)}"
+
+
+async def test_a_second_input_for_a_settled_wait_is_refused(redis: aioredis.Redis) -> None:
+    _, run_id = await suspended_run(redis)
+    waits = RedisWaits(redis)
+    first, second = await asyncio.gather(
+        waits.supply_input(run_id, "answer", "one"), waits.supply_input(run_id, "answer", "two"),
+        return_exceptions=True,
+    )  # fmt: skip
+    outcomes = sorted([first, second], key=lambda o: isinstance(o, Exception))
+    assert outcomes[0] == "resumed"
+    assert isinstance(outcomes[1], NotWaiting)
+    events = [e async for e in RedisStore(redis).read_events(run_id, follow=False)]
+    assert [e.type for e in events].count(ev.INPUT_RECEIVED) == 1
+    # The delivery removed its kick and the wait's timeout timer; only the dispatch remains.
+    assert await redis.zcard(keys.TIMERS) == 0
+    assert await redis.xlen(keys.work_stream("dev")) == 1  # one resume (Runner.start queues nothing)
+
+
+async def test_a_timer_that_cannot_be_settled_backs_off(redis: aioredis.Redis) -> None:
+    _, run_id = await suspended_run(redis)
+    await redis.hset(keys.run_keys(run_id).waits, "0", "not json")  # a corrupt record
+    member = timer_member(run_id, "0")
+    await redis.zadd(keys.TIMERS, {member: 0})
+    waits = RedisWaits(redis)
+    assert await waits.fire_due() == 0
+    retry_at = await redis.zscore(keys.TIMERS, member)
+    assert retry_at is not None
+    assert retry_at >= await waits.server_ms() + 4_000  # not due again at once

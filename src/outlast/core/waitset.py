@@ -240,9 +240,11 @@ class WaitSet:
         for position in self.blocked():
             record = self.records.get(position, {})
             entry = {"position": position, "kind": record.get("kind"), "step": record.get("step_id")}
-            for name in ("key", "deadline", "child"):
+            for name in ("key", "child"):
                 if record.get(name) is not None:
                     entry[name] = record[name]
+            if record.get("deadline"):
+                entry["deadline"] = record["deadline"] / 1000  # seconds, like every event's times
             shown.append(entry)
         return shown
 

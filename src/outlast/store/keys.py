@@ -22,8 +22,8 @@ then they expire together):
                                       Written by the attempt that registers the wait (APPEND op
                                       ``W``); removed by the RESOLVE script that settles it.
 ``outlast:run:{ID}:children`` set     run ids of the child runs this run started. Writer: the
-                                      child's start (Dispatcher.start with ``parent``). Read when
-                                      the run is cancelled, to cancel its children.
+                                      child's start (RunQueue.enqueue of a run with a ``parent``).
+                                      Read when the run is cancelled, to cancel its children.
 
 The meta hash also holds the run's lease (``lease_owner``, ``lease_until`` in server ms): the
 authoritative record of which worker executes the current attempt.
@@ -54,8 +54,10 @@ Compute-plane keys (global, one per deployment version where named so):
                                          deadline, a child wait's next poll, or a re-dispatch
                                          guard (``<run_id>|kick``). Armed before the wait is
                                          recorded; scanned by every worker (leader-free: settling
-                                         is an idempotent RESOLVE on the run's slot); members are
-                                         removed once settled. Stale members are harmless.
+                                         is an idempotent RESOLVE on the run's slot); a member
+                                         goes once it fired, or when the input it times out
+                                         arrives. Stale members (a settled child's poll) are
+                                         harmless: when due they settle nothing and go.
 """
 
 from __future__ import annotations

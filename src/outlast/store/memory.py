@@ -74,6 +74,8 @@ class MemoryStore:
         run = self._run(run_id)
         if run.meta["status"] in ev.TERMINAL_STATUSES:
             raise StoreError(f"run {run_id} already ended ({run.meta['status']})")
+        if run.meta["status"] == "waiting":
+            raise StoreError(f"run {run_id} is waiting; it is queued again once its wait is settled")
         current = int(run.meta["attempt"])
         if expected is not None and expected != current:
             raise StaleAttemptError(run_id, expected, current)

@@ -149,6 +149,8 @@ class RedisStore:
             raise RunNotFound(f"no run {run_id!r}")
         if tag == "TERMINAL":
             raise StoreError(f"run {run_id} already ended ({_s(reply[1])})")
+        if tag == "WAITING":
+            raise StoreError(f"run {run_id} is waiting; it is queued again once its wait is settled")
         raise StaleAttemptError(run_id, -1 if expected is None else expected, int(reply[1]))
 
     async def append(self, run_id: str, attempt: int, items: Sequence[AppendItem]) -> int:

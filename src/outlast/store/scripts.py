@@ -29,13 +29,15 @@ return 1
 
 # KEYS: meta
 # ARGV: expected_attempt ('' = any), now
-# Returns {'OK', attempt, last_seq} | {'CONFLICT', attempt} | {'TERMINAL', status} | {'GONE'}
+# Returns {'OK', attempt, last_seq} | {'CONFLICT', attempt} | {'TERMINAL', status} | {'WAITING'}
+#       | {'GONE'}
 BEGIN_ATTEMPT: Final = """
 local cur = redis.call('HMGET', KEYS[1], 'attempt', 'last_seq', 'status')
 if not cur[1] then return {'GONE'} end
 if cur[3] == 'completed' or cur[3] == 'failed' or cur[3] == 'cancelled' then
   return {'TERMINAL', cur[3]}
 end
+if cur[3] == 'waiting' then return {'WAITING'} end
 if ARGV[1] ~= '' and ARGV[1] ~= cur[1] then return {'CONFLICT', tonumber(cur[1])} end
 local attempt = tonumber(cur[1]) + 1
 redis.call('HSET', KEYS[1], 'attempt', attempt, 'status', 'running', 'started_at', ARGV[2],

@@ -57,15 +57,15 @@ return {'OK'}
 
 # KEYS: meta, events, steps, waits
 # ARGV: position, mode, match, result_json, event_type, data_json
-# Settles one pending wait. ``mode``:
+# Settles one pending wait (returns POSITION with LIVE/REQUEUE so its timer can go). ``mode``:
 #   input  the wait at ``position`` must be an input wait for key ``match``; result/event given.
 #   child  the child wait on run ``match`` (found by scanning the waits; position ignored).
 #   due    a timer fired for ``position``: a due input wait times out, a due sleep ends, a child
 #          wait answers POLL (the caller reads the child and settles it in ``child`` mode).
 # With no live attempt (status waiting/queued) the event is appended here and the run becomes
 # ``queued``: the caller must put it on its lane's work stream (REQUEUE). A ``queued`` run whose
-# wait is already settled answers REQUEUE again, so a caller that died before dispatching is
-# covered by whoever retries (the timers zset keeps a member until dispatch is done).
+# wait is already settled answers REQUEUE again to a timer (mode ``due``), so a caller that died
+# before dispatching is covered by the next timer scan (a kick member is armed before settling).
 # Returns {'REQUEUE', lane} | {'LIVE', checkpoint} | {'NONE', status} | {'MISMATCH', status}
 #       | {'NOTDUE', deadline_ms} | {'POLL', child_run_id} | {'TERMINAL', status} | {'GONE'}
 RESOLVE: Final = (
@@ -90,9 +90,11 @@ else
   raw = redis.call('HGET', KEYS[4], position)
 end
 if not raw then
+  -- Only a timer re-dispatches a queued run whose wait was settled already (a lost dispatch);
+  -- an input or a child notice for a wait that is gone changed nothing and says so.
+  if mode ~= 'due' then return {'MISMATCH', status} end
   if status == 'queued' then return {'REQUEUE', lane} end
-  if mode == 'due' then return {'NONE', status} end
-  return {'MISMATCH', status}
+  return {'NONE', status}
 end
 local w = cjson.decode(raw)
 local result, etype, data = ARGV[4], ARGV[5], ARGV[6]

@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import time
+import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -28,6 +30,10 @@ from outlast.store.redis import ScriptBatcher, _guard, _s
 
 #: Seconds after which a half-done input delivery is dispatched by a timer scan.
 KICK_AFTER = 10.0
+#: Seconds before a timer whose settling failed is tried again.
+RETRY_AFTER = 5.0
+
+log = logging.getLogger("outlast.waits")
 
 
 @dataclass(frozen=True, slots=True)
@@ -199,16 +205,17 @@ class RedisWaits:
         except ValueError as exc:  # e.g. nested deeper than the encoder allows
             message = f"input {key!r} cannot be stored as JSON: {exc}"
             raise InputRejected(message, "(the value)", str(exc)) from exc
-        # If this process dies between settling and dispatching, a timer scan dispatches it.
-        kick = timer_member(run_id, "kick")
+        # If this process dies between settling and dispatching, a timer scan dispatches it. One
+        # kick per delivery (two deliveries at once must not remove each other's).
+        kick = timer_member(run_id, f"kick:{uuid.uuid4().hex[:12]}")
         await _guard(self._arm(keys=[keys.TIMERS], args=[kick, int(KICK_AFTER * 1000)]))
-        try:
-            settled = await self.settle(
-                run_id, position, "input", key, b'{"value":' + encoded + b"}", ev.INPUT_RECEIVED,
-                b'{"key":' + serde.dumps(key) + b',"value":' + encoded + b"}",
-            )  # fmt: skip
-        finally:
-            await _guard(self.redis.zrem(keys.TIMERS, kick))
+        settled = await self.settle(
+            run_id, position, "input", key, b'{"value":' + encoded + b"}", ev.INPUT_RECEIVED,
+            b'{"key":' + serde.dumps(key) + b',"value":' + encoded + b"}",
+        )  # fmt: skip
+        # Dispatched (or nothing to dispatch): the kick and the wait's own timeout can go. (If
+        # settling raised, the kick stays: the run may be queued with no dispatch yet.)
+        await _guard(self.redis.zrem(keys.TIMERS, kick, timer_member(run_id, position)))
         if settled.tag == "requeue":
             return "resumed"
         if settled.tag == "live":
@@ -234,16 +241,10 @@ class RedisWaits:
 
     # -- the timer scan (every worker) ---------------------------------------------------------
 
-    async def next_due_in(self) -> float | None:
-        """Seconds until the earliest timer is due (None when there is none)."""
-        first: list[Any] = await _guard(self.redis.zrange(keys.TIMERS, 0, 0, withscores=True))
-        if not first:
-            return None
-        return max(0.0, (float(first[0][1]) - await self.server_ms()) / 1000)
-
     async def fire_due(self, limit: int = 500) -> int:
-        """Settle every due timer (a batch at a time). Safe to run in many workers at once."""
-        fired = 0
+        """Settle every due timer (a batch at a time); how many were settled. Safe to run in many
+        workers at once. A timer whose settling fails is retried ``RETRY_AFTER`` seconds later."""
+        settled = 0
         while True:
             now = await self.server_ms()
             raw: list[Any] = await _guard(
@@ -251,16 +252,25 @@ class RedisWaits:
             )
             members = [_s(m) for m in raw]
             if not members:
-                return fired
-            fired += len(members)
+                return settled
             outcomes = await asyncio.gather(
                 *(self._fire_one(member, now) for member in members), return_exceptions=True
             )
             done = [m for m, o in zip(members, outcomes, strict=True) if o is True]
+            failed = {m: now + int(RETRY_AFTER * 1000) for m, o in zip(members, outcomes, strict=True)
+                      if isinstance(o, BaseException)}  # fmt: skip
+            for member in failed:
+                log.warning("timer %s: settling failed, retrying in %ss", member, RETRY_AFTER)
+            pipe = self.redis.pipeline(transaction=False)
             if done:
-                await _guard(self.redis.zrem(keys.TIMERS, *done))
+                pipe.zrem(keys.TIMERS, *done)
+            if failed:  # not due again at once: a broken one must not spin every scanner
+                pipe.zadd(keys.TIMERS, failed, xx=True)
+            replies: list[Any] = await _guard(pipe.execute())
+            del replies
+            settled += len(done)
             if len(members) < limit or not done:
-                return fired  # (a batch that settled nothing is retried on the next scan)
+                return settled
 
     async def _fire_one(self, member: str, now: int) -> bool:
         """Settle one timer. True when its member may go (settled, or nothing left to do)."""

@@ -203,8 +203,10 @@ class Dispatcher:
 
     async def cancel(self, run_id: str) -> Cancelled:
         """Cancel a run and its child runs: a queued, waiting (or orphaned) run ends now; a running
-        one is stopped by its worker."""
+        one is stopped by its worker. A run that had already ended is left alone, children too."""
         outcome = await self._cancel_one(run_id)
+        if outcome.already:
+            return outcome
         children: set[bytes] = await _guard(self.redis.smembers(keys.run_keys(run_id).children))
         for child in sorted(children):
             await self.cancel(child.decode())

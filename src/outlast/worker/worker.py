@@ -67,6 +67,7 @@ class Worker(Upkeep):
         retention: float = 7 * 24 * 3600,
         max_stream_len: int = 0,
         launcher: Launcher | None = None,
+        hold: float = 1.0,
     ) -> None:
         if concurrency < 1 or heartbeat <= 0 or lease_timeout <= heartbeat or max_attempts < 1:
             raise OutlastError(
@@ -85,7 +86,8 @@ class Worker(Upkeep):
         self.store = RedisStore(redis, max_stream_len=max_stream_len)
         self.leases = RunLeases(redis, retention=retention)
         self.waits = RedisWaits(redis, on_armed=self._timer_armed)
-        self.runner = Runner(self.store, retention=retention, worker_id=self.id, waits=self.waits)
+        # hold: a wait due within this many seconds keeps its run here; a longer one suspends it.
+        self.runner = Runner(self.store, retention=retention, worker_id=self.id, waits=self.waits, hold=hold)
         if self.version.startswith("@"):
             raise OutlastError(f"version {self.version!r}: versions starting with '@' are reserved")
         # Runs pinned to this version, then upgrade-safe runs any version may execute.
@@ -154,7 +156,7 @@ class Worker(Upkeep):
     async def execute_one(self, run_id: str) -> str:
         """Claim ``run_id`` and execute it here, heartbeating its lease (``outlast execute``).
 
-        Returns how it ended: completed/failed/cancelled/abandoned, or why nothing ran
+        Returns how it ended: completed/failed/cancelled/waiting/abandoned, or why nothing ran
         (``alive``: someone else holds it; ``terminal``; ``gone``).
         """
         self._loop = asyncio.get_running_loop()
