@@ -40,6 +40,7 @@ async def summarise(values: list[int]):  # streaming component
 @component
 async def block_forever(n: int) -> int:
     await count(f"block{n}")
+    outlast.status(f"blocking at {n}")  # tests wait for this: the body has run its side effect
     if not COUNTERS.get("unblock"):
         await asyncio.Event().wait()  # stays here until the process is killed or the task cancelled
     return n

@@ -235,6 +235,8 @@ class StepCall(Generic[R]):
             step_id,
             {"name": comp.name, "parent": parent.step_id, "position": self.position, "args": shown},
         )
+        # No side effect before the steps that completed earlier are durable (see writer.checkpoint).
+        await writer.barrier()
         frame = Frame(ctx, step_id, self.position)
         tries = 0
         fallback_error: dict[str, Any] | None = None
@@ -302,7 +304,9 @@ class StepCall(Generic[R]):
             comp.name, step_id, args_hash, stored, fallback_error is not None
         )
         try:
-            await writer.commit(
+            # Durable before the run's next side effect (the next step awaits the barrier), not
+            # before the workflow code goes on: the last step shares run.completed's round trip.
+            writer.checkpoint(
                 ev.STEP_COMPLETED, step_id, data, ((OP_STEP, self.position, serde.dumps(checkpoint)),)
             )
         except SerializationError as exc:  # refused before anything was written (e.g. too large)

@@ -190,7 +190,6 @@ class Attempt:
             self.ctx, runner.waits, waits, hold=runner.hold, poll_interval=runner.wait_poll,
             on_suspend=self._suspend_body,
         )  # fmt: skip
-        self._watcher: asyncio.Task[None] | None = None
         self._suspending = False
         self._waiting_on: list[str] = []
         self._waiting_summary: list[dict[str, Any]] = []
@@ -234,10 +233,7 @@ class Attempt:
         try:
             return await self._finish()
         finally:
-            if self._watcher is not None:
-                self._watcher.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await self._watcher
+            await self.waits.stop()
             await writer.close()
 
     def _start_body(self) -> asyncio.Task[Any]:
@@ -245,8 +241,6 @@ class Attempt:
         context.run(current_frame.set, Frame(self.ctx, None, ""))  # a fresh root: replay from the top
         kwargs = self.workflow.bind_input(self.input)
         self._body = asyncio.create_task(self.workflow.fn(**kwargs), context=context)
-        if self._watcher is None or self._watcher.done():
-            self._watcher = asyncio.create_task(self.waits.watch(), name=f"outlast-waits-{self.run_id}")
         if not self._announced:
             # Queued after the body task exists but before it runs: run.started still gets the
             # first seq, and the writer's flusher (created by this event) is scheduled after the

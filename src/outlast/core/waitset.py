@@ -90,6 +90,19 @@ class WaitSet:
         #: Suspend as soon as the body is quiescent, whatever the deadlines (a worker draining).
         self.suspend_now = False
         self._changed = asyncio.Event()
+        self._watcher: asyncio.Task[None] | None = None
+
+    def _ensure_watching(self) -> None:
+        # Started by the first wait: runs that never wait pay nothing for the watcher.
+        if self._watcher is None or self._watcher.done():
+            self._watcher = asyncio.create_task(self.watch(), name=f"outlast-waits-{self.ctx.run_id}")
+
+    async def stop(self) -> None:
+        """Stop the watcher (the attempt ended)."""
+        if self._watcher is not None:
+            self._watcher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._watcher
 
     def poke(self) -> None:
         self._changed.set()
@@ -145,6 +158,7 @@ class WaitSet:
                 due = loop.time() + (int(record["deadline"]) - await self.backend.server_ms()) / 1000
             pending = _Pending(loop.create_future(), due)
             self.pending[call.position] = pending
+            self._ensure_watching()
             if early is not None:
                 pending.future.set_result(early)
         finally:

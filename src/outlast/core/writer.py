@@ -77,6 +77,7 @@ class EventWriter:
         #: Set once the terminal event is queued: later events are refused.
         self.closed = False
         self.last_written = next_seq - 1
+        self._barrier: asyncio.Future[None] | None = None
 
     # -- producing -------------------------------------------------------------------------
 
@@ -92,6 +93,28 @@ class EventWriter:
         future: asyncio.Future[None] = self._loop.create_future()
         self._queue(type, step, data, ops, future)
         await future
+
+    def checkpoint(self, type: str, step: str | None, data: dict[str, Any], ops: Sequence[Op] = ()) -> None:
+        """Queue an event that must be durable before the run's next side effect, without waiting.
+
+        A step's ``step.completed`` goes this way: the workflow code after it (deterministic, no
+        side effects of its own) runs on at once, and the next step first awaits :meth:`barrier`.
+        So a run's last step, its completion and ``run.completed`` share one round trip, and a
+        crash before the write replays the step, as a crash before an awaited commit would.
+        """
+        future: asyncio.Future[None] = self._loop.create_future()
+        future.add_done_callback(_retrieved)  # a failed write is reported through _fail/on_fenced
+        self._queue(type, step, data, ops, future)
+        self._barrier = future
+
+    async def barrier(self) -> None:
+        """Wait until every checkpoint queued so far is durable (events are written in order)."""
+        future = self._barrier
+        if future is None or future.done():
+            if future is not None and not future.cancelled() and future.exception() is not None:
+                raise future.exception()  # type: ignore[misc]
+            return
+        await asyncio.shield(future)
 
     def _queue(
         self,
@@ -270,3 +293,8 @@ class EventWriter:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
+
+
+def _retrieved(future: asyncio.Future[None]) -> None:
+    if not future.cancelled():
+        future.exception()  # marks it retrieved: asyncio would log it as "never retrieved"
