@@ -11,9 +11,9 @@ import pytest
 import redis.asyncio as aioredis
 
 from outlast import events as ev
-from outlast.worker import Dispatcher
+from outlast.worker import Dispatcher, Worker
 
-from .app import gated, multi
+from .app import gated, multi, quick
 from .conftest import SpawnWorker
 from .test_faults import check_stream, events_of, wait_event
 
@@ -74,3 +74,27 @@ async def test_blue_green_promote_drains_the_old_version(
     table = await cli(redis_url, "workers")
     assert green.id in table
     assert blue.id not in table
+
+
+async def test_a_cached_active_version_follows_promotions_made_elsewhere(
+    dispatcher: Dispatcher, redis: aioredis.Redis
+) -> None:
+    cached = Dispatcher(redis, cache_active_version=True)
+    try:
+        assert await cached.active_version() is None
+        assert cached._active is not None
+        await asyncio.wait_for(cached._active.subscribed.wait(), 5)
+        assert await cached.active_version() is None  # cached now
+        await Worker([quick], redis, version="v1").run_until_idle()  # the first version: active
+        await asyncio.wait_for(cached._active.changed.wait(), 5)
+        assert (await cached.start(quick, {"n": 1})).version == "v1"
+        cached._active.changed.clear()
+        await dispatcher.promote("v2")  # another process
+        await asyncio.wait_for(cached._active.changed.wait(), 5)
+        assert (await cached.start(quick, {"n": 1})).version == "v2"
+        cached._active.changed.clear()
+        await dispatcher.rollback()
+        await asyncio.wait_for(cached._active.changed.wait(), 5)
+        assert await cached.active_version() == "v1"
+    finally:
+        await cached.aclose()

@@ -89,13 +89,14 @@ def create_app(
         )
         hub = Hub(client, block_ms=block_ms)
         holder["hub"] = hub
-        dispatcher = Dispatcher(client, retention=retention)
+        dispatcher = Dispatcher(client, retention=retention, cache_active_version=True)
         app.state.outlast = ApiState(settings, auth, metrics, client, dispatcher, hub)
         log.info("outlast api: %s mode", "open" if auth.open else "API-key")
         try:
             yield
         finally:
             await hub.close()
+            await dispatcher.aclose()
             await client.aclose()
 
     app = FastAPI(

@@ -50,6 +50,8 @@ Compute-plane keys (global, one per deployment version where named so):
                                          whose run expired).
 ``outlast:idem:{<workflow>}:<key>`` string  run id started for an idempotency key. TTL 24 h.
 ``outlast:cancel``               pubsub  channel: run ids whose cancellation was requested.
+``outlast:deploy:changed``       pubsub  channel: the active version moved (promote, rollback, the
+                                         first worker); processes caching it drop their copy.
 ``outlast:timers``               zset    ``<run_id>|<position>`` → due time (server ms): a wait's
                                          deadline, a child wait's next poll, or a re-dispatch
                                          guard (``<run_id>|kick``). Armed before the wait is
@@ -100,6 +102,7 @@ VERSIONS = f"{PREFIX}:versions"
 DEPLOY = f"{PREFIX}:deploy"
 RUNS_INDEX = f"{PREFIX}:runs"
 CANCEL_CHANNEL = f"{PREFIX}:cancel"
+DEPLOY_CHANNEL = f"{PREFIX}:deploy:changed"
 TIMERS = f"{PREFIX}:timers"
 WORK_GROUP = "workers"
 #: The pseudo-version of upgrade-safe runs: a worker of any version may execute them.

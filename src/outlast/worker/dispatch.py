@@ -26,6 +26,7 @@ from outlast.store.base import NewRun, RunRecord
 from outlast.store.leases import RunLeases
 from outlast.store.queue import RunQueue
 from outlast.store.redis import RedisStore, _guard
+from outlast.worker.active import ActiveVersion, read_active
 
 IDEMPOTENCY_TTL = 24 * 3600
 
@@ -50,24 +51,38 @@ class Cancelled:
 class Dispatcher:
     """Start, cancel and await runs; read and change deployment versions."""
 
-    def __init__(self, redis: aioredis.Redis, *, retention: float = 7 * 24 * 3600) -> None:
+    def __init__(
+        self, redis: aioredis.Redis, *, retention: float = 7 * 24 * 3600, cache_active_version: bool = False
+    ) -> None:
+        """``cache_active_version``: keep the active version in memory, dropped whenever it is
+        announced to change (saves a round trip per start; for long-lived processes, with
+        :meth:`aclose` at the end)."""
         self.redis = redis
         self.store = RedisStore(redis)
         self.leases = RunLeases(redis, retention=retention)
         self.queue = RunQueue(redis)
+        self._active = ActiveVersion(redis) if cache_active_version else None
+
+    async def aclose(self) -> None:
+        if self._active is not None:
+            await self._active.aclose()
 
     # -- versions ------------------------------------------------------------------------------
 
     async def active_version(self) -> str | None:
-        value: Any = await _guard(self.redis.hget(keys.DEPLOY, "active"))
-        return value.decode() if value else None
+        if self._active is not None:
+            return await self._active.get()
+        return await read_active(self.redis)
 
     async def promote(self, version: str) -> str | None:
         """Make ``version`` the one new runs go to; returns the previously active one."""
-        previous = await self.active_version()
+        previous = await read_active(self.redis)
         if previous != version:
-            mapping = {"active": version, "previous": previous or ""}
-            await _guard(self.redis.hset(keys.DEPLOY, mapping=mapping))
+            pipe = self.redis.pipeline(transaction=True)
+            pipe.hset(keys.DEPLOY, mapping={"active": version, "previous": previous or ""})
+            pipe.publish(keys.DEPLOY_CHANNEL, version)
+            replies: list[Any] = await _guard(pipe.execute())
+            del replies
         return previous
 
     async def rollback(self) -> str:

@@ -209,7 +209,8 @@ class Worker(Upkeep):
         pipe.zadd(keys.VERSIONS, {self.version: int(time.time() * 1000)})
         pipe.hsetnx(keys.DEPLOY, "active", self.version)  # the first version ever seen becomes active
         replies: list[Any] = await _guard(pipe.execute())
-        del replies
+        if replies[-1]:  # it did: processes caching "no active version" must hear of it
+            await _guard(self.redis.publish(keys.DEPLOY_CHANNEL, self.version))
         await self._report()
 
     # -- dispatch ------------------------------------------------------------------------------
