@@ -185,10 +185,13 @@ class RedisStore:
         return RunRecord.from_hash({k.decode(): v.decode() for k, v in raw.items()})
 
     async def read_events(
-        self, run_id: str, after: int = 0, *, follow: bool = True, block_ms: int = 5_000, count: int = 500
-    ) -> AsyncIterator[ev.Event]:
+        self, run_id: str, after: int = 0, *, follow: bool = True, block_ms: int = 5_000, count: int = 500,
+        known: RunRecord | None = None,
+    ) -> AsyncIterator[ev.Event]:  # fmt: skip
+        """(See RunStore.read_events.) ``known``: the run's record, just read by the caller (the
+        existence check is then skipped)."""
         stream = run_keys(run_id).events
-        record = await self.get_run(run_id)  # RunNotFound before anything is yielded
+        record = known or await self.get_run(run_id)  # RunNotFound before anything is yielded
         cursor = after
         while True:
             if follow:

@@ -8,12 +8,12 @@ deployment version, in one MULTI/EXEC transaction, so no half-written run can ex
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import dataclasses
 import json
 import time
+from collections.abc import AsyncGenerator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import redis.asyncio as aioredis
 
@@ -249,20 +249,36 @@ class Dispatcher:
     async def wait(self, run_id: str, timeout: float | None = None) -> RunRecord:
         """Block until the run ends (or ``timeout``), then return its record."""
         record = await self.store.get_run(run_id)
-        if record.status in ev.TERMINAL_STATUSES:
-            return record
-
-        async def until_terminal() -> None:
-            async for _event in self.store.read_events(run_id, after=record.last_seq, block_ms=1_000):
-                pass
-
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(until_terminal(), timeout)
-        return await self.store.get_run(run_id)
+        if record.status not in ev.TERMINAL_STATUSES:
+            await self._terminal_event(record, timeout)
+            record = await self.store.get_run(run_id)
+        return record
 
     async def result(self, run_id: str, timeout: float | None = None) -> Any:
         """The run's result once it completed; RunFailed if it failed or was cancelled."""
-        record = await self.wait(run_id, timeout)
+        record = await self.store.get_run(run_id)
+        if record.status not in ev.TERMINAL_STATUSES:
+            last = await self._terminal_event(record, timeout)
+            if last is not None and last.type == ev.RUN_COMPLETED:
+                return last.data.get("result")  # as stored in the record (masked the same way)
+            record = await self.store.get_run(run_id)
         if record.status == "completed":
             return record.result
         raise RunFailed(run_id, record.status, record.error)
+
+    async def _terminal_event(self, record: RunRecord, timeout: float | None) -> ev.Event | None:
+        """The run's terminal event once written (None on timeout), tailing from the record."""
+        reading = cast(
+            AsyncGenerator[ev.Event, None],
+            self.store.read_events(record.run_id, after=record.last_seq, block_ms=1_000, known=record),
+        )
+        try:
+            async with asyncio.timeout(timeout):
+                async for event in reading:
+                    if event.terminal:
+                        return event
+        except TimeoutError:
+            return None
+        finally:
+            await reading.aclose()
+        return None
