@@ -11,6 +11,7 @@ import pytest
 import redis.asyncio as aioredis
 
 from outlast import events as ev
+from outlast.store import keys
 from outlast.worker import Dispatcher, Worker
 
 from .app import gated, multi, quick
@@ -82,19 +83,28 @@ async def test_a_cached_active_version_follows_promotions_made_elsewhere(
     cached = Dispatcher(redis, cache_active_version=True)
     try:
         assert await cached.active_version() is None
-        assert cached._active is not None
-        await asyncio.wait_for(cached._active.subscribed.wait(), 5)
+        assert cached._registry is not None
+        await asyncio.wait_for(cached._registry.subscribed.wait(), 5)
         assert await cached.active_version() is None  # cached now
         await Worker([quick], redis, version="v1").run_until_idle()  # the first version: active
-        await asyncio.wait_for(cached._active.changed.wait(), 5)
+        await asyncio.wait_for(cached._registry.changed.wait(), 5)
         assert (await cached.start(quick, {"n": 1})).version == "v1"
-        cached._active.changed.clear()
+        cached._registry.changed.clear()
+        # Registrations are cached too, until a worker announces it registered again.
+        assert await cached.workflow_info("v1", "quick") is not None
+        await redis.hdel(keys.workflows_key("v1"), "quick")
+        assert await cached.workflow_info("v1", "quick") is not None  # from memory
+        cached._registry.changed.clear()
+        await Worker([quick], redis, version="v1").run_until_idle()
+        await asyncio.wait_for(cached._registry.changed.wait(), 5)
+        assert (await cached.workflow_info("v1", "quick") or {})["name"] == "quick"
+        cached._registry.changed.clear()
         await dispatcher.promote("v2")  # another process
-        await asyncio.wait_for(cached._active.changed.wait(), 5)
+        await asyncio.wait_for(cached._registry.changed.wait(), 5)
         assert (await cached.start(quick, {"n": 1})).version == "v2"
-        cached._active.changed.clear()
+        cached._registry.changed.clear()
         await dispatcher.rollback()
-        await asyncio.wait_for(cached._active.changed.wait(), 5)
+        await asyncio.wait_for(cached._registry.changed.wait(), 5)
         assert await cached.active_version() == "v1"
     finally:
         await cached.aclose()

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from typing import Annotated, Any, cast
 
@@ -87,8 +86,7 @@ class ApiState:
         return record
 
     async def workflow_info(self, version: str, name: str) -> dict[str, Any] | None:
-        raw = await _guard(self.redis.hget(keys.workflows_key(version), name))
-        return None if raw is None else dict(json.loads(raw))
+        return await self.dispatcher.workflow_info(version, name)
 
     async def masked_input(self, record: RunRecord) -> dict[str, Any]:
         """The stored input is unmasked (the worker needs it): mask the workflow's secret_args."""

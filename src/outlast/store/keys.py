@@ -50,8 +50,9 @@ Compute-plane keys (global, one per deployment version where named so):
                                          whose run expired).
 ``outlast:idem:{<workflow>}:<key>`` string  run id started for an idempotency key. TTL 24 h.
 ``outlast:cancel``               pubsub  channel: run ids whose cancellation was requested.
-``outlast:deploy:changed``       pubsub  channel: the active version moved (promote, rollback, the
-                                         first worker); processes caching it drop their copy.
+``outlast:deploy:changed``       pubsub  channel: the active version moved (promote, rollback) or a
+                                         worker registered its workflows; processes caching
+                                         either drop their copy.
 ``outlast:timers``               zset    ``<run_id>|<position>`` → due time (server ms): a wait's
                                          deadline, a child wait's next poll, or a re-dispatch
                                          guard (``<run_id>|kick``). Armed before the wait is

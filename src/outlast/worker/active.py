@@ -1,17 +1,20 @@
-"""The active deployment version, cached for as long as a pub/sub subscription vouches for it.
+"""The active deployment version and the workflow registry, cached while a pub/sub subscription
+vouches for them.
 
-Every start needs the active version; reading it costs a round trip per start. A long-lived
-process (the API) keeps it instead, and drops it whenever ``outlast:deploy:changed`` says the
-version moved (``promote``, ``rollback``, the first worker of a deployment). The cache is only
-trusted while subscribed: before the subscription is confirmed, and after it broke, every read
-goes to Redis. A start racing a promotion may land on the old version, as it could when it read
-the version itself just before the promotion.
+Every start needs the active version and the workflow's registration (its input schema, secret
+arguments); reading them costs round trips per start. A long-lived process (the API) keeps them
+instead, and drops everything whenever ``outlast:deploy:changed`` says something moved
+(``promote``, ``rollback``, a worker registering its workflows). The cache is only trusted while
+subscribed: before the subscription is confirmed, and after it broke, every read goes to Redis.
+A start racing a promotion may land on the old version, as it could when it read the version
+itself just before the promotion.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 from typing import Any
 
@@ -29,13 +32,18 @@ async def read_active(redis: aioredis.Redis) -> str | None:
     return value.decode() if value else None
 
 
-class ActiveVersion:
-    """``await get()``: the active version, from memory while subscribed to its changes."""
+async def read_workflow(redis: aioredis.Redis, version: str, name: str) -> dict[str, Any] | None:
+    raw: Any = await _guard(redis.hget(keys.workflows_key(version), name))
+    return None if raw is None else dict(json.loads(raw))
+
+
+class RegistryCache:
+    """``await active()`` and ``await workflow(version, name)``, from memory while subscribed."""
 
     def __init__(self, redis: aioredis.Redis) -> None:
         self.redis = redis
-        self._value: str | None = None
-        self._valid = False
+        self._active: tuple[str | None] | None = None
+        self._workflows: dict[tuple[str, str], dict[str, Any] | None] = {}
         self._generation = 0
         self._subscribed = False
         self._task: asyncio.Task[None] | None = None
@@ -43,20 +51,39 @@ class ActiveVersion:
         self.subscribed = asyncio.Event()
         self.changed = asyncio.Event()
 
-    async def get(self) -> str | None:
-        if self._valid:
-            return self._value
-        if self._task is None or self._task.done():
-            self._task = asyncio.create_task(self._listen(), name="outlast-active-version")
-        generation = self._generation
+    async def active(self) -> str | None:
+        if self._active is not None:
+            return self._active[0]
+        generation = self._listening()
         value = await read_active(self.redis)
-        if self._subscribed and generation == self._generation:  # no change announced meanwhile
-            self._value, self._valid = value, True
+        if self._trusted(generation):
+            self._active = (value,)
         return value
+
+    async def workflow(self, version: str, name: str) -> dict[str, Any] | None:
+        """The workflow's registration in ``version`` (None when no worker registered it)."""
+        key = (version, name)
+        if key in self._workflows:
+            return self._workflows[key]
+        generation = self._listening()
+        info = await read_workflow(self.redis, version, name)
+        if self._trusted(generation):
+            self._workflows[key] = info
+        return info
+
+    def _listening(self) -> int:
+        if self._task is None or self._task.done():
+            self._task = asyncio.create_task(self._listen(), name="outlast-registry-cache")
+        return self._generation
+
+    def _trusted(self, generation: int) -> bool:
+        # Subscribed, and no change was announced while the value was being read.
+        return self._subscribed and generation == self._generation
 
     def _invalidate(self) -> None:
         self._generation += 1
-        self._valid = False
+        self._active = None
+        self._workflows.clear()
 
     async def _listen(self) -> None:
         while True:
@@ -71,7 +98,7 @@ class ActiveVersion:
                         self._invalidate()
                         self.changed.set()
             except redis_errors.RedisError as exc:
-                log.warning("active version: subscription lost (%s); reading it per start meanwhile", exc)
+                log.warning("registry cache: subscription lost (%s); reading per start meanwhile", exc)
             finally:
                 self._subscribed = False
                 self.subscribed.clear()

@@ -26,7 +26,7 @@ from outlast.store.base import NewRun, RunRecord
 from outlast.store.leases import RunLeases
 from outlast.store.queue import RunQueue
 from outlast.store.redis import RedisStore, _guard
-from outlast.worker.active import ActiveVersion, read_active
+from outlast.worker.active import RegistryCache, read_active, read_workflow
 
 IDEMPOTENCY_TTL = 24 * 3600
 
@@ -54,25 +54,31 @@ class Dispatcher:
     def __init__(
         self, redis: aioredis.Redis, *, retention: float = 7 * 24 * 3600, cache_active_version: bool = False
     ) -> None:
-        """``cache_active_version``: keep the active version in memory, dropped whenever it is
-        announced to change (saves a round trip per start; for long-lived processes, with
-        :meth:`aclose` at the end)."""
+        """``cache_active_version``: keep the active version and the workflows' registrations in
+        memory, dropped whenever a change is announced (saves round trips per start; for
+        long-lived processes, with :meth:`aclose` at the end)."""
         self.redis = redis
         self.store = RedisStore(redis)
         self.leases = RunLeases(redis, retention=retention)
         self.queue = RunQueue(redis)
-        self._active = ActiveVersion(redis) if cache_active_version else None
+        self._registry = RegistryCache(redis) if cache_active_version else None
 
     async def aclose(self) -> None:
-        if self._active is not None:
-            await self._active.aclose()
+        if self._registry is not None:
+            await self._registry.aclose()
 
     # -- versions ------------------------------------------------------------------------------
 
     async def active_version(self) -> str | None:
-        if self._active is not None:
-            return await self._active.get()
+        if self._registry is not None:
+            return await self._registry.active()
         return await read_active(self.redis)
+
+    async def workflow_info(self, version: str, name: str) -> dict[str, Any] | None:
+        """How a worker of ``version`` registered workflow ``name`` (None: no worker did)."""
+        if self._registry is not None:
+            return await self._registry.workflow(version, name)
+        return await read_workflow(self.redis, version, name)
 
     async def promote(self, version: str) -> str | None:
         """Make ``version`` the one new runs go to; returns the previously active one."""
@@ -176,13 +182,12 @@ class Dispatcher:
             secret_args: tuple[str, ...] = workflow.secret_args
             upgrade_safe = workflow.upgrade_safe
         else:
-            raw: Any = await _guard(self.redis.hget(keys.workflows_key(version), workflow))
-            if raw is None:  # only now read the whole registry, to name what exists
+            info = await self.workflow_info(version, workflow)
+            if info is None:  # only now read the whole registry, to name what exists
                 known = ", ".join(sorted(await self.workflows(version))) or "none"
                 raise WorkflowNotFound(
                     f"no workflow {workflow!r} in version {version!r} (registered: {known})"
                 )
-            info = json.loads(raw)
             name, stored = workflow, dict(input or {})
             secret_args = tuple(info.get("secret_args", ()))
             upgrade_safe = bool(info.get("upgrade_safe", False))

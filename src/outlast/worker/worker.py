@@ -208,9 +208,10 @@ class Worker(Upkeep):
             pipe.hset(keys.workflows_key(self.version), wf.name, json.dumps(info))
         pipe.zadd(keys.VERSIONS, {self.version: int(time.time() * 1000)})
         pipe.hsetnx(keys.DEPLOY, "active", self.version)  # the first version ever seen becomes active
+        # Registrations (and perhaps the active version) changed: processes caching them drop theirs.
+        pipe.publish(keys.DEPLOY_CHANNEL, self.version)
         replies: list[Any] = await _guard(pipe.execute())
-        if replies[-1]:  # it did: processes caching "no active version" must hear of it
-            await _guard(self.redis.publish(keys.DEPLOY_CHANNEL, self.version))
+        del replies
         await self._report()
 
     # -- dispatch ------------------------------------------------------------------------------
