@@ -51,7 +51,7 @@ def serve(
     gc.freeze()
     uvicorn.run(
         application, host=host, port=port, log_level=log_level, access_log=access_log,
-        timeout_graceful_shutdown=5,
+        timeout_graceful_shutdown=5, loop="uvloop", http="httptools",
     )  # fmt: skip
 
 
