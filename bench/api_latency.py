@@ -29,6 +29,7 @@ HERE = Path(__file__).resolve()
 WAIT_SAMPLES = 300
 READERS_PER_RUN = 20
 READER_STEPS = (100, 250, 500, 1000)
+TRIALS = 3
 TERMINAL = ("run.completed", "run.failed", "run.cancelled")
 
 
@@ -158,7 +159,12 @@ async def main() -> None:
                 not_found = await _timed(lambda: http.get("/nothing-here"), 300)
                 wait = await _timed(_start_and_wait(http), WAIT_SAMPLES)
                 events = await _event_latency(http, port)
-                readers = [await _readers(http, redis, port, n) for n in READER_STEPS]
+                # This host is noisy (a shared 2-core VM): each step runs TRIALS times and the
+                # verdict uses the median trial's p99; every trial is printed.
+                trials = {
+                    n: [await _readers(http, redis, port, n) for _ in range(TRIALS)] for n in READER_STEPS
+                }
+                readers = [sorted(t, key=lambda r: pct(r[4], 0.99))[TRIALS // 2] for t in trials.values()]
                 extra = [
                     await _readers(http, redis, port, 1000, rate=2.0),
                     await _readers(http, redis, port, 1000, per_run=1000, rate=2.0),
@@ -180,9 +186,13 @@ async def main() -> None:
     for n, runs, per_s, connects, lat in [*readers, *extra]:
         label = f"{n:>5} SSE readers on {runs:>3} run(s), {per_s:,.0f} deliveries/s"
         print(f"{label:<62}{pct(lat, 0.5):>9.2f}{pct(lat, 0.99):>9.2f}   ({connects:,.0f} connects/s)")
+    for n, runs_ in trials.items():
+        shown = ", ".join(f"{pct(r[4], 0.99):.1f}" for r in runs_)
+        print(f"  {n:>5} readers at 10 events/s each, p99 ms of each trial: {shown}")
     ok = [n for n, _, _, _, lat in readers if pct(lat, 0.99) < 50]
     slow_p99 = pct(extra[0][4], 0.99)
-    print(f"SSE readers one API process sustains with p99 < 50 ms: {max(ok) if ok else 'none'} at 10 "
+    print(f"SSE readers one API process sustains with p99 < 50 ms (median of {TRIALS} trials): "
+          f"{max(ok) if ok else 'none'} at 10 "
           f"events/s each (tried {', '.join(map(str, READER_STEPS))}); 1000 at 2 events/s each: p99 "
           f"{slow_p99:.1f} ms ({READERS_PER_RUN} readers per run; steady state)")  # fmt: skip
 
