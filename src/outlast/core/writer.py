@@ -234,6 +234,10 @@ class EventWriter:
     async def _flusher(self) -> None:
         while True:
             await self._wake.wait()
+            # One more loop turn before taking the batch: code woken by the same event (the
+            # attempt resuming as the body returns) queues its events into this round trip too,
+            # so a run's last step.completed and run.completed go together.
+            await asyncio.sleep(0)
             self._wake.clear()
             while self._pending:
                 batch = self._pending[:MAX_BATCH]
