@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import json
 import logging
 import signal
@@ -77,6 +78,10 @@ def worker(
             await asyncio.wait([running, ready], return_when=asyncio.FIRST_COMPLETED)
             ready.cancel()
             if w.ready.is_set():
+                # Everything loaded so far (the app, its libraries) lives as long as the worker:
+                # out of the cyclic GC, so full collections do not re-scan it under load.
+                gc.collect()
+                gc.freeze()
                 names = ", ".join(wf.name for wf in registry)
                 console.print(f"worker {w.id} version {w.version}: {names} (concurrency {concurrency})")
             await running
