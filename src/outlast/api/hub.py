@@ -188,7 +188,7 @@ class Hub:
                 return
 
     async def frames(
-        self, run_id: str, after: int, idle: float | None = None
+        self, run_id: str, after: int, idle: float | None = None, *, fresh: bool = False
     ) -> AsyncGenerator[list[Frame], None]:
         """Every frame after ``after``, history then live, through the terminal event.
 
@@ -196,10 +196,13 @@ class Hub:
         live events), so a stream costs one socket write per batch rather than per event. An
         empty batch means "caught up, about to wait", and with ``idle`` also "nothing arrived
         for that long" (for keep-alives). Ends early (without a terminal frame) if the run's
-        keys expire.
+        keys expire. ``fresh``: the run was just started here, so there is no history to page
+        through and it cannot have ended: tail it at once (saves two round trips).
         """
         cursor = after
         waited = False
+        if fresh and run_id not in self._feeds and not self._closed:
+            self._start_feed(run_id, cursor)  # its XREAD returns anything already stored at once
         while True:
             feed = self._feeds.get(run_id)
             if feed is not None and cursor >= feed.start:
@@ -251,11 +254,11 @@ class Hub:
             if run_id not in self._feeds:
                 self._start_feed(run_id, cursor)
 
-    async def wait_terminal(self, run_id: str, after: int, timeout: float) -> bool:
+    async def wait_terminal(self, run_id: str, after: int, timeout: float, *, fresh: bool = False) -> bool:
         """True once the run's terminal event is stored; False after ``timeout`` seconds."""
         try:
             async with asyncio.timeout(timeout):
-                async with contextlib.aclosing(self.frames(run_id, after)) as frames:
+                async with contextlib.aclosing(self.frames(run_id, after, fresh=fresh)) as frames:
                     async for batch in frames:
                         if batch and batch[-1].terminal:
                             return True

@@ -140,7 +140,9 @@ async def start_run(
     if fmt is not None:
         return stream_response(state, live_frames(state, run_id, 0, fmt), fmt, run_id)
     if wait:
-        done = run_status in TERMINAL_STATUSES or await state.hub.wait_terminal(run_id, after, wait)
+        done = run_status in TERMINAL_STATUSES or await state.hub.wait_terminal(
+            run_id, after, wait, fresh=started.created
+        )
         record, objects = await state.run_snapshot(run_id, tenant)
         if done or record.status in TERMINAL_STATUSES:
             detail = await run_detail(state, record, objects)
