@@ -10,6 +10,7 @@ from pydantic import BaseModel
 
 import outlast
 from outlast import events as ev
+from outlast.core.trace import build_trace
 from outlast.errors import ConfigError
 
 
@@ -159,3 +160,25 @@ async def test_input_keys_are_url_safe() -> None:
     local = await outlast.run_local(bad_key)
     assert local.error is not None
     assert "input key 'has space'" in local.error["message"]
+
+
+async def test_waits_are_spans_of_the_trace() -> None:
+    local = await outlast.run_local(reviewed, {"topic": "x"}, inputs={"approve": {"ok": True}})
+    spans = build_trace(local.events)
+    assert [(s.kind, s.name, s.status) for s in spans] == [
+        ("step", "draft", "completed"),
+        ("input", "input:approve", "completed"),
+        ("sleep", "sleep", "completed"),
+    ]
+    assert spans[1].result == {"ok": True}
+    assert spans[1].args["prompt"] == "Publish it?"
+    assert spans[2].args["seconds"] == 6 * 3600
+
+    timed_out = build_trace((await outlast.run_local(patient, {"topic": "x"})).events)
+    assert [(s.kind, s.status) for s in timed_out] == [("input", "timed_out")]
+
+    family = await outlast.run_local(parent_of_failure)
+    assert [(s.kind, s.name, s.status) for s in build_trace(family.events)] == [
+        ("child_start", "start:failing_child", "completed"),
+        ("child", "child:failing_child", "failed"),
+    ]

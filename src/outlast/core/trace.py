@@ -3,6 +3,8 @@
 Every step's lifecycle events carry what a trace needs (name, parent, masked arguments,
 result, tries, errors, fallback), so the tree is rebuilt from the stream for any run, by any
 process, with no separate trace store. Secrets were masked before the events were written.
+Waits of the workflow body (input, sleep, child runs) are spans too, from their request to
+their settlement, so a trace shows where a run spent hours waiting.
 """
 
 from __future__ import annotations
@@ -21,8 +23,11 @@ class Span(BaseModel):
     name: str
     parent: str | None
     position: str
+    #: ``step`` (a component call), or a wait of the workflow body: ``input``, ``sleep``, ``child``
+    #: (waiting for a child run) or ``child_start``.
+    kind: str = "step"
     args: dict[str, Any] = {}
-    status: str = "running"  # running | completed | failed | cancelled
+    status: str = "running"  # running | completed | failed | cancelled; waits: waiting | timed_out
     result: Any = None
     error: dict[str, Any] | None = None
     fallback: bool = False
@@ -56,10 +61,30 @@ def build_trace(events: Iterable[ev.Event]) -> list[Span]:
                 started_at=event.ts,
             )
             continue
+        if event.type in _WAIT_OPENERS:
+            kind, name_of = _WAIT_OPENERS[event.type]
+            spans[step] = Span(
+                step_id=step, name=name_of(data, step), parent=None, kind=kind,
+                position=step.rpartition("#")[2], args=data, attempt=event.attempt, started_at=event.ts,
+                status="completed" if kind == "child_start" else "waiting",
+                ended_at=event.ts if kind == "child_start" else None,
+            )  # fmt: skip
+            continue
         span = spans.get(step)
         if span is None:
             continue
-        if event.type == ev.STEP_RETRYING:
+        if event.type in (ev.INPUT_RECEIVED, ev.SLEEP_ENDED, ev.CHILD_COMPLETED, ev.INPUT_TIMEOUT):
+            span.ended_at = event.ts
+            span.status = "completed"
+            if event.type == ev.INPUT_RECEIVED:
+                span.result = data.get("value")
+            elif event.type == ev.INPUT_TIMEOUT:
+                span.status = "timed_out"
+            elif event.type == ev.CHILD_COMPLETED:
+                span.result = {"child_run_id": data.get("child_run_id"), "status": data.get("status")}
+                if data.get("status") != "completed":
+                    span.status = "failed"
+        elif event.type == ev.STEP_RETRYING:
             span.retries.append(
                 {"try": data.get("try"), "error": data.get("error"), "delay": data.get("delay")}
             )
@@ -84,6 +109,15 @@ def build_trace(events: Iterable[ev.Event]) -> list[Span]:
     for span in spans.values():
         span.children.sort(key=key)
     return roots
+
+
+#: The event that opens a wait's span: (kind, its name from the event's data and step id).
+_WAIT_OPENERS: dict[str, tuple[str, Any]] = {
+    ev.INPUT_REQUESTED: ("input", lambda data, step: f"input:{data.get('key')}"),
+    ev.SLEEP_STARTED: ("sleep", lambda data, step: "sleep"),
+    ev.CHILD_WAITING: ("child", lambda data, step: f"child:{data.get('workflow')}"),
+    ev.CHILD_STARTED: ("child_start", lambda data, step: f"start:{data.get('workflow')}"),
+}
 
 
 def _position_key(span: Span) -> tuple[int, ...]:
