@@ -175,10 +175,9 @@ class ChildWait(WaitCall[T]):
 class ChildRun(Generic[T]):
     """A started child run. ``await child.result()`` waits for it durably."""
 
-    def __init__(self, run_id: str, workflow: Workflow[Any, T], frame: Frame | None, poll: float) -> None:
+    def __init__(self, run_id: str, workflow: Workflow[Any, T], poll: float) -> None:
         self.run_id = run_id
         self.workflow = workflow
-        self._frame = frame
         self._poll = poll
 
     def result(self) -> ChildWait[T]:
@@ -229,7 +228,7 @@ class StartChild(Generic[T]):
         recorded = ctx.checkpoints.get(self.position)
         if recorded is not None:
             if recorded.name == self.name and recorded.args_hash == self.args_hash:
-                return ChildRun(recorded.result["run_id"], self.workflow, self.frame, self.poll)
+                return ChildRun(recorded.result["run_id"], self.workflow, self.poll)
             what = f"recorded {recorded.name} at position {self.position}, code now starts {self.name}"
             if not ctx.lenient_replay:
                 raise NonDeterminismError(recorded.step_id, what)
@@ -255,7 +254,7 @@ class StartChild(Generic[T]):
             )
         finally:
             waits.leave()
-        return ChildRun(run_id, self.workflow, self.frame, self.poll)
+        return ChildRun(run_id, self.workflow, self.poll)
 
 
 #: Seconds between checks of a child's status while its parent waits (covers a lost notice).
