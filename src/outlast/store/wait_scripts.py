@@ -57,7 +57,7 @@ return {'OK'}
 
 # KEYS: meta, events, steps, waits
 # ARGV: position, mode, match, result_json, event_type, data_json
-# Settles one pending wait (returns POSITION with LIVE/REQUEUE so its timer can go). ``mode``:
+# Settles one pending wait. ``mode``:
 #   input  the wait at ``position`` must be an input wait for key ``match``; result/event given.
 #   child  the child wait on run ``match`` (found by scanning the waits; position ignored).
 #   due    a timer fired for ``position``: a due input wait times out, a due sleep ends, a child
