@@ -40,6 +40,12 @@ async def _guard(pending: Awaitable[T] | T) -> T:
         raise StoreError(f"Redis error: {exc}") from exc
 
 
+async def server_ms(redis: aioredis.Redis) -> int:
+    """The server's clock in ms: leases and timers are compared with it, so hosts agree."""
+    seconds, micros = await _guard(redis.time())
+    return int(seconds) * 1000 + int(micros) // 1000
+
+
 def _s(value: Any) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
 

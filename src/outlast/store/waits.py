@@ -26,7 +26,7 @@ from outlast.errors import InputRejected, NotWaiting, ProtocolViolation, RunNotF
 from outlast.store import keys, wait_scripts
 from outlast.store.base import AppendItem, NewRun
 from outlast.store.queue import RunQueue
-from outlast.store.redis import ScriptBatcher, _guard, _s
+from outlast.store.redis import ScriptBatcher, _guard, _s, server_ms
 
 #: Seconds after which a half-done input delivery is dispatched by a timer scan.
 KICK_AFTER = 10.0
@@ -88,8 +88,7 @@ class RedisWaits:
         return int(reply[0]), int(reply[1])
 
     async def server_ms(self) -> int:
-        seconds, micros = await _guard(self.redis.time())
-        return int(seconds) * 1000 + int(micros) // 1000
+        return await server_ms(self.redis)
 
     async def resolutions(self, run_id: str, positions: Sequence[str]) -> dict[str, bytes]:
         """Checkpoints already written for ``positions`` (waits settled since they were read)."""

@@ -18,7 +18,7 @@ from outlast import events as ev
 from outlast.errors import OutlastError, RunNotFound
 from outlast.store import keys
 from outlast.store.leases import Claim, RunLeases
-from outlast.store.redis import RedisStore, _guard
+from outlast.store.redis import RedisStore, _guard, server_ms
 from outlast.worker.heartbeat import Held, LeaseRenewer, Renewal
 from outlast.worker.jobs import SETTLED, SKIPPED, STARTED, Job, Lane, redis_url_of
 from outlast.worker.launcher import Launcher
@@ -107,11 +107,11 @@ class Launching:
             except RunNotFound:
                 self._later(self._zrems, lane.index, run_id)
                 return SETTLED
-            seconds, _ = await _guard(self.redis.time())
+            now_ms = await server_ms(self.redis)
             if record.status in ev.TERMINAL_STATUSES or record.status == "waiting":
                 self._later(self._zrems, lane.index, run_id)  # ended, or parked until re-queued
                 return SETTLED
-            if record.lease_until > seconds * 1000:
+            if record.lease_until > now_ms:
                 return SETTLED
             if record.cancel_requested:  # nobody runs it and it should stop: end it here
                 await self.leases.finish(

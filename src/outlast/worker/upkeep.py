@@ -20,7 +20,7 @@ from redis import exceptions as redis_errors
 
 from outlast.errors import OutlastError
 from outlast.store import keys
-from outlast.store.redis import _guard
+from outlast.store.redis import _guard, server_ms
 from outlast.store.waits import RedisWaits
 from outlast.worker.heartbeat import Held, Renewal
 from outlast.worker.jobs import STARTED, Job, Lane
@@ -184,8 +184,7 @@ class Upkeep:
 
     async def _next_due_in(self) -> float | None:
         """Seconds until the earliest lease in our lanes expires or the earliest timer is due."""
-        seconds, micros = await _guard(self.redis.time())
-        now_ms = seconds * 1000 + micros // 1000
+        now_ms = await server_ms(self.redis)
         pipe = self.redis.pipeline(transaction=False)
         for lane in self.lanes:
             pipe.zrangebyscore(lane.index, now_ms, "+inf", start=0, num=1, withscores=True)
@@ -194,7 +193,7 @@ class Upkeep:
         scores = [float(first[0][1]) for first in firsts if first]
         if not scores:
             return None
-        return max(0.0, (min(scores) - int(now_ms)) / 1000)
+        return max(0.0, (min(scores) - now_ms) / 1000)
 
     async def _report(self) -> None:
         info = {
@@ -206,8 +205,7 @@ class Upkeep:
 
     async def _takeover_scan(self) -> bool:
         """Claim runs of this worker's lanes whose lease expired. True if any was taken over."""
-        seconds, micros = await _guard(self.redis.time())
-        now_ms = seconds * 1000 + micros // 1000
+        now_ms = await server_ms(self.redis)
         took = False
         for lane in self.lanes:
             free = self.concurrency - len(self.jobs)
