@@ -24,6 +24,7 @@ from outlast.api.schemas import (
 )
 from outlast.api.state import ApiState, StateDep, TenantDep, run_urls
 from outlast.core.trace import load_trace
+from outlast.core.waiting import INPUT_KEY_PATTERN
 from outlast.events import TERMINAL_STATUSES
 from outlast.store import keys
 from outlast.store.base import RunRecord
@@ -203,8 +204,6 @@ async def cancel_run(run_id: str, state: StateDep, tenant: TenantDep) -> JSONRes
     return JSONResponse(body.model_dump(mode="json"), status_code=202)
 
 
-#: What an input key may look like (as ``wait_for_input`` requires).
-INPUT_KEY = r"^[A-Za-z0-9_.:-]{1,128}$"
 _JSON_BODY = {
     "required": True,
     "description": "The input value itself, as any JSON value (checked against the wait's schema).",
@@ -271,7 +270,7 @@ async def input_value(request: Request) -> Any:
 )
 async def supply_input(
     run_id: str,
-    key: Annotated[str, Path(pattern=INPUT_KEY, description="The key the run waits for.")],
+    key: Annotated[str, Path(pattern=INPUT_KEY_PATTERN, description="The key the run waits for.")],
     request: Request,
     state: StateDep,
     tenant: TenantDep,

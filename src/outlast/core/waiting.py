@@ -38,7 +38,9 @@ from outlast.store.base import OP_STEP, NewRun
 
 T = TypeVar("T")
 _UNSET: Any = object()
-_KEY = re.compile(r"^[A-Za-z0-9_.:-]{1,128}$")
+#: What an input key may look like (it is a path segment of the input endpoint).
+INPUT_KEY_PATTERN = r"^[A-Za-z0-9_.:-]{1,128}$"
+_KEY = re.compile(INPUT_KEY_PATTERN)
 
 
 def _seconds(value: timedelta | float | int, what: str) -> float:
@@ -297,10 +299,6 @@ def wait_for_input(
     return InputCall(frame, key, adapter, seconds, str(prompt), default)
 
 
-async def _plain_sleep(seconds: float) -> None:
-    await asyncio.sleep(seconds)
-
-
 def sleep(duration: timedelta | float) -> Awaitable[None]:
     """Sleep durably: a restart does not shorten or lengthen it, and a long sleep frees the worker.
 
@@ -309,7 +307,7 @@ def sleep(duration: timedelta | float) -> Awaitable[None]:
     seconds = _seconds(duration, "sleep duration")
     frame = current_frame.get()
     if frame is None or frame.step_id is not None:
-        return _plain_sleep(seconds)
+        return asyncio.sleep(seconds)
     return SleepCall(frame, "sleep", seconds)
 
 

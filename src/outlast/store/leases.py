@@ -41,7 +41,10 @@ def _pairs(flat: list[bytes]) -> dict[str, bytes]:
 class RunLeases:
     """Claim, renew and release runs; request cancellation; end runs nobody executes."""
 
-    def __init__(self, redis: aioredis.Redis, *, retention: float = 7 * 24 * 3600) -> None:
+    def __init__(
+        self, redis: aioredis.Redis, *, retention: float = 7 * 24 * 3600, waits: RedisWaits | None = None
+    ) -> None:
+        """``waits``: the wait service that tells a finished child's parent (one is made if none)."""
         self.redis = redis
         self.retention = retention
         self._claim = redis.register_script(scripts.CLAIM)
@@ -50,7 +53,7 @@ class RunLeases:
         self._cancel = redis.register_script(scripts.REQUEST_CANCEL)
         self._finish = redis.register_script(scripts.FINISH)
         self._batcher = ScriptBatcher(redis)
-        self.waits = RedisWaits(redis)
+        self.waits = waits or RedisWaits(redis)
 
     async def claim(self, run_id: str, owner: str, lease_ms: int, max_attempts: int) -> Claim:
         reply: list[Any] = await _guard(

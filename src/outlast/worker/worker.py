@@ -85,8 +85,8 @@ class Worker(Upkeep, Launching):
         self.max_attempts = max_attempts
         self.id = worker_id or f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
         self.store = RedisStore(redis, max_stream_len=max_stream_len)
-        self.leases = RunLeases(redis, retention=retention)
         self.waits = RedisWaits(redis, on_armed=self._timer_armed)
+        self.leases = RunLeases(redis, retention=retention, waits=self.waits)
         # hold: a wait due within this many seconds keeps its run here; a longer one suspends it.
         self.runner = Runner(self.store, retention=retention, worker_id=self.id, waits=self.waits, hold=hold)
         if self.version.startswith("@"):
