@@ -44,6 +44,11 @@ async def test_a_suspended_run_waits_with_no_lease_and_its_timer_armed(redis: ai
     assert await redis.zscore(keys.TIMERS, timer_member(run_id, "0")) is not None
     waits = await runner.store.load_waits(run_id)
     assert list(waits) == ["0"]
+    last = [e async for e in runner.store.read_events(run_id, follow=False)][-1]
+    assert last.type == ev.RUN_WAITING
+    [shown] = last.data["waits"]
+    assert (shown["position"], shown["kind"], shown["key"]) == ("0", "input", "answer")
+    assert shown["deadline"] > 0
 
 
 @pytest.mark.redis7

@@ -192,7 +192,6 @@ class Attempt:
         )  # fmt: skip
         self._suspending = False
         self._waiting_on: list[str] = []
-        self._waiting_summary: list[dict[str, Any]] = []
         self._body: asyncio.Task[Any] | None = None
         self._cancel_reason: str | None = None
         self._cancel_requested = asyncio.Event()
@@ -213,7 +212,6 @@ class Attempt:
         # What it waits for is taken now: cancelling the body unwinds the waits.
         self._suspending = True
         self._waiting_on = self.waits.blocked()
-        self._waiting_summary = self.waits.summary()
         if self._body is not None:
             self._body.cancel()
 
@@ -332,7 +330,7 @@ class Attempt:
             return None
         try:
             await writer.drain()
-            item = writer.reserve(ev.RUN_WAITING, None, {"waits": self._waiting_summary})
+            item = writer.reserve(ev.RUN_WAITING, None, {"waits": self.waits.summary(positions)})
             answer = await self.runner.waits.suspend(self.run_id, self.attempt, item, positions)
         except OutlastError as exc:
             writer.failure = writer.failure or exc

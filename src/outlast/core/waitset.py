@@ -248,10 +248,10 @@ class WaitSet:
         """Positions of the waits the body is blocked on (not settled)."""
         return [position for position, p in self.pending.items() if not p.future.done()]
 
-    def summary(self) -> list[dict[str, Any]]:
-        """What the run waits for (the ``run.waiting`` event's data)."""
+    def summary(self, positions: list[str]) -> list[dict[str, Any]]:
+        """What the waits at ``positions`` are (the ``run.waiting`` event's data)."""
         shown = []
-        for position in self.blocked():
+        for position in positions:
             record = self.records.get(position, {})
             entry = {"position": position, "kind": record.get("kind"), "step": record.get("step_id")}
             for name in ("key", "child"):
