@@ -47,6 +47,12 @@ class Settled:
     deadline: int = 0
 
 
+def pending_records(raw: dict[bytes, bytes]) -> list[dict[str, Any]]:
+    """A run's ``waits`` hash as wait records with their ``position``, oldest first."""
+    waits = [{"position": p.decode(), **json.loads(v)} for p, v in raw.items()]
+    return sorted(waits, key=lambda w: float(w.get("created", 0)))
+
+
 def timer_member(run_id: str, position: str) -> str:
     return f"{run_id}|{position}"
 
@@ -183,15 +189,11 @@ class RedisWaits:
         status, waits = replies
         if status is None:
             raise RunNotFound(f"no run {run_id!r}")
-        pending = sorted(
-            ((p.decode(), json.loads(raw)) for p, raw in waits.items()),
-            key=lambda pr: pr[1].get("created", 0),
-        )
-        inputs = [(p, record) for p, record in pending if record.get("kind") == "input"]
-        chosen = next(((p, record) for p, record in inputs if record.get("key") == key), None)
-        if chosen is None:
-            raise NotWaiting(run_id, key, status.decode(), sorted({str(r.get("key")) for _, r in inputs}))
-        position, record = chosen
+        inputs = [record for record in pending_records(waits) if record.get("kind") == "input"]
+        record = next((r for r in inputs if r.get("key") == key), None)
+        if record is None:
+            raise NotWaiting(run_id, key, status.decode(), sorted({str(r.get("key")) for r in inputs}))
+        position = record["position"]
         schema = record.get("schema")
         if schema:
             validator = jsonschema.Draft202012Validator(schema)

@@ -26,6 +26,7 @@ from outlast.store.base import NewRun, RunRecord
 from outlast.store.leases import RunLeases
 from outlast.store.queue import RunQueue
 from outlast.store.redis import RedisStore, _guard
+from outlast.store.waits import pending_records
 from outlast.worker.active import RegistryCache, read_active, read_workflow
 
 IDEMPOTENCY_TTL = 24 * 3600
@@ -218,8 +219,7 @@ class Dispatcher:
         """What the run waits for, oldest first: input requests (key, schema, prompt, deadline),
         sleeps (deadline) and child runs (child)."""
         raw: dict[bytes, bytes] = await _guard(self.redis.hgetall(keys.run_keys(run_id).waits))
-        waits = [{"position": p.decode(), **json.loads(v)} for p, v in raw.items()]
-        return sorted(waits, key=lambda w: float(w.get("created", 0)))
+        return pending_records(raw)
 
     async def cancel(self, run_id: str) -> Cancelled:
         """Cancel a run and its child runs: a queued, waiting (or orphaned) run ends now; a running
