@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 import redis.asyncio as aioredis
 
+from outlast.store.client import redis_from_url
 from outlast.store.embedded import EmbeddedServer
 
 SYSTEM_REDIS_URL = os.environ.get("OUTLAST_TEST_REDIS_URL", "redis://127.0.0.1:6379/9")
@@ -58,7 +59,7 @@ def redis_url(request: pytest.FixtureRequest, valkey_server: EmbeddedServer) -> 
 
 @pytest.fixture
 async def redis(redis_url: str) -> AsyncIterator[aioredis.Redis]:
-    client = aioredis.Redis.from_url(redis_url)
+    client = redis_from_url(redis_url)  # as Outlast's own processes make them (multiplexed scripts)
     await client.flushdb()
     yield client
     await client.aclose()

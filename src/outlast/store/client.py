@@ -1,10 +1,14 @@
-"""The asyncio Redis clients Outlast creates: redis-py, with commands packed by hiredis.
+"""The asyncio Redis clients Outlast creates: redis-py, with commands packed by hiredis, and a
+multiplexed connection for the hot script calls.
 
 redis-py's sync connections pack commands with ``hiredis.pack_command`` when hiredis is
 installed, but its asyncio connections pack them in pure Python: about 30 µs a command, the
 largest single cost in a busy worker (every claim and append is a script call with a dozen
 arguments). These connection classes pack the asyncio way's commands with hiredis too; replies
 are parsed by hiredis either way.
+
+The pool of such a client also owns a :class:`~outlast.store.mux.Multiplexer`, which the store
+uses for its script calls; closing the client closes it too.
 """
 
 from __future__ import annotations
@@ -13,8 +17,15 @@ from typing import Any
 
 import hiredis
 import redis.asyncio as aioredis
-from redis.asyncio.connection import Connection, SSLConnection, UnixDomainSocketConnection
+from redis.asyncio.connection import (
+    Connection,
+    ConnectionPool,
+    SSLConnection,
+    UnixDomainSocketConnection,
+)
 from redis.exceptions import DataError
+
+from outlast.store.mux import Multiplexer
 
 
 class _HiredisPacking:
@@ -50,9 +61,30 @@ _FASTER: dict[type[Any], type[Any]] = {
 }
 
 
+class OutlastPool(ConnectionPool):
+    """redis-py's pool, plus the multiplexed connection of the same client (closed with it)."""
+
+    def __init__(self, **options: Any) -> None:
+        super().__init__(**options)
+        self.multiplexer = Multiplexer(self)
+
+    async def disconnect(self, inuse_connections: bool = True) -> None:
+        await super().disconnect(inuse_connections)
+        await self.multiplexer.aclose()
+
+
+def multiplexer_of(redis: aioredis.Redis) -> Multiplexer | None:
+    """The client's multiplexed connection: None for a client not made by :func:`redis_from_url`
+    (its commands then go through redis-py alone)."""
+    pool = redis.connection_pool
+    return pool.multiplexer if isinstance(pool, OutlastPool) else None
+
+
 def redis_from_url(url: str, **options: Any) -> aioredis.Redis:
-    """``redis.asyncio.Redis.from_url`` with hiredis packing for the connection type it picked."""
-    client: aioredis.Redis = aioredis.Redis.from_url(url, **options)
-    pool = client.connection_pool
+    """``redis.asyncio.Redis.from_url`` with hiredis packing for the connection type it picked,
+    and a :class:`~outlast.store.mux.Multiplexer` beside its pool."""
+    pool = OutlastPool.from_url(url, **options)
     pool.connection_class = _FASTER.get(pool.connection_class, pool.connection_class)
+    client = aioredis.Redis(connection_pool=pool)
+    client.auto_close_connection_pool = True  # as from_url does: aclose() closes the pool
     return client

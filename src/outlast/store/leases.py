@@ -12,7 +12,7 @@ from outlast.errors import RunNotFound
 from outlast.store import scripts
 from outlast.store.base import RunRecord
 from outlast.store.keys import run_keys
-from outlast.store.redis import ScriptBatcher, _guard, _s
+from outlast.store.redis import HotPath, _guard, _s
 from outlast.store.waits import RedisWaits
 
 
@@ -52,12 +52,12 @@ class RunLeases:
         self._release = redis.register_script(scripts.RELEASE)
         self._cancel = redis.register_script(scripts.REQUEST_CANCEL)
         self._finish = redis.register_script(scripts.FINISH)
-        self._batcher = ScriptBatcher(redis)
+        self._hot = HotPath(redis)
         self.waits = waits or RedisWaits(redis)
 
     async def claim(self, run_id: str, owner: str, lease_ms: int, max_attempts: int) -> Claim:
         reply: list[Any] = await _guard(
-            self._batcher.call(self._claim, run_keys(run_id).all(), [owner, lease_ms, max_attempts])
+            self._hot.script(self._claim, run_keys(run_id).all(), [owner, lease_ms, max_attempts])
         )
         tag = _s(reply[0]).lower()
         if tag == "ok":

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import time
 from collections.abc import AsyncIterator, Awaitable, Sequence
 from typing import Any, TypeVar, cast
@@ -22,6 +21,7 @@ from outlast.errors import (
 )
 from outlast.store import scripts
 from outlast.store.base import AppendItem, AttemptStart, NewRun, RunRecord
+from outlast.store.client import multiplexer_of
 from outlast.store.keys import run_keys
 
 T = TypeVar("T")
@@ -50,76 +50,37 @@ def _s(value: Any) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
 
 
-class ScriptBatcher:
-    """Sends the script calls made in one event-loop turn as one pipeline (auto-pipelining).
+class HotPath:
+    """The store's frequent commands over the client's multiplexed connection (auto-pipelining).
 
-    Under load a worker runs hundreds of attempts at once; their appends and claims then share
-    one socket write and one read instead of paying a syscall and a task switch each. A call made
-    while nothing else is in flight goes straight out. Calls are independent (not a transaction).
+    Under load a worker runs hundreds of attempts at once; their claims and appends then share
+    one socket write and one read instead of paying a syscall and a task switch each, and an
+    idle worker's call goes out at once (see :mod:`outlast.store.mux`). A client not made by
+    :func:`~outlast.store.client.redis_from_url` has no such connection: calls go through
+    redis-py. Calls are independent (not a transaction).
     """
 
-    def __init__(self, redis: aioredis.Redis) -> None:
+    def __init__(self, redis: aioredis.Redis, *, multiplex: bool = True) -> None:
         self.redis = redis
-        self._pending: list[tuple[AsyncScript, list[Any], list[Any], asyncio.Future[Any]]] = []
-        self._flushing = False
-        self._direct_in_flight = False
+        mux = multiplexer_of(redis) if multiplex else None
+        self._mux = mux if mux is not None and mux.usable else None
 
-    async def call(self, script: AsyncScript, keys: list[Any], args: list[Any]) -> Any:
-        if not self._direct_in_flight and not self._flushing:
-            # Nothing else going on: send it now, without the hop through the flush task.
-            self._direct_in_flight = True
-            try:
-                return await script(keys=keys, args=args)
-            finally:
-                self._direct_in_flight = False
-        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-        self._pending.append((script, keys, args, future))
-        if not self._flushing:
-            self._flushing = True
-            asyncio.get_running_loop().create_task(self._flush())
-        return await future
-
-    async def _flush(self) -> None:
+    async def script(self, script: AsyncScript, keys: list[Any], args: list[Any]) -> Any:
+        """Call a script; one the server lost (a restart) is loaded and called again."""
+        if self._mux is None:
+            return await script(keys=keys, args=args)
         try:
-            while self._pending:
-                batch, self._pending = self._pending, []
-                pipe = self.redis.pipeline(transaction=False)
-                for script, keys, args, _ in batch:
-                    pipe.evalsha(script.sha, len(keys), *keys, *args)
-                try:
-                    replies = await pipe.execute(raise_on_error=False)
-                except BaseException as exc:  # connection trouble: every caller sees it
-                    for *_, future in batch:
-                        if not future.done():
-                            future.set_exception(exc)
-                    if isinstance(exc, asyncio.CancelledError):
-                        raise
-                    continue
-                for (script, keys, args, future), reply in zip(batch, replies, strict=True):
-                    if future.done():
-                        continue
-                    if isinstance(reply, redis_errors.NoScriptError):
-                        # The server lost its script cache (restart): load it and call directly.
-                        asyncio.get_running_loop().create_task(self._direct(script, keys, args, future))
-                    elif isinstance(reply, Exception):
-                        future.set_exception(reply)
-                    else:
-                        future.set_result(reply)
-        finally:
-            self._flushing = False
+            return await self._mux.execute("EVALSHA", script.sha, len(keys), *keys, *args)
+        except redis_errors.NoScriptError:
+            await self.redis.script_load(script.script)
+            return await self._mux.execute("EVALSHA", script.sha, len(keys), *keys, *args)
 
-    @staticmethod
-    async def _direct(
-        script: AsyncScript, keys: list[Any], args: list[Any], future: asyncio.Future[Any]
-    ) -> None:
-        try:
-            result = await script(keys=keys, args=args)
-        except Exception as exc:
-            if not future.done():
-                future.set_exception(exc)
-            return
-        if not future.done():
-            future.set_result(result)
+    async def hgetall(self, key: str) -> dict[bytes, bytes]:
+        if self._mux is None:
+            raw: dict[bytes, bytes] = await self.redis.hgetall(key)  # type: ignore[misc]
+            return raw
+        flat: list[bytes] = await self._mux.execute("HGETALL", key)
+        return dict(zip(flat[::2], flat[1::2], strict=True))
 
 
 class RedisStore:
@@ -136,7 +97,7 @@ class RedisStore:
         self._create = redis.register_script(scripts.CREATE_RUN)
         self._begin = redis.register_script(scripts.BEGIN_ATTEMPT)
         self._append = redis.register_script(scripts.APPEND)
-        self._batcher = ScriptBatcher(redis)
+        self._hot = HotPath(redis)
 
     async def create_run(self, run: NewRun, queued_event: bytes) -> bool:
         keys = run_keys(run.run_id)
@@ -162,7 +123,7 @@ class RedisStore:
     async def append(self, run_id: str, attempt: int, items: Sequence[AppendItem]) -> int:
         keys = run_keys(run_id)
         args: list[Any] = [attempt, self.max_stream_len, repr(time.time()), frame_batch(items)]
-        reply: list[Any] = await _guard(self._batcher.call(self._append, keys.all(), args))
+        reply: list[Any] = await _guard(self._hot.script(self._append, keys.all(), args))
         tag = _s(reply[0])
         if tag == "OK":
             return int(reply[1])
@@ -185,7 +146,7 @@ class RedisStore:
         return {k.decode(): v for k, v in raw.items()}
 
     async def get_run(self, run_id: str) -> RunRecord:
-        raw: dict[bytes, bytes] = await _guard(self.redis.hgetall(run_keys(run_id).meta))
+        raw: dict[bytes, bytes] = await _guard(self._hot.hgetall(run_keys(run_id).meta))
         if not raw:
             raise RunNotFound(f"no run {run_id!r}")
         return RunRecord.from_hash({k.decode(): v.decode() for k, v in raw.items()})
@@ -226,13 +187,13 @@ class RedisStore:
                     return
 
 
-def create_run_args(run: NewRun, queued_event: bytes) -> list[Any]:
-    """ARGV of the CREATE_RUN script (its KEYS are the run's meta and events)."""
-    fields = run.meta_fields()
-    pairs = [item for pair in fields.items() for item in pair]
+def create_run_args(run: NewRun, queued_event: bytes, *more: Any) -> list[Any]:
+    """ARGV of the CREATE_RUN script (its KEYS are the run's meta and events); ``more`` goes
+    between the fixed arguments and the extra meta fields (START's own arguments)."""
+    pairs = [item for pair in run.meta_fields().items() for item in pair]
     return [
         run.run_id, run.workflow, run.version, run.tenant, serde.dumps(run.input),
-        repr(time.time()), queued_event, len(fields), *pairs,
+        repr(time.time()), queued_event, *more, *pairs,
     ]  # fmt: skip
 
 

@@ -11,21 +11,45 @@ from __future__ import annotations
 
 from typing import Final
 
-# KEYS: meta, events
-# ARGV: run_id, workflow, version, tenant, input_json, now, queued_envelope, n_extra, [field, value]*
-# Returns 1 when created, 0 when the run already existed (idempotent start).
-CREATE_RUN: Final = """
+# Records a new run: its meta hash (extra fields from ARGV[first_extra] on, as pairs) and its
+# first event, ``run.queued`` (seq 1). Ends the script with 0 when the run already exists.
+_CREATE = """
 if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
-redis.call('HSET', KEYS[1], 'v', '1', 'run_id', ARGV[1], 'workflow', ARGV[2], 'version', ARGV[3],
-  'tenant', ARGV[4], 'input', ARGV[5], 'status', 'queued', 'attempt', '0', 'last_seq', '1',
-  'created_at', ARGV[6], 'updated_at', ARGV[6])
-local n = tonumber(ARGV[8])
-for i = 0, n - 1 do
-  redis.call('HSET', KEYS[1], ARGV[9 + 2 * i], ARGV[10 + 2 * i])
+local fields = {'v', '1', 'run_id', ARGV[1], 'workflow', ARGV[2], 'version', ARGV[3], 'tenant', ARGV[4],
+  'input', ARGV[5], 'status', 'queued', 'attempt', '0', 'last_seq', '1', 'created_at', ARGV[6],
+  'updated_at', ARGV[6]}
+for i = first_extra, #ARGV - 1, 2 do
+  fields[#fields + 1] = ARGV[i]
+  fields[#fields + 1] = ARGV[i + 1]
 end
+redis.call('HSET', KEYS[1], unpack(fields))
 redis.call('XADD', KEYS[2], '0-1', 'e', ARGV[7])
+"""
+
+# KEYS: meta, events
+# ARGV: run_id, workflow, version, tenant, input_json, now, queued_envelope, [field, value]*
+# Returns 1 when created, 0 when the run already existed (idempotent start).
+CREATE_RUN: Final = "local first_extra = 8\n" + _CREATE + "return 1\n"
+
+# KEYS: meta, events, work stream (the run's lane), runs index, versions[, parent's children]
+# ARGV: run_id, workflow, version, tenant, input_json, now, queued_envelope, now_ms,
+#       work_maxlen, [field, value]*
+# Starting a run: records it (as CREATE_RUN), puts its id on the work stream, indexes it and
+# its version, and lists a child run on its parent, all at once, so no half-written run can
+# exist. A run that already exists is left alone and not queued again. One command, where a
+# MULTI/EXEC of the same five writes costs the client seven replies to parse.
+# Returns 1 when created, 0 when the run already existed.
+START: Final = (
+    "local first_extra = 10\n"
+    + _CREATE
+    + """
+redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[9], '*', 'run', ARGV[1])
+redis.call('ZADD', KEYS[4], 'NX', ARGV[8], ARGV[1])
+redis.call('ZADD', KEYS[5], 'NX', ARGV[8], ARGV[3])
+if KEYS[6] then redis.call('SADD', KEYS[6], ARGV[1]) end
 return 1
 """
+)
 
 # KEYS: meta
 # ARGV: expected_attempt ('' = any), now

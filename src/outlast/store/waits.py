@@ -26,7 +26,7 @@ from outlast.errors import InputRejected, NotWaiting, ProtocolViolation, RunNotF
 from outlast.store import keys, wait_scripts
 from outlast.store.base import AppendItem, NewRun
 from outlast.store.queue import RunQueue
-from outlast.store.redis import ScriptBatcher, _guard, _s, server_ms
+from outlast.store.redis import HotPath, _guard, _s, server_ms
 
 #: Seconds after which a half-done input delivery is dispatched by a timer scan.
 KICK_AFTER = 10.0
@@ -78,14 +78,14 @@ class RedisWaits:
         self._arm = redis.register_script(wait_scripts.ARM)
         self._suspend = redis.register_script(wait_scripts.SUSPEND)
         self._resolve = redis.register_script(wait_scripts.RESOLVE)
-        self._batcher = ScriptBatcher(redis)
+        self._hot = HotPath(redis)
 
     # -- the attempt's side -------------------------------------------------------------------
 
     async def arm(self, run_id: str, position: str, delay: float) -> tuple[int, int]:
         """Schedule a timer ``delay`` seconds from now (server time). Returns (now_ms, due_ms)."""
         reply: list[Any] = await _guard(
-            self._batcher.call(
+            self._hot.script(
                 self._arm, [keys.TIMERS], [timer_member(run_id, position), max(0, int(delay * 1000))]
             )
         )
@@ -157,7 +157,7 @@ class RedisWaits:
         """Run RESOLVE; a re-queued run is put on its lane's work stream before returning."""
         run = keys.run_keys(run_id)
         reply: list[Any] = await _guard(
-            self._batcher.call(
+            self._hot.script(
                 self._resolve,
                 [run.meta, run.events, run.steps, run.waits],
                 [position, mode, match, result, event_type, data],

@@ -1,0 +1,170 @@
+"""One connection shared by concurrent callers, replies matched in order (auto-pipelining).
+
+redis-py's asyncio client sends each command through its connection pool: a lock, a liveness
+check that costs an event-loop turn, a retry wrapper, a stream reader and a timeout context. For
+the script calls a worker makes per run (claim, append) that machinery costs more CPU than the
+command itself (measured: about 40 % of a worker's CPU per one-step run). A Redis server answers
+each connection's commands in order, so callers can share one connection: a request is written
+at once when the connection is idle, or with the others made in the same event-loop turn, and
+its future is resolved when its reply arrives. Parsing is hiredis, as in redis-py.
+
+Only non-blocking commands belong here: a blocking read would hold up every caller behind it.
+Connection parameters (host or socket path, credentials, database, timeouts) are taken from
+the redis-py client the multiplexer serves, so both always talk to the same server the same way.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+from typing import Any
+
+import hiredis
+from redis import exceptions as redis_errors
+from redis.asyncio.connection import Connection, ConnectionPool, SSLConnection, UnixDomainSocketConnection
+
+
+class _ReplyError(Exception):
+    """What hiredis hands back for an error reply (turned into redis-py's classes below)."""
+
+
+def _error(reply: _ReplyError) -> redis_errors.RedisError:
+    message = str(reply)
+    if message.startswith("NOSCRIPT"):
+        return redis_errors.NoScriptError(message)
+    return redis_errors.ResponseError(message)
+
+
+class _Protocol(asyncio.Protocol):
+    def __init__(self) -> None:
+        self.reader = hiredis.Reader(protocolError=redis_errors.InvalidResponse, replyError=_ReplyError)
+        self.waiting: collections.deque[asyncio.Future[Any]] = collections.deque()
+        self.transport: asyncio.Transport | None = None
+        self.lost: BaseException | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+
+    def data_received(self, data: bytes) -> None:
+        self.reader.feed(data)
+        try:
+            while (reply := self.reader.gets()) is not False:
+                future = self.waiting.popleft()
+                if future.done():  # its caller was cancelled: the reply is dropped, order kept
+                    continue
+                if isinstance(reply, _ReplyError):
+                    future.set_exception(_error(reply))
+                else:
+                    future.set_result(reply)
+        except (redis_errors.InvalidResponse, IndexError) as exc:
+            # A reply we cannot parse, or one nobody asked for: the stream is out of step.
+            self.lost = exc
+            if self.transport is not None:
+                self.transport.close()
+
+    def connection_lost(self, exc: BaseException | None) -> None:
+        error = redis_errors.ConnectionError(f"connection to the server lost: {exc or self.lost or 'closed'}")
+        self.lost = error
+        while self.waiting:
+            future = self.waiting.popleft()
+            if not future.done():
+                future.set_exception(error)
+
+
+class Multiplexer:
+    """Sends non-blocking commands for many concurrent callers over one connection."""
+
+    def __init__(self, pool: ConnectionPool) -> None:
+        self._pool = pool
+        self._protocol: _Protocol | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._connecting: asyncio.Lock | None = None
+        self._buffer: list[bytes] = []
+        self._flush_scheduled = False
+
+    @property
+    def usable(self) -> bool:
+        """True for plain TCP and Unix-socket connections that keep replies as bytes. TLS is left
+        to redis-py (its many certificate options are not re-implemented here)."""
+        kind = self._pool.connection_class
+        decoding = bool(self._pool.connection_kwargs.get("decode_responses"))
+        plain = issubclass(kind, (Connection, UnixDomainSocketConnection)) and not issubclass(
+            kind, SSLConnection
+        )
+        return plain and not decoding
+
+    async def execute(self, *args: Any) -> Any:
+        """Send one command; its reply (bytes, int, list, None) or redis-py's exception classes."""
+        protocol = self._protocol
+        if protocol is None or protocol.lost is not None or self._loop is not asyncio.get_running_loop():
+            protocol = await self._connect()
+        packed = hiredis.pack_command(args)
+        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        idle = not protocol.waiting and not self._buffer
+        protocol.waiting.append(future)
+        if idle and protocol.transport is not None:
+            protocol.transport.write(packed)  # nothing else under way: no reason to wait
+        else:
+            self._buffer.append(packed)
+            if not self._flush_scheduled:
+                self._flush_scheduled = True
+                asyncio.get_running_loop().call_soon(self._flush, protocol)
+        return await future
+
+    def _flush(self, protocol: _Protocol) -> None:
+        self._flush_scheduled = False
+        data, self._buffer = b"".join(self._buffer), []
+        if protocol.transport is not None and protocol.lost is None:
+            protocol.transport.write(data)
+
+    async def _connect(self) -> _Protocol:
+        loop = asyncio.get_running_loop()
+        if self._loop is not loop:
+            # First use, or a new event loop (a connection cannot move between loops).
+            if self._protocol is not None and self._protocol.transport is not None:
+                with contextlib.suppress(RuntimeError):  # its loop is closed
+                    self._protocol.transport.close()
+            self._protocol, self._connecting, self._loop = None, asyncio.Lock(), loop
+            self._buffer, self._flush_scheduled = [], False
+        if self._connecting is None:
+            self._connecting = asyncio.Lock()
+        async with self._connecting:
+            if self._protocol is not None and self._protocol.lost is None:
+                return self._protocol
+            self._buffer = []  # requests buffered for a lost connection failed with it
+            self._protocol = await self._open()
+            return self._protocol
+
+    async def _open(self) -> _Protocol:
+        # A redis-py connection object, never connected, holds the parameters as redis-py reads them.
+        conn: Any = self._pool.make_connection()  # type: ignore[no-untyped-call]
+        loop = asyncio.get_running_loop()
+        protocol = _Protocol()
+        try:
+            async with asyncio.timeout(conn.socket_connect_timeout):
+                if isinstance(conn, UnixDomainSocketConnection):
+                    await loop.create_unix_connection(lambda: protocol, conn.path)
+                else:
+                    await loop.create_connection(lambda: protocol, conn.host, conn.port)
+        except (OSError, TimeoutError) as exc:
+            raise redis_errors.ConnectionError(f"cannot connect to the server: {exc}") from exc
+        hello: list[tuple[Any, ...]] = []
+        if conn.password is not None or conn.username is not None:
+            hello.append(("AUTH", *[p for p in (conn.username, conn.password) if p is not None]))
+        if conn.db:
+            hello.append(("SELECT", conn.db))
+        for command in hello:
+            future: asyncio.Future[Any] = loop.create_future()
+            protocol.waiting.append(future)
+            if protocol.transport is not None:  # set by connection_made before create_* returns
+                protocol.transport.write(hiredis.pack_command(command))
+            await future
+        return protocol
+
+    async def aclose(self) -> None:
+        protocol, self._protocol = self._protocol, None
+        if protocol is None or protocol.transport is None:
+            return
+        if self._loop is asyncio.get_running_loop():  # a dead loop's transport is gone with it
+            protocol.transport.close()

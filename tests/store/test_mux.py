@@ -1,0 +1,179 @@
+"""The multiplexed connection: many callers, one socket, every reply to its own caller."""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import redis.asyncio as aioredis
+from redis import exceptions as redis_errors
+
+from outlast.errors import StoreUnavailable
+from outlast.store.client import multiplexer_of, redis_from_url
+from outlast.store.embedded import EmbeddedServer, find_server_binary, free_port
+from outlast.store.mux import Multiplexer
+from outlast.store.redis import HotPath, _guard
+
+
+def _mux(client: aioredis.Redis) -> Multiplexer:
+    mux = multiplexer_of(client)
+    if mux is None:
+        raise AssertionError("a client from redis_from_url has a multiplexer")
+    return mux
+
+
+@pytest.mark.redis7
+async def test_concurrent_callers_each_get_their_own_reply(redis: aioredis.Redis) -> None:
+    mux = _mux(redis)
+    writes = await asyncio.gather(*(mux.execute("SET", f"k{i}", f"v{i}") for i in range(500)))
+    assert writes == [b"OK"] * 500
+    # Mixed reply types in one burst: bulk strings, integers, arrays and nils.
+    calls = []
+    for i in range(500):
+        calls += [mux.execute("GET", f"k{i}"), mux.execute("INCRBY", "n", i), mux.execute("GET", f"none{i}")]
+    calls.append(mux.execute("MGET", "k1", "k2"))
+    replies = await asyncio.gather(*calls)
+    assert replies[0:-1:3] == [f"v{i}".encode() for i in range(500)]
+    assert replies[1:-1:3] == [sum(range(i + 1)) for i in range(500)]
+    assert replies[2:-1:3] == [None] * 500
+    assert replies[-1] == [b"v1", b"v2"]
+    assert await redis.get("n") == str(sum(range(500))).encode()  # the same server redis-py sees
+
+
+async def test_error_replies_reach_their_caller_and_the_connection_goes_on(redis: aioredis.Redis) -> None:
+    mux = _mux(redis)
+    await mux.execute("SET", "s", "text")
+    wrong, after = await asyncio.gather(
+        mux.execute("HGET", "s", "f"), mux.execute("GET", "s"), return_exceptions=True
+    )
+    assert isinstance(wrong, redis_errors.ResponseError)
+    assert "WRONGTYPE" in str(wrong)
+    assert after == b"text"
+    with pytest.raises(redis_errors.NoScriptError):
+        await mux.execute("EVALSHA", "0" * 40, 0)
+    assert await mux.execute("PING") == b"PONG"
+
+
+async def test_a_cancelled_caller_does_not_shift_the_replies_of_others(redis: aioredis.Redis) -> None:
+    mux = _mux(redis)
+    await mux.execute("SET", "warm", "1")  # connected, so the calls below queue behind each other
+    tasks = [asyncio.ensure_future(mux.execute("INCRBY", f"c{i}", i + 1)) for i in range(200)]
+    await asyncio.sleep(0)  # every call is written and waits for its reply
+    for task in tasks[::2]:
+        task.cancel()
+    results = await asyncio.gather(*tasks, return_exceptions=True)
+    for i, result in enumerate(results):
+        if i % 2:
+            assert result == i + 1
+        else:
+            assert isinstance(result, asyncio.CancelledError)
+    # The cancelled commands were sent: the server ran them, and later calls still line up.
+    assert await mux.execute("GET", "c0") == b"1"
+    assert await mux.execute("MGET", "c3", "c4") == [b"4", b"5"]
+
+
+async def test_scripts_the_server_lost_are_loaded_again(redis: aioredis.Redis) -> None:
+    hot = HotPath(redis)
+    script = redis.register_script("return ARGV[1] .. KEYS[1]")
+    assert await hot.script(script, ["k"], ["v"]) == b"vk"
+    await redis.script_flush()
+    assert await hot.script(script, ["k2"], ["w"]) == b"wk2"
+
+
+async def test_a_client_not_made_by_outlast_goes_through_redis_py(redis_url: str) -> None:
+    plain = aioredis.Redis.from_url(redis_url)
+    try:
+        assert multiplexer_of(plain) is None
+        hot = HotPath(plain)
+        await plain.hset("h", mapping={"a": "1"})
+        assert await hot.hgetall("h") == {b"a": b"1"}
+        assert await hot.script(plain.register_script("return 7"), [], []) == 7
+    finally:
+        await plain.aclose()
+
+
+def test_tls_and_decoding_clients_are_not_multiplexed() -> None:
+    # Replies must stay bytes (the store decodes them itself), and TLS is left to redis-py.
+    assert not _mux(redis_from_url("rediss://127.0.0.1:1/0")).usable
+    assert not _mux(redis_from_url("redis://127.0.0.1:1/0", decode_responses=True)).usable
+    assert _mux(redis_from_url("redis://127.0.0.1:1/0")).usable
+
+
+async def test_server_killed_fails_pending_calls_then_reconnects(tmp_path: Path) -> None:
+    server = EmbeddedServer(tmp_path / "data")
+    server.start()
+    client = redis_from_url(server.url)
+    try:
+        mux = _mux(client)
+        await mux.execute("SET", "kept", "yes")
+        await mux.execute("CONFIG", "SET", "appendfsync", "always")  # the write survives a kill
+        await mux.execute("SET", "kept", "still")
+        # A call under way when the server dies fails as "unreachable", not with a hang. (A
+        # blocking pop never belongs on this connection; here it is simply a call held open.)
+        busy = asyncio.ensure_future(_guard(mux.execute("BLPOP", "nothing", 0)))
+        await asyncio.sleep(0)  # one loop turn: the call is written
+        server.kill()
+        with pytest.raises(StoreUnavailable):
+            await busy
+        with pytest.raises(StoreUnavailable):
+            await _guard(mux.execute("GET", "kept"))  # down: refused at once
+        server.start()
+        assert await mux.execute("GET", "kept") == b"still"  # reconnected on its own
+    finally:
+        await client.aclose()
+        server.stop()
+
+
+@pytest.fixture
+def protected_server(tmp_path: Path) -> Iterator[tuple[int, Path]]:
+    """A Valkey with a password, listening on a loopback port and on a Unix socket."""
+    sock = tmp_path / "valkey.sock"
+    port = free_port()
+    proc = subprocess.Popen(
+        [find_server_binary(), "--port", str(port), "--bind", "127.0.0.1", "--unixsocket", str(sock),
+         "--requirepass", "s3cret", "--save", "", "--appendonly", "no", "--dir", str(tmp_path)],
+        stdout=subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        yield port, sock
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+async def test_password_database_and_unix_socket(protected_server: tuple[int, Path]) -> None:
+    port, sock = protected_server
+    for url in (f"redis://:s3cret@127.0.0.1:{port}/3", f"unix://{sock}?db=3&password=s3cret"):
+        client = redis_from_url(url)
+        try:
+            for _ in range(200):  # the server is starting: no readiness event to await
+                try:
+                    await client.ping()
+                    break
+                except redis_errors.ConnectionError:
+                    await asyncio.sleep(0.02)
+            mux = _mux(client)
+            await mux.execute("SET", "where", url)
+            assert await client.get("where") == url.encode()  # same database as redis-py's
+            assert await client.dbsize() == 1
+        finally:
+            await client.aclose()
+    wrong = redis_from_url(f"redis://:nope@127.0.0.1:{port}/0")
+    try:
+        with pytest.raises(redis_errors.ResponseError):
+            await _mux(wrong).execute("PING")
+    finally:
+        await wrong.aclose()
+
+
+def test_one_client_across_event_loops(redis_url: str) -> None:
+    client = redis_from_url(redis_url)
+    mux = _mux(client)
+    for n in range(2):  # e.g. a sync wrapper that runs a fresh loop per call
+        with asyncio.Runner() as runner:
+            assert runner.run(mux.execute("SET", "loop", n)) == b"OK"
+            assert runner.run(mux.execute("GET", "loop")) == str(n).encode()
+            runner.run(client.aclose())
