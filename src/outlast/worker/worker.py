@@ -185,46 +185,48 @@ class Worker(Upkeep, Launching):
     async def _dispatch_loop(self, burst: bool) -> None:
         block_ms = 50 if burst else int(self.heartbeat * 1000)
         streams: dict[Any, Any] = {lane.stream: ">" for lane in self.lanes}
-        while not self._stopping.is_set():
-            if self._takeover_wanted:  # runs already under way go before new ones
-                self._takeover_wanted = False
+        stopping = asyncio.ensure_future(self._stopping.wait())  # one waiter for the whole loop
+        try:
+            while not self._stopping.is_set():
+                if self._takeover_wanted:  # runs already under way go before new ones
+                    self._takeover_wanted = False
+                    try:
+                        await self._takeover_scan()
+                    except OutlastError as exc:
+                        log.warning("worker %s: takeover scan failed: %s", self.id, exc)
+                free = self.concurrency - len(self.jobs)
+                if free <= 0:
+                    self._slot_free.clear()
+                    await self._slot_free.wait()
+                    continue
+                read = asyncio.ensure_future(
+                    self.redis.xreadgroup(keys.WORK_GROUP, self.id, streams, count=free, block=block_ms)
+                )
+                await asyncio.wait([read, stopping], return_when=asyncio.FIRST_COMPLETED)
+                if not read.done():
+                    read.cancel()
+                    with contextlib.suppress(asyncio.CancelledError, redis_errors.RedisError):
+                        await read
+                    break
                 try:
-                    await self._takeover_scan()
-                except OutlastError as exc:
-                    log.warning("worker %s: takeover scan failed: %s", self.id, exc)
-            free = self.concurrency - len(self.jobs)
-            if free <= 0:
-                self._slot_free.clear()
-                await self._slot_free.wait()
-                continue
-            read = asyncio.ensure_future(
-                self.redis.xreadgroup(keys.WORK_GROUP, self.id, streams, count=free, block=block_ms)
-            )
-            stop = asyncio.ensure_future(self._stopping.wait())
-            await asyncio.wait([read, stop], return_when=asyncio.FIRST_COMPLETED)
-            stop.cancel()
-            if not read.done():
-                read.cancel()
-                with contextlib.suppress(asyncio.CancelledError, redis_errors.RedisError):
-                    await read
-                break
-            try:
-                reply = read.result()
-            except redis_errors.RedisError as exc:
-                log.warning("worker %s: reading the work stream failed: %s", self.id, exc)
-                if "NOGROUP" in str(exc):  # the server lost its data (restart without persistence)
-                    with contextlib.suppress(OutlastError, redis_errors.RedisError):
-                        await self._create_groups()
-                await asyncio.sleep(self.heartbeat)
-                continue
-            batch = [
-                (self._lane_of[stream], entry_id, fields[b"run"].decode())
-                for stream, entries in reply or []
-                for entry_id, fields in entries
-            ]
-            await self._dispatch(batch)
-            if burst and not batch and not self.jobs and not await self._takeover_scan():
-                break
+                    reply = read.result()
+                except redis_errors.RedisError as exc:
+                    log.warning("worker %s: reading the work stream failed: %s", self.id, exc)
+                    if "NOGROUP" in str(exc):  # the server lost its data (restart without persistence)
+                        with contextlib.suppress(OutlastError, redis_errors.RedisError):
+                            await self._create_groups()
+                    await asyncio.sleep(self.heartbeat)
+                    continue
+                batch = [
+                    (self._lane_of[stream], entry_id, fields[b"run"].decode())
+                    for stream, entries in reply or []
+                    for entry_id, fields in entries
+                ]
+                await self._dispatch(batch)
+                if burst and not batch and not self.jobs and not await self._takeover_scan():
+                    break
+        finally:
+            stopping.cancel()
 
     async def _dispatch(self, batch: list[tuple[Lane, bytes, str]]) -> None:
         """Claim a batch of dispatched runs concurrently; ack the entries of those not started.
@@ -232,10 +234,18 @@ class Worker(Upkeep, Launching):
         A started run's entry stays pending until its lease is in the lease index (first
         heartbeat) or the run ended: if this worker dies before, XAUTOCLAIM hands it on.
         """
-        outcomes = await asyncio.gather(
-            *(self._try_claim(lane, run_id, entry_id) for lane, entry_id, run_id in batch),
-            return_exceptions=True,
-        )
+        outcomes: list[str | BaseException]
+        if len(batch) == 1:  # an idle worker woken for one run: no task in between
+            lane, entry_id, run_id = batch[0]
+            try:
+                outcomes = [await self._try_claim(lane, run_id, entry_id)]
+            except Exception as exc:
+                outcomes = [exc]
+        else:
+            outcomes = await asyncio.gather(
+                *(self._try_claim(lane, run_id, entry_id) for lane, entry_id, run_id in batch),
+                return_exceptions=True,
+            )
         for (lane, entry_id, run_id), outcome in zip(batch, outcomes, strict=True):
             if isinstance(outcome, BaseException):
                 # Unknown whether the claim ran: leave the entry pending, XAUTOCLAIM retries it.
