@@ -2,7 +2,7 @@
 
 The API plane and the CLI use :class:`Dispatcher`; they never execute workflow code. Starting a
 run writes its record and its ``run.queued`` event and puts its id on the work stream of its
-deployment version, in one MULTI/EXEC transaction, so no half-written run can exist.
+deployment version, in one script (``START``), so no half-written run can exist.
 """
 
 from __future__ import annotations
