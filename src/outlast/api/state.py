@@ -15,7 +15,7 @@ from outlast.core import serde
 from outlast.core.ids import valid_run_id
 from outlast.core.masking import MASK
 from outlast.errors import RunNotFound
-from outlast.store import keys
+from outlast.store import keys, scripts
 from outlast.store.base import RunRecord
 from outlast.store.redis import _guard
 from outlast.worker.dispatch import Dispatcher
@@ -42,8 +42,11 @@ class ApiState:
     dispatcher: Dispatcher
     hub: Hub
 
+    def __post_init__(self) -> None:
+        self._snapshot = self.redis.register_script(scripts.SNAPSHOT)
+
     async def run_snapshot(self, run_id: str, tenant: str | None) -> tuple[RunRecord, dict[str, Any]]:
-        """The run's record and objects read in one MULTI, so objects match ``last_seq`` exactly.
+        """The run's record and objects read atomically, so objects match ``last_seq`` exactly.
 
         (Objects read after the record could already include patches past ``last_seq``; a client
         streaming ``?after=last_seq`` would then apply them twice.)
@@ -51,12 +54,11 @@ class ApiState:
         if not valid_run_id(run_id):
             raise RunNotFound(f"no run {run_id!r}")
         run_keys = keys.run_keys(run_id)
-        pipe = self.redis.pipeline(transaction=True)
-        pipe.hgetall(run_keys.meta)
-        pipe.hgetall(run_keys.objects)
-        replies: list[Any] = await _guard(pipe.execute())
-        meta: dict[bytes, bytes] = replies[0]
-        objects: dict[bytes, bytes] = replies[1]
+        hot = self.dispatcher.store.hot
+        reply: list[list[bytes]] = await _guard(
+            hot.script(self._snapshot, [run_keys.meta, run_keys.objects], [])
+        )
+        meta, objects = (dict(zip(flat[::2], flat[1::2], strict=True)) for flat in reply)
         record = self._visible(run_id, meta, tenant)
         return record, {k.decode(): serde.loads(v) for k, v in objects.items()}
 
@@ -64,7 +66,7 @@ class ApiState:
         """The run's record; RunNotFound if it does not exist or belongs to another tenant."""
         if not valid_run_id(run_id):
             raise RunNotFound(f"no run {run_id!r}")
-        meta = await _guard(self.redis.hgetall(keys.run_keys(run_id).meta))
+        meta: dict[bytes, bytes] = await _guard(self.dispatcher.store.hot.hgetall(keys.run_keys(run_id).meta))
         return self._visible(run_id, meta, tenant)
 
     async def last_seq(self, run_id: str, tenant: str | None) -> int:

@@ -76,6 +76,7 @@ class HotPath:
             return await self._mux.execute("EVALSHA", script.sha, len(keys), *keys, *args)
 
     async def hgetall(self, key: str) -> dict[bytes, bytes]:
+        """HGETALL, as a dict of bytes."""
         if self._mux is None:
             raw: dict[bytes, bytes] = await self.redis.hgetall(key)  # type: ignore[misc]
             return raw
@@ -97,7 +98,8 @@ class RedisStore:
         self._create = redis.register_script(scripts.CREATE_RUN)
         self._begin = redis.register_script(scripts.BEGIN_ATTEMPT)
         self._append = redis.register_script(scripts.APPEND)
-        self._hot = HotPath(redis)
+        #: Frequent commands over the client's multiplexed connection (see :class:`HotPath`).
+        self.hot = HotPath(redis)
 
     async def create_run(self, run: NewRun, queued_event: bytes) -> bool:
         keys = run_keys(run.run_id)
@@ -123,7 +125,7 @@ class RedisStore:
     async def append(self, run_id: str, attempt: int, items: Sequence[AppendItem]) -> int:
         keys = run_keys(run_id)
         args: list[Any] = [attempt, self.max_stream_len, repr(time.time()), frame_batch(items)]
-        reply: list[Any] = await _guard(self._hot.script(self._append, keys.all(), args))
+        reply: list[Any] = await _guard(self.hot.script(self._append, keys.all(), args))
         tag = _s(reply[0])
         if tag == "OK":
             return int(reply[1])
@@ -146,7 +148,7 @@ class RedisStore:
         return {k.decode(): v for k, v in raw.items()}
 
     async def get_run(self, run_id: str) -> RunRecord:
-        raw: dict[bytes, bytes] = await _guard(self._hot.hgetall(run_keys(run_id).meta))
+        raw: dict[bytes, bytes] = await _guard(self.hot.hgetall(run_keys(run_id).meta))
         if not raw:
             raise RunNotFound(f"no run {run_id!r}")
         return RunRecord.from_hash({k.decode(): v.decode() for k, v in raw.items()})

@@ -138,6 +138,14 @@ redis.call('HSET', KEYS[1], 'last_seq', last, 'updated_at', ARGV[3])
 return {'OK', last}
 """
 
+# KEYS: meta, objects
+# A run's record and its objects as one atomic read, so the objects match ``last_seq`` exactly
+# (objects read after the record could already hold patches past it). Read-only.
+# Returns {meta, objects} as flat field/value lists.
+SNAPSHOT: Final = """
+return {redis.call('HGETALL', KEYS[1]), redis.call('HGETALL', KEYS[2])}
+"""
+
 # --- compute plane: leases on runs --------------------------------------------------------------
 # The lease lives in the run's meta hash (lease_owner, lease_until in server ms), next to the
 # attempt it belongs to, so one script can check and move both. Server time (TIME) is used so
