@@ -159,9 +159,10 @@ async def main() -> None:
                 not_found = await _timed(lambda: http.get("/nothing-here"), 300)
                 wait = await _timed(_start_and_wait(http), WAIT_SAMPLES)
                 raw_wait = await _raw_start_and_wait(port)
-                events = await _event_latency(http, port)
-                # This host is noisy (a shared 2-core VM): each step runs TRIALS times and the
-                # verdict uses the median trial's p99; every trial is printed.
+                # This host is noisy (a shared 2-core VM): the latency and reader steps run TRIALS
+                # times each and the verdict uses the median trial's p99; every trial is printed.
+                latency_trials = [await _event_latency(http, redis, port, t) for t in range(TRIALS)]
+                events = sorted(latency_trials, key=lambda r: pct(r[1], 0.99))[TRIALS // 2]
                 trials = {
                     n: [await _readers(http, redis, port, n) for _ in range(TRIALS)] for n in READER_STEPS
                 }
@@ -180,14 +181,16 @@ async def main() -> None:
         ("baseline: Redis PING from asyncio redis-py", ping),
         ("baseline: HTTP round trip to the API (a 404, httpx)", not_found),
         (f"start→result, 3-step no-op, POST ?wait= ({WAIT_SAMPLES} sequential)", raw_wait),
-        ("  the same through httpx (its own cost included; see the 404 row)", wait),
-        (f"worker→SSE client event latency at {events[0]:,.0f} events/s", events[1]),
+        ("  the same through httpx (its own cost in; see the 404 row)", wait),
+        (f"worker→SSE client event latency at {events[0]:,.0f} events/s (median trial)", events[1]),
     ]
     for label, samples in rows:
         print(f"{label:<62}{pct(samples, 0.5):>9.2f}{pct(samples, 0.99):>9.2f}")
     for n, runs, per_s, connects, lat in [*readers, *extra]:
         label = f"{n:>5} SSE readers on {runs:>3} run(s), {per_s:,.0f} deliveries/s"
         print(f"{label:<62}{pct(lat, 0.5):>9.2f}{pct(lat, 0.99):>9.2f}   ({connects:,.0f} connects/s)")
+    shown = ", ".join(f"{pct(lat, 0.99):.1f}" for _, lat in latency_trials)
+    print(f"  worker→SSE latency, p99 ms of each trial: {shown}")
     for n, runs_ in trials.items():
         shown = ", ".join(f"{pct(r[4], 0.99):.1f}" for r in runs_)
         print(f"  {n:>5} readers at 10 events/s each, p99 ms of each trial: {shown}")
@@ -238,13 +241,20 @@ async def _raw_start_and_wait(port: int) -> list[float]:
             await writer.wait_closed()
 
 
-async def _event_latency(http: Any, port: int) -> tuple[float, list[float]]:
+async def _event_latency(http: Any, redis: Any, port: int, trial: int) -> tuple[float, list[float]]:
+    """One reader on a run emitting 3,000 events at 1 ms intervals. The run waits at a gate until
+    the reader is connected, so only live events are timed (not the ones stored before it came)."""
     n, interval = 3000, 0.001
-    body = {"input": {"n": n, "interval": interval}}
+    gate = f"bench:gate:latency:{trial}"
+    body = {"input": {"n": n, "interval": interval, "gate": gate}}
     run = (await http.post("/v1/workflows/bench_api_emit/runs", json=body)).json()
     timed: list[tuple[float, float]] = []
+    connected = asyncio.Event()
+    reading = asyncio.create_task(sse_reader(port, run["run_id"], timed, connected))
+    await asyncio.wait_for(connected.wait(), 30)
+    await redis.rpush(gate, 1)
     t0 = time.perf_counter()
-    await sse_reader(port, run["run_id"], timed, asyncio.Event())
+    await reading
     return n / (time.perf_counter() - t0), [latency for _, latency in timed]
 
 
