@@ -109,13 +109,16 @@ class Multiplexer:
             self._buffer.append(packed)
             if not self._flush_scheduled:
                 self._flush_scheduled = True
-                asyncio.get_running_loop().call_soon(self._flush, protocol)
+                asyncio.get_running_loop().call_soon(self._flush)
         return await future
 
-    def _flush(self, protocol: _Protocol) -> None:
+    def _flush(self) -> None:
+        # The buffer always belongs to the current connection: _connect empties it when it
+        # replaces a lost one (whose callers were failed by connection_lost).
         self._flush_scheduled = False
         data, self._buffer = b"".join(self._buffer), []
-        if protocol.transport is not None and protocol.lost is None:
+        protocol = self._protocol
+        if data and protocol is not None and protocol.transport is not None and protocol.lost is None:
             protocol.transport.write(data)
 
     async def _connect(self) -> _Protocol:
@@ -154,12 +157,17 @@ class Multiplexer:
             hello.append(("AUTH", *[p for p in (conn.username, conn.password) if p is not None]))
         if conn.db:
             hello.append(("SELECT", conn.db))
-        for command in hello:
-            future: asyncio.Future[Any] = loop.create_future()
-            protocol.waiting.append(future)
-            if protocol.transport is not None:  # set by connection_made before create_* returns
-                protocol.transport.write(hiredis.pack_command(command))
-            await future
+        try:
+            for command in hello:
+                future: asyncio.Future[Any] = loop.create_future()
+                protocol.waiting.append(future)
+                if protocol.transport is not None:  # set by connection_made before create_* returns
+                    protocol.transport.write(hiredis.pack_command(command))
+                await future
+        except BaseException:  # refused credentials or database, or cancelled: not left open
+            if protocol.transport is not None:
+                protocol.transport.close()
+            raise
         return protocol
 
     async def aclose(self) -> None:
