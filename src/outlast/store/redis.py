@@ -60,9 +60,9 @@ class HotPath:
     redis-py. Calls are independent (not a transaction).
     """
 
-    def __init__(self, redis: aioredis.Redis, *, multiplex: bool = True) -> None:
+    def __init__(self, redis: aioredis.Redis) -> None:
         self.redis = redis
-        mux = multiplexer_of(redis) if multiplex else None
+        mux = multiplexer_of(redis)
         self._mux = mux if mux is not None and mux.usable else None
 
     async def script(self, script: AsyncScript, keys: list[Any], args: list[Any]) -> Any:
