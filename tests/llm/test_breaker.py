@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 
 import pytest
 import redis.asyncio as aioredis
@@ -15,12 +15,8 @@ from outlast.store.keys import llm_breaker_key
 
 
 @pytest.fixture
-async def clients(redis_url: str, redis: aioredis.Redis) -> AsyncIterator[list[aioredis.Redis]]:
-    """Independent connections, standing in for separate worker processes (after `redis` flushed)."""
-    opened = [aioredis.Redis.from_url(redis_url) for _ in range(4)]
-    yield opened
-    for client in opened:
-        await client.aclose()
+def clients(fleet: Callable[[int], list[aioredis.Redis]]) -> list[aioredis.Redis]:
+    return fleet(4)
 
 
 async def until(probe: Callable[[], Awaitable[bool]], within: float = 5.0) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import math
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import pytest
@@ -29,12 +29,8 @@ KEY_ARGS = (KEY.provider, KEY.model)
 
 
 @pytest.fixture
-async def clients(redis_url: str, redis: aioredis.Redis) -> AsyncIterator[list[aioredis.Redis]]:
-    """Independent connections, standing in for separate worker processes (after `redis` flushed)."""
-    opened = [aioredis.Redis.from_url(redis_url) for _ in range(5)]
-    yield opened
-    for client in opened:
-        await client.aclose()
+def clients(fleet: Callable[[int], list[aioredis.Redis]]) -> list[aioredis.Redis]:
+    return fleet(5)
 
 
 async def until(probe: Callable[[], Awaitable[bool]], within: float = 5.0) -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Callable
 
 import pytest
 import redis.asyncio as aioredis
@@ -21,23 +21,8 @@ SETTINGS = BreakerSettings(failure_threshold=2, error_rate=None, cooldown_s=1.0,
 
 
 @pytest.fixture
-def primary() -> Iterator[SimulatorServer]:
-    with SimulatorServer(seed=1) as server:
-        yield server
-
-
-@pytest.fixture
-def fallback() -> Iterator[SimulatorServer]:
-    with SimulatorServer(seed=2) as server:
-        yield server
-
-
-@pytest.fixture
-async def workers(redis_url: str, redis: aioredis.Redis) -> AsyncIterator[list[aioredis.Redis]]:
-    opened = [aioredis.Redis.from_url(redis_url) for _ in range(2)]
-    yield opened
-    for client in opened:
-        await client.aclose()
+def workers(fleet: Callable[[int], list[aioredis.Redis]]) -> list[aioredis.Redis]:
+    return fleet(2)
 
 
 def make_llm(primary: SimulatorServer, fallback: SimulatorServer, redis: aioredis.Redis) -> LLM:

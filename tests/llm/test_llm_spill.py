@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Callable
 
 import pytest
 import redis.asyncio as aioredis
@@ -19,24 +19,8 @@ from .llm_support import all_events, openai_provider, provider, requests, status
 
 
 @pytest.fixture
-def primary() -> Iterator[SimulatorServer]:
-    with SimulatorServer(seed=1) as server:
-        yield server
-
-
-@pytest.fixture
-def fallback() -> Iterator[SimulatorServer]:
-    with SimulatorServer(seed=2) as server:
-        yield server
-
-
-@pytest.fixture
-async def workers(redis_url: str, redis: aioredis.Redis) -> AsyncIterator[list[aioredis.Redis]]:
-    """Independent connections, standing in for the worker processes of a fleet."""
-    opened = [aioredis.Redis.from_url(redis_url) for _ in range(3)]
-    yield opened
-    for client in opened:
-        await client.aclose()
+def workers(fleet: Callable[[int], list[aioredis.Redis]]) -> list[aioredis.Redis]:
+    return fleet(3)
 
 
 async def test_spill_over_keeps_the_primary_within_its_limit(
