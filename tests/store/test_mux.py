@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import subprocess
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
@@ -102,29 +102,38 @@ def test_tls_and_decoding_clients_are_not_multiplexed() -> None:
     assert _mux(redis_from_url("redis://127.0.0.1:1/0")).usable
 
 
-async def test_server_killed_fails_pending_calls_then_reconnects(tmp_path: Path) -> None:
+@pytest.fixture
+async def private(tmp_path: Path) -> AsyncIterator[tuple[EmbeddedServer, aioredis.Redis]]:
+    """A Valkey of this test's own (to kill and restart) and a client to it."""
     server = EmbeddedServer(tmp_path / "data")
     server.start()
     client = redis_from_url(server.url)
     try:
-        mux = _mux(client)
-        await mux.execute("SET", "kept", "yes")
-        await mux.execute("CONFIG", "SET", "appendfsync", "always")  # the write survives a kill
-        await mux.execute("SET", "kept", "still")
-        # A call under way when the server dies fails as "unreachable", not with a hang. (A
-        # blocking pop never belongs on this connection; here it is simply a call held open.)
-        busy = asyncio.ensure_future(_guard(mux.execute("BLPOP", "nothing", 0)))
-        await asyncio.sleep(0)  # one loop turn: the call is written
-        server.kill()
-        with pytest.raises(StoreUnavailable):
-            await busy
-        with pytest.raises(StoreUnavailable):
-            await _guard(mux.execute("GET", "kept"))  # down: refused at once
-        server.start()
-        assert await mux.execute("GET", "kept") == b"still"  # reconnected on its own
+        yield server, client
     finally:
         await client.aclose()
         server.stop()
+
+
+async def test_server_killed_fails_pending_calls_then_reconnects(
+    private: tuple[EmbeddedServer, aioredis.Redis],
+) -> None:
+    server, client = private
+    mux = _mux(client)
+    await mux.execute("SET", "kept", "yes")
+    await mux.execute("CONFIG", "SET", "appendfsync", "always")  # the write survives a kill
+    await mux.execute("SET", "kept", "still")
+    # A call under way when the server dies fails as "unreachable", not with a hang. (A
+    # blocking pop never belongs on this connection; here it is simply a call held open.)
+    busy = asyncio.ensure_future(_guard(mux.execute("BLPOP", "nothing", 0)))
+    await asyncio.sleep(0)  # one loop turn: the call is written
+    server.kill()
+    with pytest.raises(StoreUnavailable):
+        await busy
+    with pytest.raises(StoreUnavailable):
+        await _guard(mux.execute("GET", "kept"))  # down: refused at once
+    server.start()
+    assert await mux.execute("GET", "kept") == b"still"  # reconnected on its own
 
 
 @pytest.fixture
@@ -179,25 +188,21 @@ def test_one_client_across_event_loops(redis_url: str) -> None:
             runner.run(client.aclose())
 
 
-async def test_calls_made_while_reconnecting_are_all_sent(tmp_path: Path) -> None:
-    server = EmbeddedServer(tmp_path / "data")
+async def test_calls_made_while_reconnecting_are_all_sent(
+    private: tuple[EmbeddedServer, aioredis.Redis],
+) -> None:
+    server, client = private
+    mux = _mux(client)
+    assert await mux.execute("PING") == b"PONG"
+    # Several calls in one loop turn: the first goes out at once, the rest are buffered.
+    pending = [asyncio.ensure_future(_guard(mux.execute("BLPOP", "nothing", 0)))]
+    pending += [asyncio.ensure_future(_guard(mux.execute("PING"))) for _ in range(3)]
+    await asyncio.sleep(0)
+    server.kill()
+    for call in pending:
+        with pytest.raises(StoreUnavailable):
+            await call
     server.start()
-    client = redis_from_url(server.url)
-    try:
-        mux = _mux(client)
-        assert await mux.execute("PING") == b"PONG"
-        # Several calls in one loop turn: the first goes out at once, the rest are buffered.
-        pending = [asyncio.ensure_future(_guard(mux.execute("BLPOP", "nothing", 0)))]
-        pending += [asyncio.ensure_future(_guard(mux.execute("PING"))) for _ in range(3)]
-        await asyncio.sleep(0)
-        server.kill()
-        for call in pending:
-            with pytest.raises(StoreUnavailable):
-                await call
-        server.start()
-        # A burst right after the reconnect: none may be left behind in a stale buffer.
-        replies = await asyncio.wait_for(asyncio.gather(*(mux.execute("INCR", "n") for _ in range(50))), 10)
-        assert sorted(replies) == list(range(1, 51))
-    finally:
-        await client.aclose()
-        server.stop()
+    # A burst right after the reconnect: none may be left behind in a stale buffer.
+    replies = await asyncio.wait_for(asyncio.gather(*(mux.execute("INCR", "n") for _ in range(50))), 10)
+    assert sorted(replies) == list(range(1, 51))
