@@ -14,12 +14,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from api_latency import main as api_latency
 from llm_limits import main as llm_limits
+from mux_ab import main as mux_ab
 from step_overhead import main as step_overhead
 from worker_throughput import main as worker_throughput
 
 BENCHES: dict[str, Callable[[], Awaitable[None]]] = {
     "step": step_overhead,
     "worker": worker_throughput,
+    "mux": mux_ab,
     "api": api_latency,
     "llm": llm_limits,
 }

@@ -95,6 +95,21 @@ async def test_a_client_not_made_by_outlast_goes_through_redis_py(redis_url: str
         await plain.aclose()
 
 
+async def test_multiplexing_can_be_switched_off(redis_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    # The escape hatch (and the A/B bench's baseline): OUTLAST_MULTIPLEX=0 sends everything
+    # through redis-py, with the same results.
+    client = redis_from_url(redis_url)
+    try:
+        monkeypatch.setenv("OUTLAST_MULTIPLEX", "0")
+        assert multiplexer_of(client) is None
+        hot = HotPath(client)
+        assert await hot.script(client.register_script("return ARGV[1]"), [], ["x"]) == b"x"
+        monkeypatch.setenv("OUTLAST_MULTIPLEX", "1")
+        assert multiplexer_of(client) is not None
+    finally:
+        await client.aclose()
+
+
 def test_tls_and_decoding_clients_are_not_multiplexed() -> None:
     # Replies must stay bytes (the store decodes them itself), and TLS is left to redis-py.
     assert not _mux(redis_from_url("rediss://127.0.0.1:1/0")).usable

@@ -13,6 +13,7 @@ uses for its script calls; closing the client closes it too.
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 import hiredis
@@ -74,10 +75,12 @@ class OutlastPool(ConnectionPool):
 
 
 def multiplexer_of(redis: aioredis.Redis) -> Multiplexer | None:
-    """The client's multiplexed connection: None for a client not made by :func:`redis_from_url`
-    (its commands then go through redis-py alone)."""
+    """The client's multiplexed connection: None for a client not made by :func:`redis_from_url`,
+    or when ``OUTLAST_MULTIPLEX=0`` (its commands then go through redis-py alone)."""
     pool = redis.connection_pool
-    return pool.multiplexer if isinstance(pool, OutlastPool) else None
+    if not isinstance(pool, OutlastPool) or os.environ.get("OUTLAST_MULTIPLEX", "1") == "0":
+        return None
+    return pool.multiplexer
 
 
 def redis_from_url(url: str, **options: Any) -> aioredis.Redis:
