@@ -91,6 +91,31 @@ async def test_retried_append_is_a_no_op_and_gaps_are_refused(redis: aioredis.Re
     assert (await store.get_run("r1")).last_seq == 4
 
 
+async def test_long_batches_of_meta_updates_and_any_bytes_in_values(redis: aioredis.Redis) -> None:
+    store = RedisStore(redis)
+    await new_run(store)
+    await store.begin_attempt("r1")
+    # 6,000 meta fields in one call: more than Lua can pass to one HSET (unpack's limit).
+    items = [
+        AppendItem(seq, envelope("r1", seq), ((OP_META, "status_message", f"at {seq}"),
+                                              (OP_META, "progress", b'{"n":%d}' % seq)))
+        for seq in range(2, 3002)
+    ]  # fmt: skip
+    assert await store.append("r1", 1, items) == 3001
+    record = await store.get_run("r1")
+    assert (record.last_seq, record.status_message, record.progress) == (3001, "at 3001", {"n": 3001})
+    # Values are framed by length: colons, NULs, non-UTF-8 bytes pass through untouched.
+    odd = b"a:b\x00\xff:12:"
+    await store.append("r1", 1, [AppendItem(3002, envelope("r1", 3002), ((OP_STEP, "odd", odd),))])
+    assert await redis.hget(run_keys("r1").steps, "odd") == odd
+    # A gap after a meta update in the same call: what was written before the gap is kept whole.
+    kept = AppendItem(3003, envelope("r1", 3003), ((OP_META, "status_message", "kept"),))
+    with pytest.raises(ProtocolViolation):
+        await store.append("r1", 1, [kept, AppendItem(3005, envelope("r1", 3005))])
+    record = await store.get_run("r1")
+    assert (record.last_seq, record.status_message) == (3003, "kept")
+
+
 async def test_terminal_event_sets_status_and_expires_every_run_key(redis: aioredis.Redis) -> None:
     store = RedisStore(redis)
     await new_run(store)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import struct
 import time
 from collections.abc import AsyncIterator, Awaitable, Sequence
 from typing import Any, TypeVar, cast
@@ -203,17 +204,19 @@ def _b(value: str | bytes) -> bytes:
     return value.encode() if isinstance(value, str) else value
 
 
+_EVENT_HEAD = struct.Struct(">II")  # seq, envelope length
+_OPS = struct.Struct(">H")  # side effects that follow the envelope
+_LEN = struct.Struct(">I")
+
+
 def frame_batch(items: Sequence[AppendItem]) -> bytes:
     """The APPEND script's ``batch`` argument (see store/scripts.py for the framing)."""
     parts: list[bytes] = []
     for item in items:
-        parts.append(b"%d:%d:%d:" % (item.seq, len(item.payload), len(item.ops)))
-        parts.append(item.payload)
+        parts += (_EVENT_HEAD.pack(item.seq, len(item.payload)), item.payload, _OPS.pack(len(item.ops)))
         for op, a, b in item.ops:
             ab, bb = _b(a), _b(b)
-            parts.append(b"%s%d:%d:" % (op.encode(), len(ab), len(bb)))
-            parts.append(ab)
-            parts.append(bb)
+            parts += (op.encode(), _LEN.pack(len(ab)), ab, _LEN.pack(len(bb)), bb)
     return b"".join(parts)
 
 
