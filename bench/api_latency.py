@@ -28,7 +28,7 @@ import outlast
 HERE = Path(__file__).resolve()
 WAIT_SAMPLES = 300
 READERS_PER_RUN = 20
-READER_STEPS = (100, 250, 500, 1000)
+READER_STEPS = (100, 250, 500, 1000, 2000)
 TRIALS = 3
 TERMINAL = ("run.completed", "run.failed", "run.cancelled")
 
