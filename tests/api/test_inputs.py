@@ -40,9 +40,16 @@ async def review(doc: str) -> dict[str, Any]:
     return {"doc": doc, "ok": got.ok}
 
 
+@outlast.workflow
+async def sign_in() -> int:
+    token = await outlast.wait_for_input("token", prompt="API token?", secret=True)
+    outlast.status(f"signed in with {token}")
+    return len(token)
+
+
 @pytest.fixture
 async def review_worker(store_redis: aioredis.Redis) -> AsyncIterator[Worker]:
-    worker = Worker([review], store_redis, version=VERSION, heartbeat=0.2, lease_timeout=1.0)
+    worker = Worker([review, sign_in], store_redis, version=VERSION, heartbeat=0.2, lease_timeout=1.0)
     task = asyncio.create_task(worker.run())
     ready = asyncio.create_task(worker.ready.wait())
     await asyncio.wait([task, ready], timeout=20, return_when=asyncio.FIRST_COMPLETED)
@@ -94,6 +101,7 @@ async def test_get_shows_the_pending_input_request(
     assert wait["prompt"] == "Approve?"
     assert wait["step"].startswith("input:approve#")
     assert wait["child_run_id"] is None
+    assert wait["secret"] is False
     assert wait["schema"]["properties"]["ok"]["type"] == "boolean"
     assert wait["schema"]["required"] == ["ok"]
     # The deadline is stored in server milliseconds and shown in seconds since the epoch.
@@ -211,3 +219,20 @@ def test_sync_client_send_input_errors(api: ApiServer) -> None:
         with pytest.raises(ClientError) as refused:
             client.send_input(done.run_id, "approve", None)
         assert (refused.value.status, refused.value.code) == (409, "not_waiting")
+
+
+async def test_a_secret_input_is_flagged_and_never_shown(
+    review_worker: Worker, http: httpx.AsyncClient, client: AsyncClient
+) -> None:
+    run = await client.start("sign_in", {}, version=VERSION)
+    await until_waiting(client, run.run_id)
+    [wait] = (await http.get(f"/v1/runs/{run.run_id}")).json()["waiting_for"]
+    assert (wait["key"], wait["secret"]) == ("token", True)  # a UI renders a password field
+    token = "sk-live-0123456789"
+    response = await http.post(inputs_url(run.run_id, "token"), json=token)
+    assert response.status_code == 202
+    assert await client.result(run.run_id, timeout=20) == len(token)
+    listing = (await http.get(f"/v1/runs/{run.run_id}/events", params={"follow": "false"})).text
+    assert token not in listing
+    assert '"value":"[secret]"' in listing
+    assert (await http.get(f"/v1/runs/{run.run_id}")).json()["status_message"] == "signed in with [secret]"

@@ -88,6 +88,23 @@ async def test_run_local_takes_inputs_and_skips_durable_sleeps() -> None:
     assert received.step == requested.step == "input:approve#1"
 
 
+@outlast.workflow
+async def with_credentials() -> str:
+    creds = await outlast.wait_for_input("creds", secret=True)
+    outlast.status(f"using {creds['user']} / {creds['password']}")
+    return str(creds["password"])[::-1]
+
+
+async def test_a_secret_input_is_masked_in_every_event_but_reaches_the_body() -> None:
+    creds = {"user": "alice-the-admin", "password": "correct horse battery"}
+    local = await outlast.run_local(with_credentials, inputs={"creds": creds})
+    assert local.result == "correct horse battery"[::-1]
+    received = next(e for e in local.events if e.type == ev.INPUT_RECEIVED)
+    assert received.data["value"] == "[secret]"
+    status = next(e for e in local.events if e.type == ev.STATUS)
+    assert status.data["message"] == "using [secret] / [secret]"  # every string of the value
+
+
 async def test_run_local_validates_inputs_against_the_schema() -> None:
     local = await outlast.run_local(reviewed, {"topic": "x"}, inputs={"approve": {"ok": "perhaps"}})
     assert local.status == "failed"

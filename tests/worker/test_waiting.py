@@ -90,8 +90,17 @@ async def parent_catches() -> str:
     return "unexpected"
 
 
+@outlast.workflow
+async def secret_login(tag: str) -> int:
+    """A secret input, asked for while a step runs (tag) or alone (the run suspends)."""
+    ask = outlast.wait_for_input("token", prompt="Paste the API token", secret=True)
+    token = (await outlast.gather(ask, held(tag)))[0] if tag else await ask
+    outlast.status(f"logged in with {token}")
+    return len(token)
+
+
 ALL = [busy_while_waiting, short_timeout, sleeper, many_waits, child_waits, parent_of_waiter, broken,
-       parent_catches]  # fmt: skip
+       parent_catches, secret_login]  # fmt: skip
 
 
 @asynccontextmanager
@@ -238,3 +247,29 @@ async def test_replay_that_waits_on_something_else_is_non_deterministic(
     assert record.status == "failed"
     assert record.error is not None
     assert record.error["reason"] == "non_determinism"
+
+
+@pytest.mark.parametrize("live", [True, False])
+async def test_a_secret_input_is_masked_in_the_stream_whoever_writes_it(
+    redis: aioredis.Redis, dispatcher: Dispatcher, live: bool
+) -> None:
+    token = "tok-0123456789abcdef"
+    tag = "secret" if live else ""
+    gates["secret"] = asyncio.Event()
+    async with running(redis):
+        run_id = (await dispatcher.start(secret_login, {"tag": tag}, version="waits")).run_id
+        requested = await wait_event(dispatcher, run_id, ev.INPUT_REQUESTED)
+        assert requested.data["secret"] is True
+        assert [w["secret"] for w in await dispatcher.pending_waits(run_id)] == [True]
+        if not live:
+            await wait_event(dispatcher, run_id, ev.RUN_WAITING)  # RESOLVE writes input.received
+        outcome = await dispatcher.supply_input(run_id, "token", token)
+        assert outcome == ("delivered" if live else "resumed")
+        gates["secret"].set()
+        assert await dispatcher.result(run_id, timeout=10) == len(token)  # the real value
+    events = await events_of(dispatcher, run_id)
+    received = [e for e in events if e.type == ev.INPUT_RECEIVED]
+    assert [e.data["value"] for e in received] == ["[secret]"]
+    assert [e.data["message"] for e in events if e.type == ev.STATUS] == ["logged in with [secret]"]
+    assert token not in str([e.data for e in events])
+    assert (await dispatcher.store.get_run(run_id)).status_message == "logged in with [secret]"

@@ -52,6 +52,7 @@ def pending_wait(record: dict[str, Any]) -> PendingWait | None:
         key=record.get("key"),
         json_schema=record.get("schema"),
         prompt=record.get("prompt") or None,
+        secret=bool(record.get("secret")),
         deadline=int(deadline) / 1000 if deadline else None,  # stored in server milliseconds
         child_run_id=record.get("child") or None,
     )

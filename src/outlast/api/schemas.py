@@ -72,6 +72,9 @@ class PendingWait(BaseModel):
         default=None, alias="schema", description="input: the JSON Schema the value must match (if any)."
     )
     prompt: str | None = Field(default=None, description="input: what to ask whoever supplies it.")
+    secret: bool = Field(
+        default=False, description="input: a secret (render a password field); its events show a mask."
+    )
     deadline: float | None = Field(
         default=None,
         description="When it times out (input) or ends (sleep), in seconds since the epoch; null if never.",

@@ -31,6 +31,7 @@ from pydantic import TypeAdapter
 from outlast import events as ev
 from outlast.core import serde
 from outlast.core.context import Checkpoint, Frame, current_frame
+from outlast.core.masking import MASK
 from outlast.core.workflow import Workflow
 from outlast.errors import ChildFailed, ConfigError, InputTimeout, NonDeterminismError
 from outlast.store import keys
@@ -41,6 +42,17 @@ _UNSET: Any = object()
 #: What an input key may look like (it is a path segment of the input endpoint).
 INPUT_KEY_PATTERN = r"^[A-Za-z0-9_.:-]{1,128}$"
 _KEY = re.compile(INPUT_KEY_PATTERN)
+
+
+def _strings(value: Any) -> list[str]:
+    """Every string in a JSON value (object keys too): the parts of a secret input to mask."""
+    if isinstance(value, str):
+        return [value]
+    if isinstance(value, dict):
+        return [text for key, item in value.items() for text in (*_strings(key), *_strings(item))]
+    if isinstance(value, list):
+        return [text for item in value for text in _strings(item)]
+    return []
 
 
 def _seconds(value: timedelta | float | int, what: str) -> float:
@@ -104,28 +116,29 @@ class InputCall(WaitCall[T]):
 
     def __init__(
         self, frame: Frame, key: str, adapter: TypeAdapter[Any] | None, timeout: float | None,
-        prompt: str, default: Any,
+        prompt: str, default: Any, secret: bool,
     ) -> None:  # fmt: skip
         super().__init__(frame, f"input:{key}", timeout)
         self.key = key
         self.adapter = adapter
         self.prompt = prompt
         self.default = default
+        self.secret = secret
 
     def record(self) -> dict[str, Any]:
         schema = self.adapter.json_schema() if self.adapter is not None else None
         return {"kind": self.kind, "key": self.key, "schema": schema, "prompt": self.prompt,
-                "has_default": self.default is not _UNSET}  # fmt: skip
+                "has_default": self.default is not _UNSET, "secret": self.secret}  # fmt: skip
 
     def requested_data(self, record: dict[str, Any]) -> dict[str, Any]:
         deadline = record.get("deadline")
         return {"key": self.key, "schema": record["schema"], "prompt": self.prompt,
-                "deadline": deadline / 1000 if deadline else None}  # fmt: skip
+                "deadline": deadline / 1000 if deadline else None, "secret": self.secret}  # fmt: skip
 
     def settled_event(self, result: Any) -> tuple[str, dict[str, Any]]:
         if result.get("timed_out"):
             return ev.INPUT_TIMEOUT, {"key": self.key}
-        return ev.INPUT_RECEIVED, {"key": self.key, "value": result["value"]}
+        return ev.INPUT_RECEIVED, {"key": self.key, "value": MASK if self.secret else result["value"]}
 
     def decode(self, result: Any) -> T:
         if result.get("timed_out"):
@@ -133,6 +146,9 @@ class InputCall(WaitCall[T]):
                 raise InputTimeout(self.key)
             return self.default  # type: ignore[no-any-return]
         value = result["value"]
+        if self.secret:  # learned on every attempt (a replay too): later events mask it
+            for text in _strings(value):
+                self.frame.ctx.secrets.add(text)
         return self.adapter.validate_python(value) if self.adapter is not None else value  # type: ignore[no-any-return]
 
 
@@ -271,21 +287,24 @@ def wait_for_input(
     timeout: timedelta | float | None = None,
     prompt: str = "",
     default: Any = _UNSET,
+    secret: bool = False,
 ) -> InputCall[T]: ...
 @overload
 def wait_for_input(
     key: str, schema: None = None, *, timeout: timedelta | float | None = None, prompt: str = "",
-    default: Any = _UNSET,
+    default: Any = _UNSET, secret: bool = False,
 ) -> InputCall[Any]: ...  # fmt: skip
 def wait_for_input(
     key: str, schema: Any = None, *, timeout: timedelta | float | None = None, prompt: str = "",
-    default: Any = _UNSET,
+    default: Any = _UNSET, secret: bool = False,
 ) -> InputCall[Any]:  # fmt: skip
     """Wait for a value supplied through ``POST /v1/runs/{id}/inputs/{key}`` (or ``outlast input``).
 
     ``schema``: a pydantic model or any type pydantic validates; its JSON Schema is published
     with the request and the value is validated before it is accepted. ``timeout``: after it the
-    call raises InputTimeout, or returns ``default`` when one is given.
+    call raises InputTimeout, or returns ``default`` when one is given. ``secret``: the value (a
+    password, an API key) shows as ``"[secret]"`` in ``input.received``, and its strings are
+    masked in every later event of the run, as ``secret_args`` are.
     """
     if not isinstance(key, str) or not _KEY.match(key):
         raise ConfigError(f"input key {key!r}: use 1-128 letters, digits, '_', '-', '.', ':'")
@@ -296,7 +315,7 @@ def wait_for_input(
         )
     adapter = TypeAdapter(schema) if schema is not None else None
     seconds = _seconds(timeout, "wait_for_input timeout") if timeout is not None else None
-    return InputCall(frame, key, adapter, seconds, str(prompt), default)
+    return InputCall(frame, key, adapter, seconds, str(prompt), default, bool(secret))
 
 
 def sleep(duration: timedelta | float) -> Awaitable[None]:

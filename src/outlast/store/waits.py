@@ -22,6 +22,7 @@ import redis.asyncio as aioredis
 
 from outlast import events as ev
 from outlast.core import serde
+from outlast.core.masking import MASK
 from outlast.errors import InputRejected, NotWaiting, ProtocolViolation, RunNotFound, StaleAttemptError
 from outlast.store import keys, wait_scripts
 from outlast.store.base import AppendItem, NewRun
@@ -210,9 +211,11 @@ class RedisWaits:
         # kick per delivery (two deliveries at once must not remove each other's).
         kick = timer_member(run_id, f"kick:{uuid.uuid4().hex[:12]}")
         await _guard(self._arm(keys=[keys.TIMERS], args=[kick, int(KICK_AFTER * 1000)]))
+        # The announcing event of a secret input shows a mask (the checkpoint keeps the value).
+        shown = serde.dumps(MASK) if record.get("secret") else encoded
         settled = await self.settle(
             run_id, position, "input", key, b'{"value":' + encoded + b"}", ev.INPUT_RECEIVED,
-            b'{"key":' + serde.dumps(key) + b',"value":' + encoded + b"}",
+            b'{"key":' + serde.dumps(key) + b',"value":' + shown + b"}",
         )  # fmt: skip
         # Dispatched (or nothing to dispatch): the kick and the wait's own timeout can go. (If
         # settling raised, the kick stays: the run may be queued with no dispatch yet.)
