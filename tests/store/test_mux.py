@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import signal
+import socket
 import subprocess
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -73,6 +75,30 @@ async def test_a_cancelled_caller_does_not_shift_the_replies_of_others(redis: ai
     # The cancelled commands were sent: the server ran them, and later calls still line up.
     assert await mux.execute("GET", "c0") == b"1"
     assert await mux.execute("MGET", "c3", "c4") == [b"4", b"5"]
+
+
+async def test_error_replies_map_to_redis_pys_classes(redis: aioredis.Redis) -> None:
+    # The same classes redis-py's own parser gives, so callers handle both paths alike: a
+    # server still loading its data or asking for credentials is unavailable (retried), not
+    # a script bug. A script's error_reply is a real server sending each of these replies.
+    mux = _mux(redis)
+    cases = {
+        "LOADING Redis is loading the dataset in memory": redis_errors.BusyLoadingError,
+        "NOAUTH Authentication required.": redis_errors.AuthenticationError,
+        "READONLY You can't write against a read only replica.": redis_errors.ReadOnlyError,
+        "NOSCRIPT No matching script.": redis_errors.NoScriptError,
+        "ERR something else": redis_errors.ResponseError,
+    }
+    for reply, kind in cases.items():
+        with pytest.raises(kind) as raised:
+            await mux.execute("EVAL", "return redis.error_reply(ARGV[1])", 0, reply)
+        assert type(raised.value) is kind
+        assert str(raised.value) in reply
+    with pytest.raises(StoreUnavailable, match="loading"):
+        await _guard(mux.execute("EVAL", "return redis.error_reply(ARGV[1])", 0, "LOADING loading"))
+    with pytest.raises(redis_errors.DataError, match="SET"):
+        await mux.execute("SET", "k", None)  # what redis-py refuses too, before anything is sent
+    assert await mux.execute("PING") == b"PONG"
 
 
 async def test_scripts_the_server_lost_are_loaded_again(redis: aioredis.Redis) -> None:
@@ -151,6 +177,33 @@ async def test_server_killed_fails_pending_calls_then_reconnects(
     assert await mux.execute("GET", "kept") == b"still"  # reconnected on its own
 
 
+async def test_a_silent_server_times_out_after_socket_timeout(tmp_path: Path) -> None:
+    # A server that stops answering (paused, a network partition) must not hang the store's
+    # callers: with socket_timeout set, owed replies fail once the server has been silent
+    # that long, and the next call reconnects.
+    server = EmbeddedServer(tmp_path / "data")
+    server.start()
+    client = redis_from_url(server.url, socket_timeout=0.5)
+    process = server.process
+    if process is None:
+        raise AssertionError("the server runs")
+    try:
+        mux = _mux(client)
+        assert await mux.execute("SET", "k", "v") == b"OK"
+        process.send_signal(signal.SIGSTOP)
+        try:
+            calls = [asyncio.ensure_future(_guard(mux.execute("GET", "k"))) for _ in range(3)]
+            for call in calls:
+                with pytest.raises(StoreUnavailable, match="socket_timeout"):
+                    await asyncio.wait_for(call, 10)
+        finally:
+            process.send_signal(signal.SIGCONT)
+        assert await mux.execute("GET", "k") == b"v"  # a new connection
+    finally:
+        await client.aclose()
+        server.stop()
+
+
 @pytest.fixture
 def protected_server(tmp_path: Path) -> Iterator[tuple[int, Path]]:
     """A Valkey with a password, listening on a loopback port and on a Unix socket."""
@@ -187,7 +240,8 @@ async def test_password_database_and_unix_socket(protected_server: tuple[int, Pa
             await client.aclose()
     wrong = redis_from_url(f"redis://:nope@127.0.0.1:{port}/0")
     try:
-        with pytest.raises(redis_errors.ResponseError):
+        # redis-py's class for it: a ConnectionError the store reports as unavailable.
+        with pytest.raises(redis_errors.AuthenticationError):
             await _mux(wrong).execute("PING")
     finally:
         await wrong.aclose()
@@ -221,3 +275,17 @@ async def test_calls_made_while_reconnecting_are_all_sent(
     # A burst right after the reconnect: none may be left behind in a stale buffer.
     replies = await asyncio.wait_for(asyncio.gather(*(mux.execute("INCR", "n") for _ in range(50))), 10)
     assert sorted(replies) == list(range(1, 51))
+
+
+async def test_socket_keepalive_is_set_as_redis_py_would(redis_url: str) -> None:
+    client = redis_from_url(redis_url, socket_keepalive=True)
+    try:
+        mux = _mux(client)
+        assert await mux.execute("PING") == b"PONG"
+        protocol = mux._protocol
+        if protocol is None or protocol.transport is None:
+            raise AssertionError("connected")
+        sock = protocol.transport.get_extra_info("socket")
+        assert sock.getsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE) == 1
+    finally:
+        await client.aclose()

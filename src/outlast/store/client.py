@@ -70,8 +70,10 @@ class OutlastPool(ConnectionPool):
         self.multiplexer = Multiplexer(self)
 
     async def disconnect(self, inuse_connections: bool = True) -> None:
-        await super().disconnect(inuse_connections)
-        await self.multiplexer.aclose()
+        try:
+            await super().disconnect(inuse_connections)
+        finally:
+            await self.multiplexer.aclose()
 
 
 def multiplexer_of(redis: aioredis.Redis) -> Multiplexer | None:

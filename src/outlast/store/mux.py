@@ -18,10 +18,12 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import socket
 from typing import Any
 
 import hiredis
 from redis import exceptions as redis_errors
+from redis._parsers.base import BaseParser
 from redis.asyncio.connection import Connection, ConnectionPool, SSLConnection, UnixDomainSocketConnection
 
 
@@ -30,24 +32,55 @@ class _ReplyError(Exception):
 
 
 def _error(reply: _ReplyError) -> redis_errors.RedisError:
-    message = str(reply)
-    if message.startswith("NOSCRIPT"):
-        return redis_errors.NoScriptError(message)
-    return redis_errors.ResponseError(message)
+    # redis-py's own mapping, so callers see the same classes and messages either way: LOADING
+    # is BusyLoadingError and NOAUTH/WRONGPASS AuthenticationError (both ConnectionErrors,
+    # which the store retries), NOSCRIPT NoScriptError, READONLY ReadOnlyError.
+    error: redis_errors.RedisError = BaseParser.parse_error(str(reply))  # type: ignore[no-untyped-call]
+    return error
 
 
 class _Protocol(asyncio.Protocol):
-    def __init__(self) -> None:
+    def __init__(self, timeout: float | None = None) -> None:
         self.reader = hiredis.Reader(protocolError=redis_errors.InvalidResponse, replyError=_ReplyError)
         self.waiting: collections.deque[asyncio.Future[Any]] = collections.deque()
         self.transport: asyncio.Transport | None = None
         self.lost: BaseException | None = None
+        # socket_timeout: how long the server may stay silent while replies are owed. One timer
+        # per connection (not one per call, which would cost what the multiplexer saves).
+        self.timeout = timeout
+        self._progress = 0.0  # loop time of the last reply, or of the request that ended an idle spell
+        self._watchdog: asyncio.TimerHandle | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
 
+    def expect(self, future: asyncio.Future[Any]) -> None:
+        """Queue the future of a request about to be written."""
+        if not self.waiting and self.timeout is not None:
+            loop = asyncio.get_running_loop()
+            self._progress = loop.time()
+            if self._watchdog is None:
+                self._watchdog = loop.call_at(self._progress + self.timeout, self._check)
+        self.waiting.append(future)
+
+    def _check(self) -> None:
+        self._watchdog = None
+        if not self.waiting or self.timeout is None or self.lost is not None:
+            return
+        loop = asyncio.get_running_loop()
+        deadline = self._progress + self.timeout
+        if loop.time() < deadline:
+            self._watchdog = loop.call_at(deadline, self._check)
+            return
+        silence = f"no reply from the server in {self.timeout:g} s (socket_timeout)"
+        self.lost = redis_errors.TimeoutError(silence)
+        if self.transport is not None:
+            self.transport.abort()  # not close(): that would wait for a stuck write buffer to drain
+
     def data_received(self, data: bytes) -> None:
         self.reader.feed(data)
+        if self.timeout is not None:
+            self._progress = asyncio.get_running_loop().time()
         try:
             while (reply := self.reader.gets()) is not False:
                 future = self.waiting.popleft()
@@ -61,10 +94,18 @@ class _Protocol(asyncio.Protocol):
             # A reply we cannot parse, or one nobody asked for: the stream is out of step.
             self.lost = exc
             if self.transport is not None:
-                self.transport.close()
+                self.transport.abort()
 
     def connection_lost(self, exc: BaseException | None) -> None:
-        error = redis_errors.ConnectionError(f"connection to the server lost: {exc or self.lost or 'closed'}")
+        if self._watchdog is not None:
+            self._watchdog.cancel()
+            self._watchdog = None
+        error: redis_errors.RedisError
+        if isinstance(self.lost, redis_errors.TimeoutError):
+            error = self.lost
+        else:
+            reason = exc or self.lost or "closed"
+            error = redis_errors.ConnectionError(f"connection to the server lost: {reason}")
         self.lost = error
         while self.waiting:
             future = self.waiting.popleft()
@@ -99,10 +140,13 @@ class Multiplexer:
         protocol = self._protocol
         if protocol is None or protocol.lost is not None or self._loop is not asyncio.get_running_loop():
             protocol = await self._connect()
-        packed = hiredis.pack_command(args)
+        try:
+            packed = hiredis.pack_command(args)
+        except TypeError as exc:  # None, bool, containers: what redis-py refuses too
+            raise redis_errors.DataError(f"cannot send {args[0]!r}: {exc}") from exc
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         idle = not protocol.waiting and not self._buffer
-        protocol.waiting.append(future)
+        protocol.expect(future)
         if idle and protocol.transport is not None:
             protocol.transport.write(packed)  # nothing else under way: no reason to wait
         else:
@@ -126,8 +170,7 @@ class Multiplexer:
         if self._loop is not loop:
             # First use, or a new event loop (a connection cannot move between loops).
             if self._protocol is not None and self._protocol.transport is not None:
-                with contextlib.suppress(RuntimeError):  # its loop is closed
-                    self._protocol.transport.close()
+                _abandon(self._protocol.transport)
             self._protocol, self._connecting, self._loop = None, asyncio.Lock(), loop
             self._buffer, self._flush_scheduled = [], False
         if self._connecting is None:
@@ -143,7 +186,7 @@ class Multiplexer:
         # A redis-py connection object, never connected, holds the parameters as redis-py reads them.
         conn: Any = self._pool.make_connection()  # type: ignore[no-untyped-call]
         loop = asyncio.get_running_loop()
-        protocol = _Protocol()
+        protocol = _Protocol(conn.socket_timeout)
         try:
             async with asyncio.timeout(conn.socket_connect_timeout):
                 if isinstance(conn, UnixDomainSocketConnection):
@@ -152,6 +195,11 @@ class Multiplexer:
                     await loop.create_connection(lambda: protocol, conn.host, conn.port)
         except (OSError, TimeoutError) as exc:
             raise redis_errors.ConnectionError(f"cannot connect to the server: {exc}") from exc
+        sock = protocol.transport.get_extra_info("socket") if protocol.transport is not None else None
+        if getattr(conn, "socket_keepalive", False) and sock is not None:  # TCP only, as redis-py
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+            for option, value in (conn.socket_keepalive_options or {}).items():
+                sock.setsockopt(socket.IPPROTO_TCP, option, value)
         hello: list[tuple[Any, ...]] = []
         if conn.password is not None or conn.username is not None:
             hello.append(("AUTH", *[p for p in (conn.username, conn.password) if p is not None]))
@@ -160,7 +208,7 @@ class Multiplexer:
         try:
             for command in hello:
                 future: asyncio.Future[Any] = loop.create_future()
-                protocol.waiting.append(future)
+                protocol.expect(future)  # a silent server times out here too
                 if protocol.transport is not None:  # set by connection_made before create_* returns
                     protocol.transport.write(hiredis.pack_command(command))
                 await future
@@ -171,8 +219,25 @@ class Multiplexer:
         return protocol
 
     async def aclose(self) -> None:
-        protocol, self._protocol = self._protocol, None
-        if protocol is None or protocol.transport is None:
+        """Close the connection (a later call opens a new one)."""
+        if self._loop is not asyncio.get_running_loop():
+            protocol, self._protocol = self._protocol, None
+            if protocol is not None and protocol.transport is not None:
+                _abandon(protocol.transport)
             return
-        if self._loop is asyncio.get_running_loop():  # a dead loop's transport is gone with it
+        # Under the lock, so a connection being opened right now is closed too, not left behind.
+        async with self._connecting or contextlib.nullcontext():
+            protocol, self._protocol = self._protocol, None
+        if protocol is not None and protocol.transport is not None:
             protocol.transport.close()
+
+
+def _abandon(transport: asyncio.Transport) -> None:
+    """Close a connection made on an event loop no longer running (its transport cannot)."""
+    try:
+        transport.close()
+    except RuntimeError:  # the loop is closed: end the connection so the server drops it now;
+        sock = transport.get_extra_info("socket")  # the socket is freed with its transport
+        if sock is not None:
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
