@@ -61,6 +61,13 @@ async def test_bad_starts_are_refused_before_anything_is_written(
     assert await redis.keys("outlast:run:*") == []
     with pytest.raises(OutlastError, match="reserved"):
         Worker([quick], redis, version="@mine")
+    # A retention of 0 would PEXPIRE a finished run's keys at once (and a late field would then
+    # live for ever): refused wherever it is given.
+    for retention in (0, -1.0, 0.0001, float("nan")):
+        with pytest.raises(ConfigError, match="retention"):
+            Worker([quick], redis, retention=retention)
+        with pytest.raises(ConfigError, match="retention"):
+            Dispatcher(redis, retention=retention)
 
 
 async def test_versions_pin_runs_and_deploy_status_reports_them(

@@ -36,7 +36,16 @@ from outlast.errors import (
     RunFailed,
     SerializationError,
 )
-from outlast.store.base import OP_EXPIRE, OP_META, AttemptStart, NewRun, Op, RunRecord, RunStore
+from outlast.store.base import (
+    OP_EXPIRE,
+    OP_META,
+    AttemptStart,
+    NewRun,
+    Op,
+    RunRecord,
+    RunStore,
+    checked_retention,
+)
 from outlast.store.memory import MemoryStore
 from outlast.store.redis import RedisStore
 from outlast.store.waits import RedisWaits
@@ -73,7 +82,7 @@ class Runner:
         suspends the run. ``wait_poll``: how often a run that is still busy checks whether one
         of its waits was settled."""
         self.store = store
-        self.retention = retention
+        self.retention = checked_retention(retention)
         self.flush_interval = flush_interval
         self.frame_chars = frame_chars
         self.worker_id = worker_id

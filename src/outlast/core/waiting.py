@@ -45,11 +45,12 @@ _KEY = re.compile(INPUT_KEY_PATTERN)
 
 
 def _strings(value: Any) -> list[str]:
-    """Every string in a JSON value (object keys too): the parts of a secret input to mask."""
+    """Every string value in a JSON value: the parts of a secret input to mask. Object keys are
+    field names, not secrets (masking them would blank those names in every event)."""
     if isinstance(value, str):
         return [value]
     if isinstance(value, dict):
-        return [text for key, item in value.items() for text in (*_strings(key), *_strings(item))]
+        return [text for item in value.values() for text in _strings(item)]
     if isinstance(value, list):
         return [text for item in value for text in _strings(item)]
     return []

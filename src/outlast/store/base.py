@@ -27,6 +27,15 @@ OP_OBJECT = "O"  # HSET objects <name> <json>
 OP_WAIT = "W"  # HSET waits <position> <json>  (a wait is recorded)
 OP_EXPIRE = "X"  # EXPIRE every run key after <seconds>
 
+
+def checked_retention(seconds: float) -> float:
+    """How long a finished run's keys live, validated: the scripts PEXPIRE them in whole ms, and
+    0 ms would delete them at once (a field written after that would then live for ever)."""
+    if not seconds >= 0.001:
+        raise ConfigError(f"retention must be at least 0.001 seconds, got {seconds!r}")
+    return seconds
+
+
 #: One side effect: (opcode, a, b).
 Op = tuple[str, str, str | bytes]
 

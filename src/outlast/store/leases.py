@@ -10,7 +10,7 @@ import redis.asyncio as aioredis
 from outlast.core import serde
 from outlast.errors import RunNotFound
 from outlast.store import scripts
-from outlast.store.base import RunRecord
+from outlast.store.base import RunRecord, checked_retention
 from outlast.store.keys import run_keys
 from outlast.store.redis import HotPath, _guard, _s
 from outlast.store.waits import RedisWaits
@@ -46,7 +46,7 @@ class RunLeases:
     ) -> None:
         """``waits``: the wait service that tells a finished child's parent (one is made if none)."""
         self.redis = redis
-        self.retention = retention
+        self.retention = checked_retention(retention)
         self._claim = redis.register_script(scripts.CLAIM)
         self._renew = redis.register_script(scripts.RENEW)
         self._release = redis.register_script(scripts.RELEASE)
