@@ -177,13 +177,19 @@ async def test_server_killed_fails_pending_calls_then_reconnects(
     assert await mux.execute("GET", "kept") == b"still"  # reconnected on its own
 
 
-async def test_a_silent_server_times_out_after_socket_timeout(tmp_path: Path) -> None:
+@pytest.mark.parametrize("configured", ["socket_timeout", "default"])
+async def test_a_silent_server_times_out(tmp_path: Path, configured: str) -> None:
     # A server that stops answering (paused, a network partition) must not hang the store's
-    # callers: with socket_timeout set, owed replies fail once the server has been silent
-    # that long, and the next call reconnects.
+    # callers: owed replies fail once the server has been silent for the client's
+    # socket_timeout (or the multiplexer's own reply_timeout when that is unset), and the next
+    # call reconnects.
     server = EmbeddedServer(tmp_path / "data")
     server.start()
-    client = redis_from_url(server.url, socket_timeout=0.5)
+    if configured == "socket_timeout":
+        client = redis_from_url(server.url, socket_timeout=0.5)
+    else:
+        client = redis_from_url(server.url)
+        _mux(client).reply_timeout = 0.5  # 30 s by default
     process = server.process
     if process is None:
         raise AssertionError("the server runs")
@@ -194,7 +200,7 @@ async def test_a_silent_server_times_out_after_socket_timeout(tmp_path: Path) ->
         try:
             calls = [asyncio.ensure_future(_guard(mux.execute("GET", "k"))) for _ in range(3)]
             for call in calls:
-                with pytest.raises(StoreUnavailable, match="socket_timeout"):
+                with pytest.raises(StoreUnavailable, match=r"no reply from the server in 0\.5 s"):
                     await asyncio.wait_for(call, 10)
         finally:
             process.send_signal(signal.SIGCONT)

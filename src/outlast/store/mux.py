@@ -72,7 +72,7 @@ class _Protocol(asyncio.Protocol):
         if loop.time() < deadline:
             self._watchdog = loop.call_at(deadline, self._check)
             return
-        silence = f"no reply from the server in {self.timeout:g} s (socket_timeout)"
+        silence = f"no reply from the server in {self.timeout:g} s"
         self.lost = redis_errors.TimeoutError(silence)
         if self.transport is not None:
             self.transport.abort()  # not close(): that would wait for a stuck write buffer to drain
@@ -114,10 +114,17 @@ class _Protocol(asyncio.Protocol):
 
 
 class Multiplexer:
-    """Sends non-blocking commands for many concurrent callers over one connection."""
+    """Sends non-blocking commands for many concurrent callers over one connection.
 
-    def __init__(self, pool: ConnectionPool) -> None:
+    Owed replies fail with redis-py's ``TimeoutError`` once the server has been silent for the
+    client's ``socket_timeout``, or ``reply_timeout`` when that is unset: only non-blocking
+    commands travel here, so a long silence means a paused server or a dead network path (which
+    TCP alone would notice only after many minutes), never a slow answer.
+    """
+
+    def __init__(self, pool: ConnectionPool, reply_timeout: float = 30.0) -> None:
         self._pool = pool
+        self.reply_timeout = reply_timeout
         self._protocol: _Protocol | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._connecting: asyncio.Lock | None = None
@@ -186,7 +193,7 @@ class Multiplexer:
         # A redis-py connection object, never connected, holds the parameters as redis-py reads them.
         conn: Any = self._pool.make_connection()  # type: ignore[no-untyped-call]
         loop = asyncio.get_running_loop()
-        protocol = _Protocol(conn.socket_timeout)
+        protocol = _Protocol(conn.socket_timeout or self.reply_timeout)
         try:
             async with asyncio.timeout(conn.socket_connect_timeout):
                 if isinstance(conn, UnixDomainSocketConnection):
