@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 import redis.asyncio as aioredis
 from redis import exceptions as redis_errors
+from redis.credentials import UsernamePasswordCredentialProvider
 
 from outlast.errors import StoreUnavailable
 from outlast.store.client import multiplexer_of, redis_from_url
@@ -136,10 +137,12 @@ async def test_multiplexing_can_be_switched_off(redis_url: str, monkeypatch: pyt
         await client.aclose()
 
 
-def test_tls_and_decoding_clients_are_not_multiplexed() -> None:
+def test_tls_decoding_and_credential_provider_clients_are_not_multiplexed() -> None:
     # Replies must stay bytes (the store decodes them itself), and TLS is left to redis-py.
     assert not _mux(redis_from_url("rediss://127.0.0.1:1/0")).usable
     assert not _mux(redis_from_url("redis://127.0.0.1:1/0", decode_responses=True)).usable
+    provider = UsernamePasswordCredentialProvider("user", "secret")
+    assert not _mux(redis_from_url("redis://127.0.0.1:1/0", credential_provider=provider)).usable
     assert _mux(redis_from_url("redis://127.0.0.1:1/0")).usable
 
 

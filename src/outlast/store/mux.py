@@ -133,14 +133,16 @@ class Multiplexer:
 
     @property
     def usable(self) -> bool:
-        """True for plain TCP and Unix-socket connections that keep replies as bytes. TLS is left
-        to redis-py (its many certificate options are not re-implemented here)."""
+        """True for plain TCP and Unix-socket connections that keep replies as bytes and log in
+        with a fixed username/password. TLS and credential providers are left to redis-py (their
+        options are not re-implemented here)."""
         kind = self._pool.connection_class
-        decoding = bool(self._pool.connection_kwargs.get("decode_responses"))
+        options = self._pool.connection_kwargs
+        special = bool(options.get("decode_responses")) or options.get("credential_provider") is not None
         plain = issubclass(kind, (Connection, UnixDomainSocketConnection)) and not issubclass(
             kind, SSLConnection
         )
-        return plain and not decoding
+        return plain and not special
 
     async def execute(self, *args: Any) -> Any:
         """Send one command; its reply (bytes, int, list, None) or redis-py's exception classes."""
