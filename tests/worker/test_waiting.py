@@ -141,6 +141,24 @@ async def test_input_for_a_live_run_is_delivered_without_suspending(
     assert received[0].attempt == 1
 
 
+async def test_a_live_run_hears_of_its_input_at_once_not_at_its_next_poll(
+    redis: aioredis.Redis, dispatcher: Dispatcher
+) -> None:
+    # The settler publishes the run on the settled channel; its worker reads the wait then.
+    # With a poll of a minute, only that notice can bring input.received while the step runs.
+    gates["notice"] = asyncio.Event()
+    async with running(redis) as worker:
+        worker.runner.wait_poll = 60.0
+        run_id = (await dispatcher.start(busy_while_waiting, {"tag": "notice"}, version="waits")).run_id
+        await wait_event(dispatcher, run_id, ev.INPUT_REQUESTED)
+        assert await dispatcher.supply_input(run_id, "go", {"ok": False}) == "delivered"
+        received = await asyncio.wait_for(wait_event(dispatcher, run_id, ev.INPUT_RECEIVED), 20)
+        assert received.attempt == 1
+        assert not gates["notice"].is_set()  # the step was still running: the run stayed live
+        gates["notice"].set()
+        assert await dispatcher.result(run_id, timeout=10) == [False, "done"]
+
+
 @pytest.mark.parametrize("default", [True, False])
 async def test_a_short_timeout_is_held_in_memory_and_fires(
     redis: aioredis.Redis, dispatcher: Dispatcher, default: bool

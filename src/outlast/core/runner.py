@@ -224,6 +224,10 @@ class Attempt:
         if self._body is not None:
             self._body.cancel()
 
+    def wake(self) -> None:
+        """One of the run's waits was settled elsewhere: read it now rather than at the next poll."""
+        self.waits.poke()
+
     def suspend_soon(self) -> None:
         """Suspend as soon as every branch waits, however near its deadline (a draining worker)."""
         self.waits.suspend_now = True

@@ -50,6 +50,11 @@ Compute-plane keys (global, one per deployment version where named so):
                                          whose run expired).
 ``outlast:idem:{<workflow>}:<key>`` string  run id started for an idempotency key. TTL 24 h.
 ``outlast:cancel``               pubsub  channel: run ids whose cancellation was requested.
+``outlast:settled``              pubsub  channel: run ids one of whose waits was settled while an
+                                         attempt was live (RESOLVE answered LIVE). Its worker
+                                         reads the settled waits at once instead of at its next
+                                         poll. Writer: whoever settled (API, CLI, timer scan, a
+                                         child's worker). A lost message costs only that poll.
 ``outlast:deploy:changed``       pubsub  channel: the active version moved (promote, rollback) or a
                                          worker registered its workflows; processes caching
                                          either drop their copy.
@@ -103,6 +108,7 @@ VERSIONS = f"{PREFIX}:versions"
 DEPLOY = f"{PREFIX}:deploy"
 RUNS_INDEX = f"{PREFIX}:runs"
 CANCEL_CHANNEL = f"{PREFIX}:cancel"
+SETTLED_CHANNEL = f"{PREFIX}:settled"
 DEPLOY_CHANNEL = f"{PREFIX}:deploy:changed"
 TIMERS = f"{PREFIX}:timers"
 WORK_GROUP = "workers"

@@ -107,7 +107,7 @@ class RedisWaits:
     async def fire(self, run_id: str, position: str) -> bytes | None:
         """Settle a wait whose deadline this attempt saw pass (held in memory). Its checkpoint, if
         it is settled now or was already (by a timer scan or an input)."""
-        settled = await self.settle(run_id, position, "due")
+        settled = await self.settle(run_id, position, "due", notify=False)  # the attempt asked
         if settled.tag == "live":
             await _guard(self.redis.zrem(keys.TIMERS, timer_member(run_id, position)))
             return settled.checkpoint
@@ -154,8 +154,11 @@ class RedisWaits:
         result: bytes = b"null",
         event_type: str = "",
         data: bytes = b"{}",
+        *,
+        notify: bool = True,
     ) -> Settled:
-        """Run RESOLVE; a re-queued run is put on its lane's work stream before returning."""
+        """Run RESOLVE; a re-queued run is put on its lane's work stream before returning, and
+        the worker of a live attempt is told (``notify``) so it picks the result up at once."""
         run = keys.run_keys(run_id)
         reply: list[Any] = await _guard(
             self._hot.script(
@@ -170,6 +173,8 @@ class RedisWaits:
             await _guard(self.redis.xadd(keys.work_stream(lane), {"run": run_id}))
             return Settled(tag, lane)
         if tag == "live":
+            if notify:
+                await _guard(self.redis.publish(keys.SETTLED_CHANNEL, run_id))
             return Settled(tag, checkpoint=bytes(reply[1]))
         if tag == "notdue":
             return Settled(tag, deadline=int(reply[1]))

@@ -129,19 +129,27 @@ class Upkeep:
             if renewal.cancel and job.attempt is not None:
                 job.attempt.cancel("cancelled")
 
-    async def _cancel_listener(self) -> None:
+    async def _notice_listener(self) -> None:
+        """Cancel requests and settled waits of the runs held here, as they are published."""
+        cancel_channel = keys.CANCEL_CHANNEL.encode()
         pubsub = self.redis.pubsub()
         try:
-            await pubsub.subscribe(keys.CANCEL_CHANNEL)
+            await pubsub.subscribe(keys.CANCEL_CHANNEL, keys.SETTLED_CHANNEL)
             async for message in pubsub.listen():
                 if message.get("type") != "message":
                     continue
                 job = self.jobs.get(message["data"].decode())
-                if job is not None and job.attempt is not None:
+                if job is None or job.attempt is None:
+                    continue
+                if message["channel"] == cancel_channel:
                     job.attempt.cancel("cancelled")
+                else:
+                    job.attempt.wake()
         except redis_errors.RedisError as exc:
             log.warning(
-                "worker %s: cancel listener stopped: %s (the heartbeat still sees cancels)", self.id, exc
+                "worker %s: notice listener stopped: %s (the heartbeat still sees cancels; waits are polled)",
+                self.id,
+                exc,
             )
         finally:
             with contextlib.suppress(Exception):

@@ -133,7 +133,7 @@ class Worker(Upkeep, Launching):
         renewer.start()
         background = [
             asyncio.create_task(self._beat_loop(), name="outlast-beat"),
-            asyncio.create_task(self._cancel_listener(), name="outlast-cancel"),
+            asyncio.create_task(self._notice_listener(), name="outlast-notices"),
             asyncio.create_task(self._bookkeeping_loop(), name="outlast-bookkeeping"),
         ]
         self.ready.set()
