@@ -99,8 +99,13 @@ async def secret_login(tag: str) -> int:
     return len(token)
 
 
+@outlast.workflow
+async def fan_out(naps: list[float]) -> list[str]:
+    return await outlast.gather(*(outlast.run_child(sleeper, {"seconds": nap}) for nap in naps))
+
+
 ALL = [busy_while_waiting, short_timeout, sleeper, many_waits, child_waits, parent_of_waiter, broken,
-       parent_catches, secret_login]  # fmt: skip
+       parent_catches, secret_login, fan_out]  # fmt: skip
 
 
 @asynccontextmanager
@@ -214,6 +219,22 @@ async def test_cancelling_a_parent_cancels_its_waiting_child(
         assert (await dispatcher.cancel(parent)).status == "cancelled"
         assert (await dispatcher.wait(child, timeout=10)).status == "cancelled"
         assert (await dispatcher.wait(parent, timeout=10)).status == "cancelled"
+
+
+async def test_a_fan_out_parent_lingers_while_its_children_end(
+    redis: aioredis.Redis, dispatcher: Dispatcher
+) -> None:
+    # Children ending one by one must not park and replay the parent once each (N replays of
+    # N checkpoints): while they keep ending within `hold` of each other it stays live. Here
+    # they end 0.2 s apart; a parent that parked at once would be resumed five times.
+    naps = [0.2, 0.4, 0.6, 0.8, 1.0]
+    async with running(redis, hold=5.0):
+        parent = (await dispatcher.start(fan_out, {"naps": naps}, version="waits")).run_id
+        assert await dispatcher.result(parent, timeout=20) == ["woke"] * len(naps)
+    events = await events_of(dispatcher, parent)
+    assert types_of(events).count(ev.CHILD_COMPLETED) == len(naps)
+    assert ev.RUN_WAITING not in types_of(events)
+    assert types_of(events).count(ev.RUN_STARTED) == 1
 
 
 async def test_a_failed_child_raises_in_its_parent(redis: aioredis.Redis, dispatcher: Dispatcher) -> None:

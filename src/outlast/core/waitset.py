@@ -7,6 +7,12 @@ checkpoint appears in the store; a deadline passes while held in memory) and dec
 recorded) and the soonest deadline is more than ``hold`` seconds away. Suspending cancels the
 body and parks the run with one fenced script; the next attempt replays to the same waits.
 
+A run blocked on child runs alone lingers: it suspends only once ``hold`` seconds have passed
+with no wait recorded or settled. A fan-out's children end one after another; each ending seen
+by a suspended parent would re-queue it and replay all its checkpoints (N children, N replays
+of up to N steps), while a lingering parent takes them as they come (its worker is told of each
+at once through the settled channel).
+
 Workflow code outside components that awaits other things (a raw ``asyncio.sleep`` next to a
 wait in a gather) may be cut short by a suspension and runs again on resume, as after a crash.
 """
@@ -91,6 +97,8 @@ class WaitSet:
         self.suspend_now = False
         self._changed = asyncio.Event()
         self._watcher: asyncio.Task[None] | None = None
+        #: Loop time of the last wait recorded or settled (how long a fan-out parent lingers).
+        self._active_at = 0.0
 
     def _ensure_watching(self) -> None:
         # Started by the first wait: runs that never wait pay nothing for the watcher.
@@ -158,6 +166,7 @@ class WaitSet:
                 due = loop.time() + (int(record["deadline"]) - await self.backend.server_ms()) / 1000
             pending = _Pending(loop.create_future(), due)
             self.pending[call.position] = pending
+            self._active_at = loop.time()
             self._ensure_watching()
             if early is not None:
                 pending.future.set_result(early)
@@ -198,6 +207,8 @@ class WaitSet:
             if pending is not None and not pending.future.done():
                 pending.future.set_result(raw)
                 settled = True
+        if settled:
+            self._active_at = asyncio.get_running_loop().time()
         return settled
 
     async def watch(self) -> None:
@@ -224,22 +235,31 @@ class WaitSet:
                     self._settle({position: raw})
             if due:
                 continue
-            blocked = [p for p in self.pending.values() if not p.future.done()]
+            blocked = {pos: p for pos, p in self.pending.items() if not p.future.done()}
             if not blocked:
                 continue  # settled meanwhile: the body goes on
-            soonest = min((p.due for p in blocked if p.due is not None), default=None)
+            soonest = min((p.due for p in blocked.values() if p.due is not None), default=None)
             far = soonest is None or soonest - now > self.hold
+            linger_until = self._active_at + self.hold
+            lingering = (
+                not self.suspend_now
+                and now < linger_until
+                and all(self.records.get(pos, {}).get("kind") == "child" for pos in blocked)
+            )
             if (
                 self.backend.can_suspend
                 and self.busy == 0
                 and not self._changed.is_set()
                 and (far or self.suspend_now)
+                and not lingering
             ):
                 self.on_suspend()
                 return
             timeout = self.poll_interval
             if soonest is not None:
                 timeout = min(timeout, max(0.0, soonest - now))
+            if lingering:
+                timeout = min(timeout, linger_until - now)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._changed.wait(), timeout)
             self._changed.clear()
