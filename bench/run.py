@@ -13,6 +13,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from api_latency import main as api_latency
+from fan_out import main as fan_out
 from llm_limits import main as llm_limits
 from mux_ab import main as mux_ab
 from step_overhead import main as step_overhead
@@ -23,6 +24,7 @@ BENCHES: dict[str, Callable[[], Awaitable[None]]] = {
     "worker": worker_throughput,
     "mux": mux_ab,
     "api": api_latency,
+    "fanout": fan_out,
     "llm": llm_limits,
 }
 
