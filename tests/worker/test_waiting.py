@@ -237,6 +237,17 @@ async def test_a_fan_out_parent_lingers_while_its_children_end(
     assert types_of(events).count(ev.RUN_STARTED) == 1
 
 
+async def test_a_fan_out_parent_on_a_full_worker_parks_at_once(
+    redis: aioredis.Redis, dispatcher: Dispatcher
+) -> None:
+    # Lingering needs a spare slot: on a worker of concurrency 1 a parent that lingered (here
+    # for up to 30 s) would keep its children from ever running there.
+    async with running(redis, hold=30.0, concurrency=1):
+        parent = (await dispatcher.start(fan_out, {"naps": [0.1, 0.1]}, version="waits")).run_id
+        assert await dispatcher.result(parent, timeout=20) == ["woke", "woke"]
+    assert ev.RUN_WAITING in types_of(await events_of(dispatcher, parent))
+
+
 async def test_a_failed_child_raises_in_its_parent(redis: aioredis.Redis, dispatcher: Dispatcher) -> None:
     async with running(redis):
         parent = (await dispatcher.start(parent_catches, version="waits")).run_id

@@ -17,6 +17,7 @@ import asyncio
 import contextlib
 import contextvars
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -91,6 +92,9 @@ class Runner:
         self.waits = waits
         self.hold = hold
         self.wait_poll = wait_poll
+        #: Whether the executor has a free slot: a fan-out parent lingers only then (a full
+        #: worker's slot is better given to the runs queued behind it, its children perhaps).
+        self.spare_slot: Callable[[], bool] = lambda: True
 
     async def start(
         self,
@@ -197,7 +201,7 @@ class Attempt:
         )  # fmt: skip
         self.waits = self.ctx.waits = WaitSet(
             self.ctx, runner.waits, waits, hold=runner.hold, poll_interval=runner.wait_poll,
-            on_suspend=self._suspend_body,
+            on_suspend=self._suspend_body, spare_slot=runner.spare_slot,
         )  # fmt: skip
         self._suspending = False
         self._waiting_on: list[str] = []

@@ -7,11 +7,11 @@ checkpoint appears in the store; a deadline passes while held in memory) and dec
 recorded) and the soonest deadline is more than ``hold`` seconds away. Suspending cancels the
 body and parks the run with one fenced script; the next attempt replays to the same waits.
 
-A run blocked on child runs alone lingers: it suspends only once ``hold`` seconds have passed
-with no wait recorded or settled. A fan-out's children end one after another; each ending seen
-by a suspended parent would re-queue it and replay all its checkpoints (N children, N replays
-of up to N steps), while a lingering parent takes them as they come (its worker is told of each
-at once through the settled channel).
+A run blocked on child runs alone lingers, if its worker has a free slot: it suspends only once
+``hold`` seconds have passed with no wait recorded or settled. A fan-out's children end one
+after another; each ending seen by a suspended parent would re-queue it and replay all its
+checkpoints (N children, N replays of up to N steps), while a lingering parent takes them as
+they come (its worker is told of each at once through the settled channel).
 
 Workflow code outside components that awaits other things (a raw ``asyncio.sleep`` next to a
 wait in a gather) may be cut short by a suspension and runs again on resume, as after a crash.
@@ -82,6 +82,7 @@ class WaitSet:
         hold: float,
         poll_interval: float,
         on_suspend: Callable[[], None],
+        spare_slot: Callable[[], bool] = lambda: True,
     ) -> None:
         self.ctx = ctx
         self.backend = backend
@@ -90,6 +91,7 @@ class WaitSet:
         self.hold = hold
         self.poll_interval = poll_interval
         self.on_suspend = on_suspend
+        self.spare_slot = spare_slot
         self.pending: dict[str, _Pending] = {}
         #: Work in flight that is not blocked on a wait (running components, waits being recorded).
         self.busy = 0
@@ -245,6 +247,7 @@ class WaitSet:
                 not self.suspend_now
                 and now < linger_until
                 and all(self.records.get(pos, {}).get("kind") == "child" for pos in blocked)
+                and self.spare_slot()
             )
             if (
                 self.backend.can_suspend

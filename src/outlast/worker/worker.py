@@ -89,6 +89,7 @@ class Worker(Upkeep, Launching):
         self.leases = RunLeases(redis, retention=retention, waits=self.waits)
         # hold: a wait due within this many seconds keeps its run here; a longer one suspends it.
         self.runner = Runner(self.store, retention=retention, worker_id=self.id, waits=self.waits, hold=hold)
+        self.runner.spare_slot = lambda: len(self.jobs) < self.concurrency
         if self.version.startswith("@"):
             raise OutlastError(f"version {self.version!r}: versions starting with '@' are reserved")
         # Runs pinned to this version, then upgrade-safe runs any version may execute.
