@@ -298,3 +298,13 @@ async def test_socket_keepalive_is_set_as_redis_py_would(redis_url: str) -> None
         assert sock.getsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE) == 1
     finally:
         await client.aclose()
+
+
+async def test_a_keepalive_option_the_system_refuses_is_a_connection_error(redis_url: str) -> None:
+    client = redis_from_url(redis_url, socket_keepalive=True, socket_keepalive_options={99999: 1})
+    try:
+        with pytest.raises(redis_errors.ConnectionError, match="socket_keepalive"):
+            await _mux(client).execute("PING")
+        assert _mux(client)._protocol is None  # nothing half-open kept for the next call
+    finally:
+        await client.aclose()

@@ -63,7 +63,7 @@ async def test_bad_starts_are_refused_before_anything_is_written(
         Worker([quick], redis, version="@mine")
     # A retention of 0 would PEXPIRE a finished run's keys at once (and a late field would then
     # live for ever): refused wherever it is given.
-    for retention in (0, -1.0, 0.0001, float("nan")):
+    for retention in (0, -1.0, 0.0001, float("nan"), float("inf"), 1e12):
         with pytest.raises(ConfigError, match="retention"):
             Worker([quick], redis, retention=retention)
         with pytest.raises(ConfigError, match="retention"):

@@ -99,7 +99,8 @@ class WaitSet:
         self.suspend_now = False
         self._changed = asyncio.Event()
         self._watcher: asyncio.Task[None] | None = None
-        #: Loop time of the last wait recorded or settled (how long a fan-out parent lingers).
+        #: Loop time of the last wait recorded or settled, or of the body's last busy spell
+        #: ending (a fan-out parent lingers ``hold`` from there).
         self._active_at = 0.0
 
     def _ensure_watching(self) -> None:
@@ -120,8 +121,10 @@ class WaitSet:
     def leave(self) -> None:
         """A busy section ended (a component returned)."""
         self.busy -= 1
-        if self.busy == 0 and self.pending:
-            self._changed.set()
+        if self.busy == 0:
+            self._active_at = asyncio.get_running_loop().time()  # a fan-out parent lingers from here
+            if self.pending:
+                self._changed.set()
 
     def reset(self) -> None:
         """The body is run again (woken while suspending): its waits will be awaited afresh."""

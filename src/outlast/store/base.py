@@ -31,8 +31,8 @@ OP_EXPIRE = "X"  # EXPIRE every run key after <seconds>
 def checked_retention(seconds: float) -> float:
     """How long a finished run's keys live, validated: the scripts PEXPIRE them in whole ms, and
     0 ms would delete them at once (a field written after that would then live for ever)."""
-    if not seconds >= 0.001:
-        raise ConfigError(f"retention must be at least 0.001 seconds, got {seconds!r}")
+    if not 0.001 <= seconds <= 1e10:  # NaN fails both; far beyond 1e10 s PEXPIRE refuses
+        raise ConfigError(f"retention must be between 0.001 and 1e10 seconds, got {seconds!r}")
     return seconds
 
 

@@ -56,12 +56,18 @@ class _Protocol(asyncio.Protocol):
 
     def expect(self, future: asyncio.Future[Any]) -> None:
         """Queue the future of a request about to be written."""
-        if not self.waiting and self.timeout is not None:
-            loop = asyncio.get_running_loop()
-            self._progress = loop.time()
-            if self._watchdog is None:
-                self._watchdog = loop.call_at(self._progress + self.timeout, self._check)
+        if not self.waiting:
+            self.restart_clock()
         self.waiting.append(future)
+
+    def restart_clock(self) -> None:
+        """Nothing older is owed: the server's silence is counted from now (and watched)."""
+        if self.timeout is None:
+            return
+        loop = asyncio.get_running_loop()
+        self._progress = loop.time()
+        if self._watchdog is None:
+            self._watchdog = loop.call_at(self._progress + self.timeout, self._check)
 
     def _check(self) -> None:
         self._watchdog = None
@@ -169,10 +175,12 @@ class Multiplexer:
         # The buffer always belongs to the current connection: _connect empties it when it
         # replaces a lost one (whose callers were failed by connection_lost).
         self._flush_scheduled = False
-        data, self._buffer = b"".join(self._buffer), []
+        count, data, self._buffer = len(self._buffer), b"".join(self._buffer), []
         protocol = self._protocol
         if data and protocol is not None and protocol.transport is not None and protocol.lost is None:
             protocol.transport.write(data)
+            if len(protocol.waiting) == count:  # only these are owed: the silence starts now
+                protocol.restart_clock()
 
     async def _connect(self) -> _Protocol:
         loop = asyncio.get_running_loop()
@@ -204,17 +212,20 @@ class Multiplexer:
                     await loop.create_connection(lambda: protocol, conn.host, conn.port)
         except (OSError, TimeoutError) as exc:
             raise redis_errors.ConnectionError(f"cannot connect to the server: {exc}") from exc
-        sock = protocol.transport.get_extra_info("socket") if protocol.transport is not None else None
-        if getattr(conn, "socket_keepalive", False) and sock is not None:  # TCP only, as redis-py
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
-            for option, value in (conn.socket_keepalive_options or {}).items():
-                sock.setsockopt(socket.IPPROTO_TCP, option, value)
         hello: list[tuple[Any, ...]] = []
         if conn.password is not None or conn.username is not None:
             hello.append(("AUTH", *[p for p in (conn.username, conn.password) if p is not None]))
         if conn.db:
             hello.append(("SELECT", conn.db))
         try:
+            sock = protocol.transport.get_extra_info("socket") if protocol.transport is not None else None
+            if getattr(conn, "socket_keepalive", False) and sock is not None:  # TCP only, as redis-py
+                try:
+                    sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+                    for option, value in (conn.socket_keepalive_options or {}).items():
+                        sock.setsockopt(socket.IPPROTO_TCP, option, value)
+                except OSError as exc:
+                    raise redis_errors.ConnectionError(f"cannot set socket_keepalive: {exc}") from exc
             for command in hello:
                 future: asyncio.Future[Any] = loop.create_future()
                 protocol.expect(future)  # a silent server times out here too

@@ -9,6 +9,7 @@ Every settlement is one RESOLVE script on the waiting run's slot (see ``wait_scr
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import time
@@ -23,7 +24,14 @@ import redis.asyncio as aioredis
 from outlast import events as ev
 from outlast.core import serde
 from outlast.core.masking import MASK
-from outlast.errors import InputRejected, NotWaiting, ProtocolViolation, RunNotFound, StaleAttemptError
+from outlast.errors import (
+    InputRejected,
+    NotWaiting,
+    OutlastError,
+    ProtocolViolation,
+    RunNotFound,
+    StaleAttemptError,
+)
 from outlast.store import keys, wait_scripts
 from outlast.store.base import AppendItem, NewRun
 from outlast.store.queue import RunQueue
@@ -137,7 +145,7 @@ class RedisWaits:
         found no wait yet); the checkpoint is returned when so."""
         if record.get("kind") != "child":
             return None
-        await self.child_ended(run_id, str(record["child"]))
+        await self.child_ended(run_id, str(record["child"]), notify=False)  # we are that attempt
         return (await self.resolutions(run_id, [position])).get(position)
 
     async def start_child(self, run: NewRun, queued_event: bytes, lane: str, workflow: Any) -> None:
@@ -173,8 +181,9 @@ class RedisWaits:
             await _guard(self.redis.xadd(keys.work_stream(lane), {"run": run_id}))
             return Settled(tag, lane)
         if tag == "live":
-            if notify:
-                await _guard(self.redis.publish(keys.SETTLED_CHANNEL, run_id))
+            if notify:  # a hint (the attempt also polls): the settling itself has happened
+                with contextlib.suppress(OutlastError):
+                    await _guard(self.redis.publish(keys.SETTLED_CHANNEL, run_id))
             return Settled(tag, checkpoint=bytes(reply[1]))
         if tag == "notdue":
             return Settled(tag, deadline=int(reply[1]))
@@ -233,7 +242,7 @@ class RedisWaits:
             raise RunNotFound(f"no run {run_id!r}")
         raise NotWaiting(run_id, key, settled.detail, [])  # settled or ended in between
 
-    async def child_ended(self, parent: str, child: str) -> bool:
+    async def child_ended(self, parent: str, child: str, *, notify: bool = True) -> bool:
         """Settle ``parent``'s wait on ``child`` if the child ended. False if it has not ended."""
         fields = ["status", "result", "error"]
         raw: list[Any] = await _guard(self.redis.hmget(keys.run_keys(child).meta, fields))
@@ -245,7 +254,7 @@ class RedisWaits:
             serde.dumps(child), serde.dumps(status), result, error,
         )  # fmt: skip
         data = b'{"child_run_id":%s,"status":%s}' % (serde.dumps(child), serde.dumps(status))
-        await self.settle(parent, "", "child", child, outcome, ev.CHILD_COMPLETED, data)
+        await self.settle(parent, "", "child", child, outcome, ev.CHILD_COMPLETED, data, notify=notify)
         return True
 
     # -- the timer scan (every worker) ---------------------------------------------------------

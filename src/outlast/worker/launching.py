@@ -62,6 +62,9 @@ class Launching:
     async def _execute(self, job: Job, claim: Claim) -> None:
         raise NotImplementedError
 
+    async def _notice_listener(self) -> None:
+        raise NotImplementedError
+
     async def execute_one(self, run_id: str) -> str:
         """Claim ``run_id`` and execute it here, heartbeating its lease (``outlast execute``).
 
@@ -83,6 +86,8 @@ class Launching:
         )  # fmt: skip
         self.jobs[run_id] = job
         renewer.start()
+        # Cancels and settled waits reach this run at once, as in a worker's pool.
+        notices = asyncio.create_task(self._notice_listener(), name="outlast-notices")
         try:
             # A task, so that a lost lease (seen by the renewer) can cancel it.
             job.task = asyncio.create_task(self._execute(job, claim), name=f"outlast-run-{run_id}")
@@ -90,6 +95,9 @@ class Launching:
                 await job.task
             await self._flush_bookkeeping()
         finally:
+            notices.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await notices
             renewer.stop()
             await asyncio.to_thread(renewer.join)
         record = await self.store.get_run(run_id)

@@ -29,6 +29,8 @@ log = logging.getLogger("outlast.worker")
 
 #: Seconds a worker gathers acks and lease-index removals before sending them in one pipeline.
 BOOKKEEPING_DELAY = 0.005
+#: Seconds before the notice listener (cancels, settled waits) subscribes again after losing Redis.
+NOTICE_RETRY = 1.0
 
 
 class Upkeep:
@@ -132,28 +134,27 @@ class Upkeep:
     async def _notice_listener(self) -> None:
         """Cancel requests and settled waits of the runs held here, as they are published."""
         cancel_channel = keys.CANCEL_CHANNEL.encode()
-        pubsub = self.redis.pubsub()
-        try:
-            await pubsub.subscribe(keys.CANCEL_CHANNEL, keys.SETTLED_CHANNEL)
-            async for message in pubsub.listen():
-                if message.get("type") != "message":
-                    continue
-                job = self.jobs.get(message["data"].decode())
-                if job is None or job.attempt is None:
-                    continue
-                if message["channel"] == cancel_channel:
-                    job.attempt.cancel("cancelled")
-                else:
-                    job.attempt.wake()
-        except redis_errors.RedisError as exc:
-            log.warning(
-                "worker %s: notice listener stopped: %s (the heartbeat still sees cancels; waits are polled)",
-                self.id,
-                exc,
-            )
-        finally:
-            with contextlib.suppress(Exception):
-                await pubsub.aclose()  # type: ignore[no-untyped-call]
+        while True:
+            pubsub = self.redis.pubsub()
+            try:
+                await pubsub.subscribe(keys.CANCEL_CHANNEL, keys.SETTLED_CHANNEL)
+                async for message in pubsub.listen():
+                    if message.get("type") != "message":
+                        continue
+                    job = self.jobs.get(message["data"].decode())
+                    if job is None or job.attempt is None:
+                        continue
+                    if message["channel"] == cancel_channel:
+                        job.attempt.cancel("cancelled")
+                    else:
+                        job.attempt.wake()
+            except redis_errors.RedisError as exc:
+                # Notices are hints: meanwhile the heartbeat sees cancels and attempts poll.
+                log.warning("worker %s: notice listener lost Redis: %s (resubscribing)", self.id, exc)
+            finally:
+                with contextlib.suppress(Exception):
+                    await pubsub.aclose()  # type: ignore[no-untyped-call]
+            await asyncio.sleep(NOTICE_RETRY)
 
     def _timer_armed(self, delay: float) -> None:
         """A run here armed a timer: the beat loop re-plans when to wake (it may be due sooner)."""
