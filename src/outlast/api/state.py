@@ -17,7 +17,7 @@ from outlast.core.masking import MASK
 from outlast.errors import RunNotFound
 from outlast.store import keys, scripts
 from outlast.store.base import RunRecord
-from outlast.store.redis import _guard
+from outlast.store.redis import _guard, hash_reply
 from outlast.worker.dispatch import Dispatcher
 
 
@@ -58,7 +58,7 @@ class ApiState:
         reply: list[list[bytes]] = await _guard(
             hot.script(self._snapshot, [run_keys.meta, run_keys.objects], [])
         )
-        meta, objects = (dict(zip(flat[::2], flat[1::2], strict=True)) for flat in reply)
+        meta, objects = (hash_reply(flat) for flat in reply)
         record = self._visible(run_id, meta, tenant)
         return record, {k.decode(): serde.loads(v) for k, v in objects.items()}
 

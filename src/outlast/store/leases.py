@@ -12,7 +12,7 @@ from outlast.errors import RunNotFound
 from outlast.store import scripts
 from outlast.store.base import RunRecord, checked_retention
 from outlast.store.keys import run_keys
-from outlast.store.redis import HotPath, _guard, _s
+from outlast.store.redis import HotPath, _guard, _s, hash_reply
 from outlast.store.waits import RedisWaits
 
 
@@ -35,7 +35,7 @@ class Claim:
 
 
 def _pairs(flat: list[bytes]) -> dict[str, bytes]:
-    return {flat[i].decode(): flat[i + 1] for i in range(0, len(flat), 2)}
+    return {field.decode(): value for field, value in hash_reply(flat).items()}
 
 
 class RunLeases:

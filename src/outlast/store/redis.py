@@ -51,6 +51,11 @@ def _s(value: Any) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
 
 
+def hash_reply(flat: list[bytes]) -> dict[bytes, bytes]:
+    """A hash read as a flat field/value list (HGETALL's raw reply, or one returned by a script)."""
+    return dict(zip(flat[::2], flat[1::2], strict=True))
+
+
 class HotPath:
     """The store's frequent commands over the client's multiplexed connection (auto-pipelining).
 
@@ -81,8 +86,7 @@ class HotPath:
         if self._mux is None:
             raw: dict[bytes, bytes] = await self.redis.hgetall(key)  # type: ignore[misc]
             return raw
-        flat: list[bytes] = await self._mux.execute("HGETALL", key)
-        return dict(zip(flat[::2], flat[1::2], strict=True))
+        return hash_reply(await self._mux.execute("HGETALL", key))
 
 
 class RedisStore:
