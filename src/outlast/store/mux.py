@@ -40,15 +40,15 @@ def _error(reply: _ReplyError) -> redis_errors.RedisError:
 
 
 class _Protocol(asyncio.Protocol):
-    def __init__(self, timeout: float | None = None) -> None:
+    def __init__(self, timeout: float) -> None:
         self.reader = hiredis.Reader(protocolError=redis_errors.InvalidResponse, replyError=_ReplyError)
         self.waiting: collections.deque[asyncio.Future[Any]] = collections.deque()
         self.transport: asyncio.Transport | None = None
         self.lost: BaseException | None = None
-        # socket_timeout: how long the server may stay silent while replies are owed. One timer
-        # per connection (not one per call, which would cost what the multiplexer saves).
+        # How long the server may stay silent while replies are owed. One timer per connection
+        # (not one per call, which would cost what the multiplexer saves).
         self.timeout = timeout
-        self._progress = 0.0  # loop time of the last reply, or of the request that ended an idle spell
+        self._progress = 0.0  # loop time of the last reply, or since when every owed request is owed
         self._watchdog: asyncio.TimerHandle | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -62,8 +62,6 @@ class _Protocol(asyncio.Protocol):
 
     def restart_clock(self) -> None:
         """Nothing older is owed: the server's silence is counted from now (and watched)."""
-        if self.timeout is None:
-            return
         loop = asyncio.get_running_loop()
         self._progress = loop.time()
         if self._watchdog is None:
@@ -71,7 +69,7 @@ class _Protocol(asyncio.Protocol):
 
     def _check(self) -> None:
         self._watchdog = None
-        if not self.waiting or self.timeout is None or self.lost is not None:
+        if not self.waiting or self.lost is not None:
             return
         loop = asyncio.get_running_loop()
         deadline = self._progress + self.timeout
@@ -85,8 +83,7 @@ class _Protocol(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         self.reader.feed(data)
-        if self.timeout is not None:
-            self._progress = asyncio.get_running_loop().time()
+        self._progress = asyncio.get_running_loop().time()
         try:
             while (reply := self.reader.gets()) is not False:
                 future = self.waiting.popleft()
