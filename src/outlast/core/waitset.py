@@ -99,8 +99,9 @@ class WaitSet:
         self.suspend_now = False
         self._changed = asyncio.Event()
         self._watcher: asyncio.Task[None] | None = None
-        #: Loop time of the last wait recorded or settled, or of the body's last busy spell
-        #: ending (a fan-out parent lingers ``hold`` from there).
+        #: Loop time of the last wait settled, or of the body's last busy spell ending (a
+        #: component, or the recording of a wait: see leave()); a fan-out parent lingers
+        #: ``hold`` from there.
         self._active_at = 0.0
 
     def _ensure_watching(self) -> None:
@@ -171,7 +172,6 @@ class WaitSet:
                 due = loop.time() + (int(record["deadline"]) - await self.backend.server_ms()) / 1000
             pending = _Pending(loop.create_future(), due)
             self.pending[call.position] = pending
-            self._active_at = loop.time()
             self._ensure_watching()
             if early is not None:
                 pending.future.set_result(early)
