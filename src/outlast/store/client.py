@@ -16,7 +16,6 @@ from __future__ import annotations
 import os
 from typing import Any
 
-import hiredis
 import redis.asyncio as aioredis
 from redis.asyncio.connection import (
     Connection,
@@ -24,23 +23,19 @@ from redis.asyncio.connection import (
     SSLConnection,
     UnixDomainSocketConnection,
 )
-from redis.exceptions import DataError
 
-from outlast.store.mux import Multiplexer
+from outlast.store.mux import Multiplexer, pack
 
 
 class _HiredisPacking:
     def pack_command(self, *args: Any) -> list[bytes]:
         # Same rules as redis-py's packer: a command name given with spaces ("CONFIG GET") is
-        # split; bool/None/containers are refused (hiredis raises TypeError for them).
+        # split; bool/None/containers are refused (see pack).
         if isinstance(args[0], str):
             args = (*args[0].encode().split(), *args[1:])
         elif b" " in args[0]:
             args = (*args[0].split(), *args[1:])
-        try:
-            return [hiredis.pack_command(args)]
-        except TypeError as exc:
-            raise DataError(f"cannot send {args[0]!r}: {exc}") from exc
+        return [pack(args)]
 
 
 class HiredisConnection(_HiredisPacking, Connection):

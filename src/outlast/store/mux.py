@@ -39,6 +39,16 @@ def _error(reply: _ReplyError) -> redis_errors.RedisError:
     return error
 
 
+def pack(args: tuple[Any, ...]) -> bytes:
+    """One command in RESP, packed by hiredis; arguments redis-py refuses too (None, bool,
+    containers) raise its DataError before anything is sent."""
+    try:
+        packed: bytes = hiredis.pack_command(args)
+    except TypeError as exc:
+        raise redis_errors.DataError(f"cannot send {args[0]!r}: {exc}") from exc
+    return packed
+
+
 class _Protocol(asyncio.Protocol):
     def __init__(self, timeout: float) -> None:
         self.reader = hiredis.Reader(protocolError=redis_errors.InvalidResponse, replyError=_ReplyError)
@@ -152,10 +162,7 @@ class Multiplexer:
         protocol = self._protocol
         if protocol is None or protocol.lost is not None or self._loop is not asyncio.get_running_loop():
             protocol = await self._connect()
-        try:
-            packed = hiredis.pack_command(args)
-        except TypeError as exc:  # None, bool, containers: what redis-py refuses too
-            raise redis_errors.DataError(f"cannot send {args[0]!r}: {exc}") from exc
+        packed = pack(args)
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         idle = not protocol.waiting and not self._buffer
         protocol.expect(future)
@@ -227,7 +234,7 @@ class Multiplexer:
                 future: asyncio.Future[Any] = loop.create_future()
                 protocol.expect(future)  # a silent server times out here too
                 if protocol.transport is not None:  # set by connection_made before create_* returns
-                    protocol.transport.write(hiredis.pack_command(command))
+                    protocol.transport.write(pack(command))
                 await future
         except BaseException:  # refused credentials or database, or cancelled: not left open
             if protocol.transport is not None:
