@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 
 import pytest
 
@@ -15,23 +14,11 @@ from .llm_support import PRICE, openai_provider, provider, requests, statuses
 KINDS = ["openai", "anthropic"]
 
 
-@pytest.fixture
-def sim() -> Iterator[SimulatorServer]:
-    with SimulatorServer(seed=5) as server:
-        yield server
-
-
-@pytest.fixture
-def spare() -> Iterator[SimulatorServer]:
-    with SimulatorServer(seed=6) as server:
-        yield server
-
-
 @pytest.mark.parametrize("kind", KINDS)
-async def test_429_is_retried_after_retry_after(kind: str, sim: SimulatorServer) -> None:
-    sim.knobs.rpm_limit = 1
-    sim.knobs.rate_window_s = 0.8  # the simulator's window frees a slot 0.8 s after the first call
-    llm = LLM([provider(kind, sim, price=PRICE)], retry=LLMRetry(backoff_base=0.01))
+async def test_429_is_retried_after_retry_after(kind: str, primary: SimulatorServer) -> None:
+    primary.knobs.rpm_limit = 1
+    primary.knobs.rate_window_s = 0.8  # the simulator's window frees a slot 0.8 s after the first call
+    llm = LLM([provider(kind, primary, price=PRICE)], retry=LLMRetry(backoff_base=0.01))
     try:
         first = await llm.complete("first")
         second = await llm.complete("second")
@@ -45,13 +32,13 @@ async def test_429_is_retried_after_retry_after(kind: str, sim: SimulatorServer)
     assert 0 < error["retry_after"] <= 0.8
     assert second.latency >= error["retry_after"]  # it waited at least as long as it was told
     assert second.cost == pytest.approx(PRICE.cost(second.tokens_in, second.tokens_out))
-    assert statuses(sim) == {"200": 2, "429": 1}
+    assert statuses(primary) == {"200": 2, "429": 1}
 
 
-async def test_503_outage_is_retried_after_retry_after(sim: SimulatorServer) -> None:
-    llm = LLM([openai_provider(sim)], retry=LLMRetry(backoff_base=0.01))
+async def test_503_outage_is_retried_after_retry_after(primary: SimulatorServer) -> None:
+    llm = LLM([openai_provider(primary)], retry=LLMRetry(backoff_base=0.01))
     now = time.time()
-    sim.knobs.outages = [{"start": now - 1, "end": now + 0.5}]  # type: ignore[list-item]
+    primary.knobs.outages = [{"start": now - 1, "end": now + 0.5}]  # type: ignore[list-item]
     try:
         done = await llm.complete("during the outage")
     finally:
@@ -59,15 +46,15 @@ async def test_503_outage_is_retried_after_retry_after(sim: SimulatorServer) -> 
     assert done.attempts == 2
     assert [(e["status"], e["retry_after"]) for e in done.errors] == [(503, 1.0)]
     assert time.time() >= now + 0.5
-    assert statuses(sim) == {"200": 1, "503": 1}
+    assert statuses(primary) == {"200": 1, "503": 1}
 
 
 async def test_server_errors_exhaust_retries_then_fall_back(
-    sim: SimulatorServer, spare: SimulatorServer
+    primary: SimulatorServer, fallback: SimulatorServer
 ) -> None:
-    sim.knobs.error_rate = 1.0
+    primary.knobs.error_rate = 1.0
     llm = LLM(
-        [openai_provider(sim), provider("anthropic", spare, "fallback")],
+        [openai_provider(primary), provider("anthropic", fallback, "fallback")],
         retry=LLMRetry(attempts=3, backoff_base=0.01),
         breaker=None,
     )
@@ -79,13 +66,13 @@ async def test_server_errors_exhaust_retries_then_fall_back(
     assert [e["provider"] for e in done.errors] == ["primary"] * 3
     assert {e["status"] for e in done.errors} <= {500, 503}
     assert [(f["provider"], f["reason"]) for f in done.fallbacks] == [("primary", "errors")]
-    assert requests(sim) == 3
-    assert statuses(spare) == {"200": 1}
+    assert requests(primary) == 3
+    assert statuses(fallback) == {"200": 1}
 
 
-async def test_retry_after_is_capped_and_failure_lists_every_error(sim: SimulatorServer) -> None:
-    sim.knobs.rpm_limit = 1  # 60 s window: every later call is told to wait ~60 s
-    llm = LLM([openai_provider(sim)], retry=LLMRetry(attempts=3, max_retry_after=0.05, backoff_base=0.01))
+async def test_retry_after_is_capped_and_failure_lists_every_error(primary: SimulatorServer) -> None:
+    primary.knobs.rpm_limit = 1  # 60 s window: every later call is told to wait ~60 s
+    llm = LLM([openai_provider(primary)], retry=LLMRetry(attempts=3, max_retry_after=0.05, backoff_base=0.01))
     try:
         await llm.complete("one")
         started = time.monotonic()
@@ -96,14 +83,14 @@ async def test_retry_after_is_capped_and_failure_lists_every_error(sim: Simulato
         await llm.aclose()
     assert [e["status"] for e in info.value.errors] == [429, 429, 429]
     assert info.value.skipped == [{"provider": "primary", "reason": "errors", "error": info.value.errors[-1]}]
-    assert statuses(sim) == {"200": 1, "429": 3}
+    assert statuses(primary) == {"200": 1, "429": 3}
 
 
 async def test_a_long_retry_after_spills_to_the_fallback(
-    sim: SimulatorServer, spare: SimulatorServer
+    primary: SimulatorServer, fallback: SimulatorServer
 ) -> None:
-    sim.knobs.rpm_limit = 2
-    llm = LLM([openai_provider(sim), openai_provider(spare, "fallback")], max_wait=1.0)
+    primary.knobs.rpm_limit = 2
+    llm = LLM([openai_provider(primary), openai_provider(fallback, "fallback")], max_wait=1.0)
     try:
         served = [(await llm.complete(f"call {i}")).provider for i in range(5)]
     finally:
@@ -111,15 +98,15 @@ async def test_a_long_retry_after_spills_to_the_fallback(
     # Without Redis there is no fleet-wide limiter: the primary's own 429 (Retry-After ~60 s >
     # max_wait) sends each later call to the fallback at once, one 429 per call.
     assert served == ["primary", "primary", "fallback", "fallback", "fallback"]
-    assert statuses(sim) == {"200": 2, "429": 3}
+    assert statuses(primary) == {"200": 2, "429": 3}
 
 
 async def test_in_process_breaker_opens_and_skips_the_provider(
-    sim: SimulatorServer, spare: SimulatorServer
+    primary: SimulatorServer, fallback: SimulatorServer
 ) -> None:
-    sim.knobs.error_rate = 1.0
+    primary.knobs.error_rate = 1.0
     llm = LLM(
-        [openai_provider(sim), openai_provider(spare, "fallback")],
+        [openai_provider(primary), openai_provider(fallback, "fallback")],
         retry=LLMRetry(attempts=1),
         breaker=BreakerSettings(failure_threshold=2, cooldown_s=60),
     )
@@ -128,16 +115,16 @@ async def test_in_process_breaker_opens_and_skips_the_provider(
     finally:
         await llm.aclose()
     assert {r.provider for r in results} == {"fallback"}
-    assert requests(sim) == 2  # the breaker opened after two failures
+    assert requests(primary) == 2  # the breaker opened after two failures
     assert [f["reason"] for f in results[-1].fallbacks] == ["breaker_open"]
     assert results[-1].attempts == 1
 
 
 @pytest.mark.parametrize("kind", KINDS)
-async def test_stream_without_workflow_retries_a_stall(kind: str, sim: SimulatorServer) -> None:
-    sim.knobs.stall_after_tokens = 4
-    sim.knobs.stall_requests = 1
-    llm = LLM([provider(kind, sim, idle_timeout=0.3)], retry=LLMRetry(stream_backoff=0.01))
+async def test_stream_without_workflow_retries_a_stall(kind: str, primary: SimulatorServer) -> None:
+    primary.knobs.stall_after_tokens = 4
+    primary.knobs.stall_requests = 1
+    llm = LLM([provider(kind, primary, idle_timeout=0.3)], retry=LLMRetry(stream_backoff=0.01))
     try:
         stream = llm.stream("tell me a story")
         tokens = [token async for token in stream]
@@ -149,4 +136,4 @@ async def test_stream_without_workflow_retries_a_stall(kind: str, sim: Simulator
     assert stream.completion is not None
     assert stream.completion.attempts == 2
     assert stream.completion.errors[0]["type"] == "StreamStalled"
-    assert statuses(sim) == {"200": 2}
+    assert statuses(primary) == {"200": 2}
