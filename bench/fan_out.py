@@ -16,9 +16,10 @@ import time
 
 import outlast
 from outlast import events as ev
+from outlast.control import Dispatcher
 from outlast.store.client import redis_from_url
 from outlast.store.embedded import EmbeddedServer
-from outlast.worker import Dispatcher, Worker
+from outlast.worker import Worker
 
 SIZES = (100, 300)
 SPREAD = 3.0  # seconds over which the children end

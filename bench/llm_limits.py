@@ -34,10 +34,10 @@ import httpx
 import redis.asyncio as aioredis
 
 import outlast
+from outlast.control import Dispatcher
 from outlast.llm import LLM, CircuitBreaker, LimitKey, Limits, OpenAIProvider, RateLimiter
 from outlast.llm.limits import Grant
 from outlast.store.embedded import EmbeddedServer
-from outlast.worker import Dispatcher
 
 HERE = Path(__file__).resolve()
 SAMPLES = 3000

@@ -16,9 +16,9 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 from bench_app import one_step  # noqa: E402
+from outlast.control import Dispatcher  # noqa: E402
 from outlast.store.client import redis_from_url  # noqa: E402
 from outlast.store.embedded import EmbeddedServer  # noqa: E402
-from outlast.worker import Dispatcher  # noqa: E402
 from worker_throughput import outlast_worker, pct, spawn, stop  # noqa: E402
 
 RUNS = 4000

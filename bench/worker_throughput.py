@@ -21,9 +21,9 @@ from arq import create_pool
 from arq.connections import RedisSettings
 
 from outlast import events as ev
+from outlast.control import Dispatcher
 from outlast.store.client import redis_from_url
 from outlast.store.embedded import EmbeddedServer
-from outlast.worker import Dispatcher
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))

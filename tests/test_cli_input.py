@@ -15,7 +15,8 @@ from pydantic import BaseModel
 
 import outlast
 from outlast import events as ev
-from outlast.worker import Dispatcher, Worker
+from outlast.control import Dispatcher
+from outlast.worker import Worker
 
 CLI = [sys.executable, "-c", "from outlast.cli.main import main; main()"]
 

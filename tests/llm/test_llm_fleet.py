@@ -12,8 +12,8 @@ from pathlib import Path
 import redis.asyncio as aioredis
 
 from outlast import events as ev
+from outlast.control import Dispatcher
 from outlast.llm.simulator import SimulatorServer
-from outlast.worker import Dispatcher
 
 from .llm_support import all_events, statuses
 

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import redis.asyncio as aioredis
 
-from outlast.worker import Dispatcher
+from outlast.control import Dispatcher
 
 APP = str(Path(__file__).with_name("app.py"))
 HEARTBEAT = 0.2

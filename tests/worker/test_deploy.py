@@ -11,8 +11,9 @@ import pytest
 import redis.asyncio as aioredis
 
 from outlast import events as ev
+from outlast.control import Dispatcher
 from outlast.store import keys
-from outlast.worker import Dispatcher, Worker
+from outlast.worker import Worker
 
 from .app import gated, multi, quick
 from .conftest import SpawnWorker

@@ -6,9 +6,10 @@ import pytest
 import redis.asyncio as aioredis
 
 import outlast
+from outlast.control import Dispatcher
 from outlast.errors import ConfigError, OutlastError, WorkflowNotFound
 from outlast.store import keys
-from outlast.worker import Dispatcher, Worker
+from outlast.worker import Worker
 
 from .app import quick
 

@@ -10,7 +10,7 @@ import pytest
 import redis.asyncio as aioredis
 
 from outlast import events as ev
-from outlast.worker import Dispatcher
+from outlast.control import Dispatcher
 
 from .app import hang, multi
 from .conftest import LEASE, SpawnWorker

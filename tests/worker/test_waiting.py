@@ -14,8 +14,9 @@ from pydantic import BaseModel
 
 import outlast
 from outlast import events as ev
+from outlast.control import Dispatcher
 from outlast.store import keys
-from outlast.worker import Dispatcher, Worker
+from outlast.worker import Worker
 
 from .test_faults import events_of, wait_event
 

@@ -13,9 +13,9 @@ import pytest
 import redis.asyncio as aioredis
 
 from outlast import events as ev
+from outlast.control import Dispatcher
 from outlast.store import keys
 from outlast.store.embedded import EmbeddedServer
-from outlast.worker import Dispatcher
 
 from .app import approval, fan_out, napper, quick
 from .conftest import HEARTBEAT, SpawnWorker, WorkerProcess

@@ -1,7 +1,7 @@
 """The API app factory. Stateless: every answer comes from Redis, so replicas are interchangeable.
 
 The API never runs workflow code: it validates inputs, starts and cancels runs through the
-:class:`~outlast.worker.dispatch.Dispatcher`, and reads run state and event streams.
+:class:`~outlast.control.Dispatcher`, and reads run state and event streams.
 """
 
 from __future__ import annotations
@@ -25,10 +25,10 @@ from outlast.api.hub import Hub
 from outlast.api.metrics import ApiMetrics, LatencyMiddleware
 from outlast.api.schemas import Health, errors_doc
 from outlast.api.state import ApiState, Settings, StateDep
+from outlast.control import Dispatcher
 from outlast.errors import ConfigError
 from outlast.store.client import redis_from_url
 from outlast.store.connect import ENV_URL
-from outlast.worker.dispatch import Dispatcher
 
 log = logging.getLogger("outlast.api")
 

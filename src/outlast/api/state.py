@@ -11,6 +11,7 @@ from fastapi import Depends, Request
 from outlast.api.auth import Authenticator
 from outlast.api.hub import Hub
 from outlast.api.metrics import ApiMetrics
+from outlast.control import Dispatcher
 from outlast.core import serde
 from outlast.core.ids import valid_run_id
 from outlast.core.masking import MASK
@@ -18,7 +19,6 @@ from outlast.errors import RunNotFound
 from outlast.store import keys, scripts
 from outlast.store.base import RunRecord
 from outlast.store.redis import _guard, hash_reply
-from outlast.worker.dispatch import Dispatcher
 
 
 @dataclass(frozen=True)

@@ -17,8 +17,8 @@ from rich.markup import escape
 from rich.table import Table
 
 from outlast.cli.main import RedisOption, app, console, err_console, run_async
+from outlast.control import Dispatcher
 from outlast.store.connect import connect
-from outlast.worker.dispatch import Dispatcher
 from outlast.worker.jobs import redis_url_of
 from outlast.worker.launcher import SubprocessLauncher
 from outlast.worker.loader import load_app

@@ -1,6 +1,10 @@
-"""The compute plane: workers, leases and takeover, dispatch, deployment versions."""
+"""The compute plane: workers, leases and takeover, launching runs.
 
-from outlast.worker.dispatch import Cancelled, Dispatcher, Started
+Starting, cancelling and deploying runs is the control plane's (:mod:`outlast.control`);
+``Dispatcher``, ``Started`` and ``Cancelled`` are re-exported here for older imports.
+"""
+
+from outlast.control import Cancelled, Dispatcher, Started
 from outlast.worker.worker import Worker
 
 __all__ = ["Cancelled", "Dispatcher", "Started", "Worker"]

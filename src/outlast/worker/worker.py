@@ -20,11 +20,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import os
 import socket
-import time
 import uuid
 from collections.abc import Iterable
 from typing import Any
@@ -33,6 +31,7 @@ import redis.asyncio as aioredis
 from redis import exceptions as redis_errors
 
 from outlast import events as ev
+from outlast.control.registry import register_workflows
 from outlast.core.runner import Runner
 from outlast.core.workflow import Registry, Workflow
 from outlast.errors import OutlastError, StaleAttemptError, WorkflowNotFound
@@ -165,20 +164,7 @@ class Worker(Upkeep, Launching):
 
     async def _prepare(self) -> None:
         await self._create_groups()
-        pipe = self.redis.pipeline(transaction=False)
-        for wf in self.registry:
-            info = {
-                "name": wf.name, "description": wf.description, "version": self.version,
-                "input_schema": wf.input_schema(), "output_schema": wf.output_schema(),
-                "secret_args": list(wf.secret_args), "upgrade_safe": wf.upgrade_safe,
-            }  # fmt: skip
-            pipe.hset(keys.workflows_key(self.version), wf.name, json.dumps(info))
-        pipe.zadd(keys.VERSIONS, {self.version: int(time.time() * 1000)})
-        pipe.hsetnx(keys.DEPLOY, "active", self.version)  # the first version ever seen becomes active
-        # Registrations (and perhaps the active version) changed: processes caching them drop theirs.
-        pipe.publish(keys.DEPLOY_CHANNEL, self.version)
-        replies: list[Any] = await _guard(pipe.execute())
-        del replies
+        await register_workflows(self.redis, self.version, self.registry)
         await self._report()
 
     # -- dispatch ------------------------------------------------------------------------------

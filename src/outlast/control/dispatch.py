@@ -18,6 +18,7 @@ from typing import Any, cast
 import redis.asyncio as aioredis
 
 from outlast import events as ev
+from outlast.control.registry import RegistryCache, read_active, read_workflow
 from outlast.core.ids import new_run_id
 from outlast.core.workflow import Workflow
 from outlast.errors import ConfigError, RunFailed, StoreError, WorkflowNotFound
@@ -27,7 +28,6 @@ from outlast.store.leases import RunLeases
 from outlast.store.queue import RunQueue
 from outlast.store.redis import RedisStore, _guard
 from outlast.store.waits import pending_records
-from outlast.worker.active import RegistryCache, read_active, read_workflow
 
 IDEMPOTENCY_TTL = 24 * 3600
 

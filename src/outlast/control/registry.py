@@ -1,5 +1,5 @@
-"""The active deployment version and the workflow registry, cached while a pub/sub subscription
-vouches for them.
+"""The active deployment version and the workflow registry: workers register their workflows,
+clients read them, cached while a pub/sub subscription vouches for them.
 
 Every start needs the active version and the workflow's registration (its input schema, secret
 arguments); reading them costs round trips per start. A long-lived process (the API) keeps them
@@ -16,7 +16,9 @@ import asyncio
 import contextlib
 import json
 import logging
-from typing import Any
+import time
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Any
 
 import redis.asyncio as aioredis
 from redis import exceptions as redis_errors
@@ -24,7 +26,31 @@ from redis import exceptions as redis_errors
 from outlast.store import keys
 from outlast.store.redis import _guard
 
-log = logging.getLogger("outlast.worker")
+if TYPE_CHECKING:
+    from outlast.core.workflow import Workflow
+
+log = logging.getLogger("outlast.control")
+
+
+async def register_workflows(
+    redis: aioredis.Redis, version: str, workflows: Iterable[Workflow[Any, Any]]
+) -> None:
+    """Record how a worker of ``version`` runs each workflow (input schema, secret arguments…),
+    list the version, make it active if no version ever was, and announce the change so that
+    processes caching registrations (:class:`RegistryCache`) drop theirs."""
+    pipe = redis.pipeline(transaction=False)
+    for wf in workflows:
+        info = {
+            "name": wf.name, "description": wf.description, "version": version,
+            "input_schema": wf.input_schema(), "output_schema": wf.output_schema(),
+            "secret_args": list(wf.secret_args), "upgrade_safe": wf.upgrade_safe,
+        }  # fmt: skip
+        pipe.hset(keys.workflows_key(version), wf.name, json.dumps(info))
+    pipe.zadd(keys.VERSIONS, {version: int(time.time() * 1000)})
+    pipe.hsetnx(keys.DEPLOY, "active", version)  # the first version ever seen becomes active
+    pipe.publish(keys.DEPLOY_CHANNEL, version)
+    replies: list[Any] = await _guard(pipe.execute())
+    del replies
 
 
 async def read_active(redis: aioredis.Redis) -> str | None:
