@@ -38,7 +38,7 @@ async def run(names: list[str]) -> None:
 
 if __name__ == "__main__":
     # The same loop as the CLI's (uvloop when installed) for this script's clients of every system.
-    from outlast.cli.main import _loop_factory
+    from outlast.cli.main import loop_factory
 
-    with asyncio.Runner(loop_factory=_loop_factory()) as runner:
+    with asyncio.Runner(loop_factory=loop_factory()) as runner:
         runner.run(run(sys.argv[1:]))

@@ -5,9 +5,11 @@
 
 from __future__ import annotations
 
+import ast
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -37,3 +39,51 @@ def test_the_api_app_does_not_import_the_worker() -> None:
 def test_the_control_plane_and_api_command_do_not_import_the_worker(module: str) -> None:
     loaded = modules_loaded_by(module)
     assert [m for m in loaded if m == "outlast.worker" or m.startswith("outlast.worker.")] == []
+
+
+SRC = Path(__file__).resolve().parents[1] / "src" / "outlast"
+#: What each layer may not import (a layer imports only the ones below it).
+FORBIDDEN = {
+    "store": {"core", "control", "worker", "api", "cli", "client", "llm"},
+    "core": {"control", "worker", "api", "cli", "client"},
+    "control": {"worker", "api", "cli", "client"},
+    "api": {"worker", "cli", "client"},
+}
+#: The bottom modules: every layer imports them, they import no layer.
+BOTTOM = ("errors", "events", "serde", "ids", "masking")
+
+
+def outlast_imports(path: Path) -> set[str]:
+    """The ``outlast.*`` modules a source file imports (at any depth, TYPE_CHECKING included)."""
+    found: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom) and node.module and node.module.split(".")[0] == "outlast":
+            found.add(node.module)
+            found.update(f"{node.module}.{alias.name}" for alias in node.names)
+        elif isinstance(node, ast.Import):
+            found.update(alias.name for alias in node.names if alias.name.split(".")[0] == "outlast")
+    return found
+
+
+def layer_of(module: str) -> str:
+    parts = module.split(".")
+    return parts[1] if len(parts) > 1 else ""
+
+
+@pytest.mark.parametrize("layer", sorted(FORBIDDEN))
+def test_layers_import_only_downward(layer: str) -> None:
+    files = sorted((SRC / layer).rglob("*.py"))
+    assert files
+    wrong = {
+        f"{path.relative_to(SRC)} imports {module}"
+        for path in files
+        for module in outlast_imports(path)
+        if layer_of(module) in FORBIDDEN[layer]
+    }
+    assert sorted(wrong) == []
+
+
+@pytest.mark.parametrize("name", BOTTOM)
+def test_bottom_modules_import_no_layer(name: str) -> None:
+    imported = {layer_of(module) for module in outlast_imports(SRC / f"{name}.py")}
+    assert imported <= set(BOTTOM)

@@ -7,7 +7,9 @@ stored under stream id ``0-<seq>``. ``seq`` is contiguous from 1.
 
 from __future__ import annotations
 
-from typing import Any, Final
+import time
+from collections.abc import Callable, Iterable
+from typing import Any, Final, Protocol, TypeVar
 
 from pydantic import BaseModel, ConfigDict
 
@@ -80,3 +82,55 @@ def envelope(
         "ts": ts,
         "data": data,
     }
+
+
+# -- the reading rule (every reader: RedisStore, MemoryStore, the API's hub) ---------------------
+
+
+class Sequenced(Protocol):
+    """What a reader handles: an event, or a frame of one."""
+
+    @property
+    def seq(self) -> int: ...
+    @property
+    def terminal(self) -> bool: ...
+
+
+S = TypeVar("S", bound=Sequenced)
+
+
+def gap_envelope(run_id: str, cursor: int, next_seq: int) -> dict[str, Any]:
+    """The synthetic ``stream.gap`` a reader yields when seqs ``cursor+1 .. next_seq-1`` were
+    trimmed away (its seq is the last missing one, so the reader's cursor moves past them)."""
+    return envelope(
+        seq=next_seq - 1, type=STREAM_GAP, run_id=run_id, attempt=0, step=None, ts=time.time(),
+        data={"from": cursor + 1, "to": next_seq - 1},
+    )  # fmt: skip
+
+
+def gap_event(run_id: str, cursor: int, next_seq: int) -> Event:
+    """:func:`gap_envelope` as an Event."""
+    return Event.model_validate(gap_envelope(run_id, cursor, next_seq))
+
+
+def contiguous(cursor: int, items: Iterable[S], gap: Callable[[int, int], S]) -> tuple[list[S], int, bool]:
+    """``items`` (in seq order) after ``cursor``, with ``gap(cursor, seq)`` where seqs are missing,
+    cut after the terminal one: (batch, new cursor, terminal seen)."""
+    batch: list[S] = []
+    for item in items:
+        seq = item.seq
+        if seq <= cursor:
+            continue
+        if seq > cursor + 1:
+            batch.append(gap(cursor, seq))
+        batch.append(item)
+        cursor = seq
+        if item.terminal:
+            return batch, cursor, True
+    return batch, cursor, False
+
+
+def ended(status: str | None, last_seq: int, cursor: int) -> bool:
+    """Nothing more will come after ``cursor``: the run's keys are gone (``status`` None), or it
+    ended and its terminal event is at or before the cursor."""
+    return status is None or (status in TERMINAL_STATUSES and cursor >= last_seq)

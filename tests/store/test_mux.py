@@ -16,9 +16,10 @@ from redis.credentials import UsernamePasswordCredentialProvider
 
 from outlast.errors import StoreUnavailable
 from outlast.store.client import multiplexer_of, redis_from_url
+from outlast.store.commands import HotPath
 from outlast.store.embedded import EmbeddedServer, find_server_binary, free_port
+from outlast.store.errors import guard
 from outlast.store.mux import Multiplexer
-from outlast.store.redis import HotPath, _guard
 
 
 def _mux(client: aioredis.Redis) -> Multiplexer:
@@ -96,7 +97,7 @@ async def test_error_replies_map_to_redis_pys_classes(redis: aioredis.Redis) -> 
         assert type(raised.value) is kind
         assert str(raised.value) in reply
     with pytest.raises(StoreUnavailable, match="loading"):
-        await _guard(mux.execute("EVAL", "return redis.error_reply(ARGV[1])", 0, "LOADING loading"))
+        await guard(mux.execute("EVAL", "return redis.error_reply(ARGV[1])", 0, "LOADING loading"))
     with pytest.raises(redis_errors.DataError, match="SET"):
         await mux.execute("SET", "k", None)  # what redis-py refuses too, before anything is sent
     assert await mux.execute("PING") == b"PONG"
@@ -169,13 +170,13 @@ async def test_server_killed_fails_pending_calls_then_reconnects(
     await mux.execute("SET", "kept", "still")
     # A call under way when the server dies fails as "unreachable", not with a hang. (A
     # blocking pop never belongs on this connection; here it is simply a call held open.)
-    busy = asyncio.ensure_future(_guard(mux.execute("BLPOP", "nothing", 0)))
+    busy = asyncio.ensure_future(guard(mux.execute("BLPOP", "nothing", 0)))
     await asyncio.sleep(0)  # one loop turn: the call is written
     server.kill()
     with pytest.raises(StoreUnavailable):
         await busy
     with pytest.raises(StoreUnavailable):
-        await _guard(mux.execute("GET", "kept"))  # down: refused at once
+        await guard(mux.execute("GET", "kept"))  # down: refused at once
     server.start()
     assert await mux.execute("GET", "kept") == b"still"  # reconnected on its own
 
@@ -201,7 +202,7 @@ async def test_a_silent_server_times_out(tmp_path: Path, configured: str) -> Non
         assert await mux.execute("SET", "k", "v") == b"OK"
         process.send_signal(signal.SIGSTOP)
         try:
-            calls = [asyncio.ensure_future(_guard(mux.execute("GET", "k"))) for _ in range(3)]
+            calls = [asyncio.ensure_future(guard(mux.execute("GET", "k"))) for _ in range(3)]
             for call in calls:
                 with pytest.raises(StoreUnavailable, match=r"no reply from the server in 0\.5 s"):
                     await asyncio.wait_for(call, 10)
@@ -273,8 +274,8 @@ async def test_calls_made_while_reconnecting_are_all_sent(
     mux = _mux(client)
     assert await mux.execute("PING") == b"PONG"
     # Several calls in one loop turn: the first goes out at once, the rest are buffered.
-    pending = [asyncio.ensure_future(_guard(mux.execute("BLPOP", "nothing", 0)))]
-    pending += [asyncio.ensure_future(_guard(mux.execute("PING"))) for _ in range(3)]
+    pending = [asyncio.ensure_future(guard(mux.execute("BLPOP", "nothing", 0)))]
+    pending += [asyncio.ensure_future(guard(mux.execute("PING"))) for _ in range(3)]
     await asyncio.sleep(0)
     server.kill()
     for call in pending:

@@ -9,7 +9,7 @@ import pytest
 import redis.asyncio as aioredis
 
 from outlast import events as ev
-from outlast.core import serde
+from outlast import serde
 from outlast.errors import ProtocolViolation, RunNotFound, StaleAttemptError, StoreError
 from outlast.store.base import OP_EXPIRE, OP_META, OP_STEP, AppendItem, NewRun
 from outlast.store.keys import run_keys

@@ -21,17 +21,16 @@ import asyncio
 import contextlib
 import json
 import logging
-import time
 from collections import deque
 from collections.abc import AsyncGenerator
+from functools import partial
 from typing import Any
 
 import redis.asyncio as aioredis
 
 from outlast import events as ev
 from outlast.errors import StoreUnavailable
-from outlast.store.keys import run_keys
-from outlast.store.redis import _guard
+from outlast.store.reads import RunReader
 
 log = logging.getLogger("outlast.api")
 
@@ -51,9 +50,8 @@ class Frame:
         self.ndjson = raw + b"\n"
 
     @classmethod
-    def from_entry(cls, entry_id: bytes, fields: dict[bytes, bytes]) -> Frame:
-        raw = fields[b"e"]
-        return cls(int(entry_id.split(b"-", 1)[1]), str(json.loads(raw)["type"]), raw)
+    def from_entry(cls, seq: int, raw: bytes) -> Frame:
+        return cls(seq, str(json.loads(raw)["type"]), raw)
 
     def envelope(self) -> dict[str, Any]:
         return dict(json.loads(self.raw))
@@ -61,11 +59,27 @@ class Frame:
 
 def gap_frame(run_id: str, cursor: int, next_seq: int) -> Frame:
     """Seqs ``cursor+1 .. next_seq-1`` were trimmed away: say so (seq = the last missing one)."""
-    envelope = ev.envelope(
-        seq=next_seq - 1, type=ev.STREAM_GAP, run_id=run_id, attempt=0, step=None, ts=time.time(),
-        data={"from": cursor + 1, "to": next_seq - 1},
-    )  # fmt: skip
+    envelope = ev.gap_envelope(run_id, cursor, next_seq)
     return Frame(next_seq - 1, ev.STREAM_GAP, json.dumps(envelope, separators=(",", ":")).encode())
+
+
+class _Reading:
+    """Where one reader of ``frames`` is: its cursor, and whether it said "caught up" yet."""
+
+    __slots__ = ("announced", "cursor", "done", "gap", "run_id")
+
+    def __init__(self, run_id: str, cursor: int) -> None:
+        self.run_id = run_id
+        self.cursor = cursor
+        self.announced = False  # yielded the first empty batch ("caught up, about to wait")
+        self.done = False  # the terminal frame was yielded, or nothing more can come
+        self.gap = partial(gap_frame, run_id)
+
+    def take(self, frames: list[Frame]) -> list[Frame]:
+        """The frames to yield (gaps filled, cut after the terminal one); moves the cursor."""
+        batch, self.cursor, terminal = ev.contiguous(self.cursor, frames, self.gap)
+        self.done = self.done or terminal
+        return batch
 
 
 class _Subscriber:
@@ -79,7 +93,6 @@ class _Subscriber:
 class _Feed:
     def __init__(self, run_id: str, cursor: int, buffer: int) -> None:
         self.run_id = run_id
-        self.stream = run_keys(run_id).events
         self.cursor = cursor  # last seq read from Redis
         self.start = cursor  # frames with seq > start are in the buffer (or still to come)
         self.buffer: deque[Frame] = deque(maxlen=buffer)
@@ -130,6 +143,7 @@ class Hub:
         page: int = 500,
     ) -> None:
         self.redis = redis
+        self.reader = RunReader(redis)
         self.block_ms = block_ms
         self.buffer = buffer
         self.max_queue = max_queue
@@ -154,37 +168,20 @@ class Hub:
 
     # -- reading ----------------------------------------------------------------------------
 
-    def _contiguous(self, run_id: str, cursor: int, frames: list[Frame]) -> tuple[list[Frame], int, bool]:
-        """``frames`` after ``cursor`` with gap frames where seqs are missing, cut after the
-        terminal one: (batch, new cursor, terminal seen)."""
-        batch: list[Frame] = []
-        for frame in frames:
-            if frame.seq <= cursor:
-                continue
-            if frame.seq > cursor + 1:
-                batch.append(gap_frame(run_id, cursor, frame.seq))
-            batch.append(frame)
-            cursor = frame.seq
-            if frame.terminal:
-                return batch, cursor, True
-        return batch, cursor, False
-
     async def _page(self, run_id: str, cursor: int) -> tuple[list[Frame], bool]:
         """Stored frames after ``cursor`` (one XRANGE page) and whether the page was full."""
-        entries = await _guard(
-            self.redis.xrange(run_keys(run_id).events, min=f"(0-{cursor}", count=self.page)
-        )
-        return [Frame.from_entry(entry_id, fields) for entry_id, fields in entries], len(entries) == self.page
+        entries = await self.reader.page(run_id, cursor, self.page)
+        return [Frame.from_entry(seq, raw) for seq, raw in entries], len(entries) == self.page
 
     async def history(self, run_id: str, after: int) -> AsyncGenerator[list[Frame], None]:
         """Batches of the frames after ``after`` stored now; stops at the end or the terminal event."""
-        cursor = after
+        at = _Reading(run_id, after)
         while True:
-            frames, full = await self._page(run_id, cursor)
-            batch, cursor, terminal = self._contiguous(run_id, cursor, frames)
+            frames, full = await self._page(run_id, at.cursor)
+            batch = at.take(frames)
             if batch:
                 yield batch
-            if terminal or not full:
+            if at.done or not full:
                 return
 
     async def frames(
@@ -199,60 +196,77 @@ class Hub:
         keys expire. ``fresh``: the run was just started here, so there is no history to page
         through and it cannot have ended: tail it at once (saves two round trips).
         """
-        cursor = after
-        waited = False
+        at = _Reading(run_id, after)
         if fresh and run_id not in self._feeds and not self._closed:
-            self._start_feed(run_id, cursor)  # its XREAD returns anything already stored at once
-        while True:
+            self._start_feed(run_id, at.cursor)  # its XREAD returns anything already stored at once
+        while not at.done:
             feed = self._feeds.get(run_id)
-            if feed is not None and cursor >= feed.start:
-                sub = feed.attach(cursor)
-                try:
-                    while True:
-                        if sub.queue.empty() and not waited:
-                            waited = True
-                            yield []
-                        if idle is None:
-                            first = await sub.queue.get()
-                        else:
-                            try:
-                                async with asyncio.timeout(idle):
-                                    first = await sub.queue.get()
-                            except TimeoutError:
-                                yield []
-                                continue
-                        if first is None:
-                            break
-                        pending: list[Frame | None] = [first]
-                        while not sub.queue.empty() and pending[-1] is not None:
-                            pending.append(sub.queue.get_nowait())
-                        detached = pending[-1] is None
-                        frames = [f for f in pending if f is not None]
-                        batch, cursor, terminal = self._contiguous(run_id, cursor, frames)
-                        if batch:
-                            yield batch
-                        if terminal:
-                            return
-                        if detached:
-                            break
-                finally:
-                    feed.subscribers.discard(sub)
-                if feed.error is not None:
-                    raise StoreUnavailable(f"reading the events of run {run_id} failed: {feed.error}")
-                continue
-            frames, full = await self._page(run_id, cursor)
-            batch, cursor, terminal = self._contiguous(run_id, cursor, frames)
-            if batch:
-                yield batch
-            if terminal:
-                return
-            if full or (self._feeds.get(run_id) is not None and cursor >= self._feeds[run_id].start):
-                continue  # more history, or a feed to attach to
-            # Nothing stored after the cursor right now: tail it.
-            if self._closed or await self._finished(run_id, cursor):
-                return
-            if run_id not in self._feeds:
-                self._start_feed(run_id, cursor)
+            part = self._follow(feed, at, idle) if self._attachable(feed, at) else self._catch_up(at)
+            async with contextlib.aclosing(part) as batches:
+                async for batch in batches:
+                    yield batch
+
+    @staticmethod
+    def _attachable(feed: _Feed | None, at: _Reading) -> bool:
+        # The feed's buffer (or what it reads next) holds every frame after the reader's cursor.
+        return feed is not None and at.cursor >= feed.start
+
+    async def _catch_up(self, at: _Reading) -> AsyncGenerator[list[Frame], None]:
+        """One page of stored history; once nothing is stored after the cursor, make sure a feed
+        tails the run (or mark the reading done: the run ended there, or its keys are gone)."""
+        frames, full = await self._page(at.run_id, at.cursor)
+        batch = at.take(frames)
+        if batch:
+            yield batch
+        if at.done or full or self._attachable(self._feeds.get(at.run_id), at):
+            return  # ended, more history, or a feed to attach to
+        if self._closed or await self._finished(at.run_id, at.cursor):
+            at.done = True
+        elif at.run_id not in self._feeds:
+            self._start_feed(at.run_id, at.cursor)
+
+    async def _follow(
+        self, feed: _Feed | None, at: _Reading, idle: float | None
+    ) -> AsyncGenerator[list[Frame], None]:
+        """Live frames from ``feed`` until the terminal one, or until the reader is detached
+        (the feed ended, or the reader fell ``max_queue`` behind): it then catches up again."""
+        if feed is None:
+            return
+        sub = feed.attach(at.cursor)
+        try:
+            while not at.done:
+                if sub.queue.empty() and not at.announced:
+                    at.announced = True
+                    yield []
+                first = await self._next(sub, idle)
+                if first is None:
+                    break
+                if not isinstance(first, Frame):  # idle: a keep-alive
+                    yield []
+                    continue
+                pending: list[Frame | None] = [first]
+                while not sub.queue.empty() and pending[-1] is not None:
+                    pending.append(sub.queue.get_nowait())
+                batch = at.take([f for f in pending if f is not None])
+                if batch:
+                    yield batch
+                if pending[-1] is None:
+                    break
+        finally:
+            feed.subscribers.discard(sub)
+        if feed.error is not None and not at.done:
+            raise StoreUnavailable(f"reading the events of run {at.run_id} failed: {feed.error}")
+
+    @staticmethod
+    async def _next(sub: _Subscriber, idle: float | None) -> Frame | bool | None:
+        """The subscriber's next frame; None when detached; False after ``idle`` seconds of nothing."""
+        if idle is None:
+            return await sub.queue.get()
+        try:
+            async with asyncio.timeout(idle):
+                return await sub.queue.get()
+        except TimeoutError:
+            return False
 
     async def wait_terminal(self, run_id: str, after: int, timeout: float, *, fresh: bool = False) -> bool:
         """True once the run's terminal event is stored; False after ``timeout`` seconds."""
@@ -268,10 +282,8 @@ class Hub:
 
     async def _finished(self, run_id: str, cursor: int) -> bool:
         """Nothing more will come after ``cursor``: the run ended there, or its keys expired."""
-        meta: list[Any] = await _guard(self.redis.hmget(run_keys(run_id).meta, ["status", "last_seq"]))
-        if meta[0] is None:
-            return True
-        return meta[0].decode() in ev.TERMINAL_STATUSES and cursor >= int(meta[1] or 0)
+        status, last_seq, _ = await self.reader.position(run_id)
+        return ev.ended(status, last_seq, cursor)
 
     # -- feeds ------------------------------------------------------------------------------
 
@@ -283,12 +295,9 @@ class Hub:
     async def _tail(self, feed: _Feed) -> None:
         try:
             while True:
-                reply: Any = await self.redis.xread(
-                    {feed.stream: f"0-{feed.cursor}"}, count=self.page, block=self.block_ms
-                )
-                entries = reply[0][1] if reply else []
-                for entry_id, fields in entries:
-                    frame = Frame.from_entry(entry_id, fields)
+                entries = await self.reader.tail(feed.run_id, feed.cursor, self.page, self.block_ms)
+                for seq, raw in entries:
+                    frame = Frame.from_entry(seq, raw)
                     self.overflows += feed.push(frame, self.max_queue)
                     if frame.terminal:
                         return

@@ -26,9 +26,7 @@ from outlast.api.state import ApiState, StateDep, TenantDep, run_urls
 from outlast.core.trace import load_trace
 from outlast.core.waiting import INPUT_KEY_PATTERN
 from outlast.events import TERMINAL_STATUSES
-from outlast.store import keys
 from outlast.store.base import RunRecord
-from outlast.store.redis import _guard
 
 router = APIRouter()
 
@@ -101,27 +99,6 @@ def _decode_cursor(cursor: str) -> tuple[int, str]:
         raise ApiError(400, "bad_cursor", "cursor is not one this API returned") from None
 
 
-async def _index_batch(state: ApiState, pos: tuple[int, str] | None, size: int) -> list[tuple[str, int]]:
-    """The next ``size`` (or a few more) index entries after ``pos``, newest first.
-
-    Members sharing the cursor's score are ordered by member (ZREVRANGE order), so they are read
-    whole and filtered before moving to strictly older scores.
-    """
-    redis = state.redis
-    if pos is None:
-        raw: list[Any] = await _guard(
-            redis.zrevrangebyscore(keys.RUNS_INDEX, "+inf", "-inf", start=0, num=size, withscores=True)
-        )
-        return [(m.decode(), int(s)) for m, s in raw]
-    score, member = pos
-    same: list[bytes] = await _guard(redis.zrevrangebyscore(keys.RUNS_INDEX, score, score))
-    batch = [(m.decode(), score) for m in same if m.decode() < member]
-    raw = await _guard(
-        redis.zrevrangebyscore(keys.RUNS_INDEX, f"({score}", "-inf", start=0, num=size, withscores=True)
-    )
-    return batch + [(m.decode(), int(s)) for m, s in raw]
-
-
 @router.get("/v1/runs", response_model=RunPage, responses=errors_doc(400, 401, 422, 503))
 async def list_runs(
     state: StateDep,
@@ -135,40 +112,36 @@ async def list_runs(
 
     A page may be short (with a next_cursor) when filters skip many runs: keep following the cursor.
     """
+    reader = state.dispatcher.reader
     pos = _decode_cursor(cursor) if cursor else None
     found: list[RunSummary] = []
     expired: list[str] = []
     scanned = 0
     exhausted = False
     while len(found) < limit and scanned < SCAN_LIMIT:
-        batch = await _index_batch(state, pos, min(500, max(2 * limit, 100)))
+        batch = await reader.index_page(pos, min(500, max(2 * limit, 100)))
         if not batch:
             exhausted = True
             break
-        pipe = state.redis.pipeline(transaction=False)
-        for run_id, _ in batch:
-            pipe.hmget(keys.run_keys(run_id).meta, list(_SUMMARY_FIELDS))
-        rows: list[list[bytes | None]] = await _guard(pipe.execute())
-        for (run_id, score), row in zip(batch, rows, strict=True):
+        rows = await reader.fields([run_id for run_id, _ in batch], _SUMMARY_FIELDS)
+        for (run_id, score), values in zip(batch, rows, strict=True):
             scanned += 1
             pos = (score, run_id)
-            if row[0] is None:
+            if values is None:
                 expired.append(run_id)
                 continue
-            values = {f: v.decode() if v else None for f, v in zip(_SUMMARY_FIELDS, row, strict=True)}
-            if tenant is not None and values["tenant"] != tenant:
+            owner = values.pop("tenant", None)
+            if tenant is not None and owner != tenant:
                 continue
-            if workflow and values["workflow"] != workflow:
+            if workflow and values.get("workflow") != workflow:
                 continue
-            if run_status and values["status"] != run_status:
+            if run_status and values.get("status") != run_status:
                 continue
-            values.pop("tenant")
-            found.append(RunSummary.model_validate({k: v for k, v in values.items() if v is not None}))
+            found.append(RunSummary.model_validate(values))
             if len(found) >= limit:
                 break
-    if expired:
-        # The index outlives expired runs: prune them (their keys are gone for good).
-        await _guard(state.redis.zrem(keys.RUNS_INDEX, *expired))
+    # The index outlives expired runs: prune them (their keys are gone for good).
+    await reader.forget(expired)
     more = not exhausted and pos is not None
     return RunPage(runs=found, next_cursor=_encode_cursor(*pos) if more and pos is not None else None)
 

@@ -12,13 +12,10 @@ from outlast.api.auth import Authenticator
 from outlast.api.hub import Hub
 from outlast.api.metrics import ApiMetrics
 from outlast.control import Dispatcher
-from outlast.core import serde
-from outlast.core.ids import valid_run_id
-from outlast.core.masking import MASK
 from outlast.errors import RunNotFound
-from outlast.store import keys, scripts
+from outlast.ids import valid_run_id
+from outlast.masking import MASK
 from outlast.store.base import RunRecord
-from outlast.store.redis import _guard, hash_reply
 
 
 @dataclass(frozen=True)
@@ -42,9 +39,6 @@ class ApiState:
     dispatcher: Dispatcher
     hub: Hub
 
-    def __post_init__(self) -> None:
-        self._snapshot = self.redis.register_script(scripts.SNAPSHOT)
-
     async def run_snapshot(self, run_id: str, tenant: str | None) -> tuple[RunRecord, dict[str, Any]]:
         """The run's record and objects read atomically, so objects match ``last_seq`` exactly.
 
@@ -53,37 +47,27 @@ class ApiState:
         """
         if not valid_run_id(run_id):
             raise RunNotFound(f"no run {run_id!r}")
-        run_keys = keys.run_keys(run_id)
-        hot = self.dispatcher.store.hot
-        reply: list[list[bytes]] = await _guard(
-            hot.script(self._snapshot, [run_keys.meta, run_keys.objects], [])
-        )
-        meta, objects = (hash_reply(flat) for flat in reply)
-        record = self._visible(run_id, meta, tenant)
-        return record, {k.decode(): serde.loads(v) for k, v in objects.items()}
+        record, objects = await self.dispatcher.reader.snapshot(run_id)
+        return self._visible(run_id, record, tenant), objects
 
     async def get_run(self, run_id: str, tenant: str | None) -> RunRecord:
         """The run's record; RunNotFound if it does not exist or belongs to another tenant."""
         if not valid_run_id(run_id):
             raise RunNotFound(f"no run {run_id!r}")
-        meta: dict[bytes, bytes] = await _guard(self.dispatcher.store.hot.hgetall(keys.run_keys(run_id).meta))
-        return self._visible(run_id, meta, tenant)
+        return self._visible(run_id, await self.dispatcher.reader.record(run_id), tenant)
 
     async def last_seq(self, run_id: str, tenant: str | None) -> int:
         """The run's last seq (what a stream checks before it starts: no full record needed)."""
         if not valid_run_id(run_id):
             raise RunNotFound(f"no run {run_id!r}")
-        raw: list[Any] = await _guard(self.redis.hmget(keys.run_keys(run_id).meta, ["last_seq", "tenant"]))
-        if raw[0] is None or (tenant is not None and (raw[1] or b"").decode() != tenant):
+        status, last_seq, owner = await self.dispatcher.reader.position(run_id)
+        if status is None or (tenant is not None and owner != tenant):
             raise RunNotFound(f"no run {run_id!r}")
-        return int(raw[0])
+        return last_seq
 
     @staticmethod
-    def _visible(run_id: str, meta: dict[bytes, bytes], tenant: str | None) -> RunRecord:
-        if not meta:
-            raise RunNotFound(f"no run {run_id!r}")
-        record = RunRecord.from_hash({k.decode(): v.decode() for k, v in meta.items()})
-        if tenant is not None and record.tenant != tenant:
+    def _visible(run_id: str, record: RunRecord | None, tenant: str | None) -> RunRecord:
+        if record is None or (tenant is not None and record.tenant != tenant):
             raise RunNotFound(f"no run {run_id!r}")  # another tenant's run does not exist for you
         return record
 

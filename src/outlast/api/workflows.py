@@ -18,8 +18,6 @@ from outlast.api.state import StateDep, TenantDep, run_urls
 from outlast.api.streaming import live_frames, stream_format, stream_response
 from outlast.errors import WorkflowNotFound
 from outlast.events import TERMINAL_STATUSES
-from outlast.store import keys
-from outlast.store.redis import _guard
 
 router = APIRouter()
 
@@ -54,17 +52,12 @@ async def list_workflows(state: StateDep, tenant: TenantDep) -> WorkflowList:
     """Workflows registered by workers: the active version's description first, with every version."""
     active = await state.dispatcher.active_version()
     versions = await state.dispatcher.versions()
-    pipe = state.redis.pipeline(transaction=False)
-    for version in versions:
-        pipe.hgetall(keys.workflows_key(version))
-    registries: list[dict[bytes, bytes]] = await _guard(pipe.execute())
+    registries = await state.dispatcher.reader.registrations(versions)
     # Prefer the active version's description, else the most recently registered version's.
     order = sorted(range(len(versions)), key=lambda i: (versions[i] == active, i), reverse=True)
     seen: dict[str, WorkflowInfo] = {}
     for i in order:
-        for raw_name, raw in registries[i].items():
-            name = raw_name.decode()
-            info = json.loads(raw)
+        for name, info in registries[i].items():
             if name not in seen:
                 seen[name] = WorkflowInfo(
                     name=name,

@@ -32,7 +32,7 @@ RedisOption = Annotated[
 ]
 
 
-def _loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
+def loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
     """uvloop when it is installed (a worker or API process spends much of its CPU in the event
     loop); ``OUTLAST_LOOP=asyncio`` keeps the standard loop."""
     if os.environ.get("OUTLAST_LOOP", "").lower() == "asyncio":
@@ -47,7 +47,7 @@ def _loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
 def run_async(coro: Coroutine[Any, Any, T]) -> T:
     """Run a command's coroutine; OutlastErrors become a one-line message and exit code 1."""
     try:
-        with asyncio.Runner(loop_factory=_loop_factory()) as runner:
+        with asyncio.Runner(loop_factory=loop_factory()) as runner:
             return runner.run(coro)
     except OutlastError as exc:
         err_console.print(f"[red]error:[/red] {exc}")

@@ -13,9 +13,9 @@ from urllib.parse import quote
 import httpx
 from httpx_sse import SSEError, aconnect_sse
 
+from outlast import serde
 from outlast.client.errors import ClientError
 from outlast.client.models import Run, RunPage
-from outlast.core import serde
 from outlast.errors import RunFailed, SerializationError
 from outlast.events import Event
 

@@ -19,14 +19,16 @@ import redis.asyncio as aioredis
 
 from outlast import events as ev
 from outlast.control.registry import RegistryCache, read_active, read_workflow
-from outlast.core.ids import new_run_id
 from outlast.core.workflow import Workflow
 from outlast.errors import ConfigError, RunFailed, StoreError, WorkflowNotFound
+from outlast.ids import new_run_id
 from outlast.store import keys
 from outlast.store.base import NewRun, RunRecord
+from outlast.store.errors import guard
 from outlast.store.leases import RunLeases
 from outlast.store.queue import RunQueue
-from outlast.store.redis import RedisStore, _guard
+from outlast.store.reads import RunReader
+from outlast.store.redis import RedisStore
 from outlast.store.waits import pending_records
 
 IDEMPOTENCY_TTL = 24 * 3600
@@ -62,6 +64,8 @@ class Dispatcher:
         self.store = RedisStore(redis)
         self.leases = RunLeases(redis, retention=retention)
         self.queue = RunQueue(redis)
+        #: Read-only views of runs (snapshots, stream pages, the run index) for the API and CLI.
+        self.reader = RunReader(redis)
         self._registry = RegistryCache(redis) if cache_active_version else None
 
     async def aclose(self) -> None:
@@ -88,28 +92,28 @@ class Dispatcher:
             pipe = self.redis.pipeline(transaction=True)
             pipe.hset(keys.DEPLOY, mapping={"active": version, "previous": previous or ""})
             pipe.publish(keys.DEPLOY_CHANNEL, version)
-            replies: list[Any] = await _guard(pipe.execute())
+            replies: list[Any] = await guard(pipe.execute())
             del replies
         return previous
 
     async def rollback(self) -> str:
-        previous: Any = await _guard(self.redis.hget(keys.DEPLOY, "previous"))
+        previous: Any = await guard(self.redis.hget(keys.DEPLOY, "previous"))
         if not previous:
             raise ConfigError("nothing to roll back to: no version was active before this one")
         await self.promote(previous.decode())
         return str(previous.decode())
 
     async def workflows(self, version: str) -> dict[str, dict[str, Any]]:
-        raw = await _guard(self.redis.hgetall(keys.workflows_key(version)))
-        return {k.decode(): json.loads(v) for k, v in raw.items()}
+        """The workflows registered by workers of ``version`` (name → registration)."""
+        return (await self.reader.registrations([version]))[0]
 
     async def versions(self) -> list[str]:
-        raw = await _guard(self.redis.zrange(keys.VERSIONS, 0, -1))
+        raw = await guard(self.redis.zrange(keys.VERSIONS, 0, -1))
         return [v.decode() for v in raw]
 
     async def workers(self, stale_after: float = 15.0) -> list[dict[str, Any]]:
         """Live workers (heartbeat within ``stale_after`` seconds); stale entries are pruned."""
-        raw: dict[bytes, bytes] = await _guard(self.redis.hgetall(keys.WORKERS))
+        raw: dict[bytes, bytes] = await guard(self.redis.hgetall(keys.WORKERS))
         now = time.time()
         alive: list[dict[str, Any]] = []
         stale: list[bytes] = []
@@ -120,7 +124,7 @@ class Dispatcher:
             else:
                 stale.append(worker_id)
         if stale:
-            await _guard(self.redis.hdel(keys.WORKERS, *[w.decode() for w in stale]))
+            await guard(self.redis.hdel(keys.WORKERS, *[w.decode() for w in stale]))
         return sorted(alive, key=lambda w: str(w.get("id")))
 
     async def deploy_status(self) -> dict[str, Any]:
@@ -129,12 +133,10 @@ class Dispatcher:
         live = await self.workers()
         report: list[dict[str, Any]] = []
         for version in await self.versions():
-            in_flight = int(await _guard(self.redis.zcard(keys.lease_index(version))))
+            in_flight = int(await guard(self.redis.zcard(keys.lease_index(version))))
             queued = 0
             try:
-                groups: list[dict[str, Any]] = await _guard(
-                    self.redis.xinfo_groups(keys.work_stream(version))
-                )
+                groups: list[dict[str, Any]] = await guard(self.redis.xinfo_groups(keys.work_stream(version)))
             except StoreError:
                 groups = []  # no stream yet
             for group in groups:
@@ -199,12 +201,12 @@ class Dispatcher:
         )  # fmt: skip
         if idempotency_key is not None:
             idem = keys.idempotency_key(name, idempotency_key)
-            claimed = await _guard(self.redis.set(idem, run.run_id, nx=True, ex=IDEMPOTENCY_TTL))
+            claimed = await guard(self.redis.set(idem, run.run_id, nx=True, ex=IDEMPOTENCY_TTL))
             if not claimed:
-                existing = await _guard(self.redis.get(idem))
+                existing = await guard(self.redis.get(idem))
                 if existing:
                     run = dataclasses.replace(run, run_id=existing.decode())
-                    if await _guard(self.redis.exists(keys.run_keys(run.run_id).meta)):
+                    if await guard(self.redis.exists(keys.run_keys(run.run_id).meta)):
                         record = await self.store.get_run(run.run_id)
                         return Started(run.run_id, False, record.version)
         created = await self.queue.enqueue(run, run.queued_event(secret_args), lane)
@@ -218,7 +220,7 @@ class Dispatcher:
     async def pending_waits(self, run_id: str) -> list[dict[str, Any]]:
         """What the run waits for, oldest first: input requests (key, schema, prompt, deadline),
         sleeps (deadline) and child runs (child)."""
-        raw: dict[bytes, bytes] = await _guard(self.redis.hgetall(keys.run_keys(run_id).waits))
+        raw: dict[bytes, bytes] = await guard(self.redis.hgetall(keys.run_keys(run_id).waits))
         return pending_records(raw)
 
     async def cancel(self, run_id: str) -> Cancelled:
@@ -227,7 +229,7 @@ class Dispatcher:
         outcome = await self._cancel_one(run_id)
         if outcome.already:
             return outcome
-        children: set[bytes] = await _guard(self.redis.smembers(keys.run_keys(run_id).children))
+        children: set[bytes] = await guard(self.redis.smembers(keys.run_keys(run_id).children))
         for child in sorted(children):
             await self.cancel(child.decode())
         return outcome
@@ -238,7 +240,7 @@ class Dispatcher:
             if tag == "terminal":
                 return Cancelled(run_id, str(value), already=True)
             if tag == "leased":
-                await _guard(self.redis.publish(keys.CANCEL_CHANNEL, run_id))
+                await guard(self.redis.publish(keys.CANCEL_CHANNEL, run_id))
                 return Cancelled(run_id, "cancelling")
             outcome, _ = await self.leases.finish(
                 run_id, int(value), "cancelled", ev.RUN_CANCELLED, {"reason": "cancelled"}

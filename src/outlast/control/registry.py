@@ -24,7 +24,7 @@ import redis.asyncio as aioredis
 from redis import exceptions as redis_errors
 
 from outlast.store import keys
-from outlast.store.redis import _guard
+from outlast.store.errors import guard
 
 if TYPE_CHECKING:
     from outlast.core.workflow import Workflow
@@ -49,17 +49,17 @@ async def register_workflows(
     pipe.zadd(keys.VERSIONS, {version: int(time.time() * 1000)})
     pipe.hsetnx(keys.DEPLOY, "active", version)  # the first version ever seen becomes active
     pipe.publish(keys.DEPLOY_CHANNEL, version)
-    replies: list[Any] = await _guard(pipe.execute())
+    replies: list[Any] = await guard(pipe.execute())
     del replies
 
 
 async def read_active(redis: aioredis.Redis) -> str | None:
-    value: Any = await _guard(redis.hget(keys.DEPLOY, "active"))
+    value: Any = await guard(redis.hget(keys.DEPLOY, "active"))
     return value.decode() if value else None
 
 
 async def read_workflow(redis: aioredis.Redis, version: str, name: str) -> dict[str, Any] | None:
-    raw: Any = await _guard(redis.hget(keys.workflows_key(version), name))
+    raw: Any = await guard(redis.hget(keys.workflows_key(version), name))
     return None if raw is None else dict(json.loads(raw))
 
 

@@ -20,11 +20,11 @@ from typing import Any, Generic, ParamSpec, TypeVar, cast, overload
 from pydantic import TypeAdapter
 
 from outlast import events as ev
-from outlast.core import serde
+from outlast import serde
 from outlast.core.context import Checkpoint, Frame, current_frame
-from outlast.core.masking import MASK
 from outlast.core.retry import NO_RETRY, Retry
 from outlast.errors import ConfigError, NonDeterminismError, SerializationError
+from outlast.masking import MASK
 from outlast.store.base import OP_STEP
 
 P = ParamSpec("P")

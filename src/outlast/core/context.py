@@ -12,7 +12,7 @@ import contextvars
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from outlast.core.masking import Secrets
+from outlast.masking import Secrets
 
 if TYPE_CHECKING:
     from outlast.core.waitset import WaitSet

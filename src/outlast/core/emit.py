@@ -13,7 +13,7 @@ from typing import Any
 import jsonpatch
 
 from outlast import events as ev
-from outlast.core import serde
+from outlast import serde
 from outlast.core.context import Frame, current_frame
 from outlast.store.base import OP_META, OP_OBJECT, OP_STEP, Op
 

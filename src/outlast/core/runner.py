@@ -22,12 +22,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from outlast import events as ev
-from outlast.core import serde
+from outlast import serde
 from outlast.core.component import checkpoint_from_json, error_info
 from outlast.core.context import Checkpoint, Frame, RunContext, current_frame
-from outlast.core.ids import new_run_id
-from outlast.core.masking import Secrets
-from outlast.core.waitset import LocalWaits, WaitBackend, WaitSet
+from outlast.core.waitset import LocalWaits, WaitSet
 from outlast.core.workflow import Workflow
 from outlast.core.writer import EventWriter
 from outlast.errors import (
@@ -37,6 +35,8 @@ from outlast.errors import (
     RunFailed,
     SerializationError,
 )
+from outlast.ids import new_run_id
+from outlast.masking import Secrets
 from outlast.store.base import (
     OP_EXPIRE,
     OP_META,
@@ -45,11 +45,10 @@ from outlast.store.base import (
     Op,
     RunRecord,
     RunStore,
+    WaitBackend,
     checked_retention,
 )
 from outlast.store.memory import MemoryStore
-from outlast.store.redis import RedisStore
-from outlast.store.waits import RedisWaits
 
 
 @dataclass(frozen=True)
@@ -88,8 +87,8 @@ class Runner:
         self.frame_chars = frame_chars
         self.worker_id = worker_id
         if waits is None:
-            waits = RedisWaits(store.redis) if isinstance(store, RedisStore) else LocalWaits(self)
-        self.waits = waits
+            waits = store.wait_backend() or LocalWaits(self)
+        self.waits: WaitBackend = waits
         self.hold = hold
         self.wait_poll = wait_poll
         #: Whether the executor has a free slot: a fan-out parent lingers only then (a full

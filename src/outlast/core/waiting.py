@@ -29,11 +29,11 @@ from typing import Any, Generic, TypeVar, overload
 from pydantic import TypeAdapter
 
 from outlast import events as ev
-from outlast.core import serde
+from outlast import serde
 from outlast.core.context import Checkpoint, Frame, current_frame
-from outlast.core.masking import MASK
 from outlast.core.workflow import Workflow
 from outlast.errors import ChildFailed, ConfigError, InputTimeout, NonDeterminismError
+from outlast.masking import MASK
 from outlast.store import keys
 from outlast.store.base import OP_STEP, NewRun
 

@@ -24,36 +24,19 @@ import contextlib
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any
 
-from outlast.core import serde
+from outlast import serde
 from outlast.core.component import checkpoint_from_json
 from outlast.core.context import Checkpoint
 from outlast.errors import ConfigError, NonDeterminismError
-from outlast.store.base import OP_STEP, OP_WAIT, AppendItem, NewRun
+from outlast.store.base import OP_STEP, OP_WAIT, AppendItem, NewRun, WaitBackend
 
 if TYPE_CHECKING:
     from outlast.core.context import RunContext
     from outlast.core.runner import Runner
     from outlast.core.waiting import WaitCall
     from outlast.core.workflow import Workflow
-
-
-class WaitBackend(Protocol):
-    """Where waits are recorded and settled: Redis (suspending) or in-process (run_local)."""
-
-    can_suspend: bool
-
-    async def arm(self, run_id: str, position: str, delay: float) -> tuple[int, int]: ...
-    async def server_ms(self) -> int: ...
-    async def resolutions(self, run_id: str, positions: Sequence[str]) -> dict[str, bytes]: ...
-    async def fire(self, run_id: str, position: str) -> bytes | None: ...
-    async def suspend(self, run_id: str, attempt: int, item: AppendItem, positions: Sequence[str]) -> str: ...
-    async def registered(self, run_id: str, position: str, record: dict[str, Any]) -> bytes | None: ...
-    async def start_child(
-        self, run: NewRun, queued_event: bytes, lane: str, workflow: Workflow[Any, Any]
-    ) -> None: ...
-    async def child_ended(self, parent: str, child: str) -> bool: ...
 
 
 def checkpoint_json(record: dict[str, Any], result: Any, announced: bool = True) -> bytes:

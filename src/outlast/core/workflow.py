@@ -13,7 +13,7 @@ from typing import Any, Generic, ParamSpec, TypeVar, overload
 import pydantic
 from pydantic import BaseModel, ConfigDict, TypeAdapter
 
-from outlast.core import serde
+from outlast import serde
 from outlast.core.retry import Retry
 from outlast.errors import ConfigError, InputValidationError, WorkflowNotFound
 

@@ -23,9 +23,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from outlast import events as ev
-from outlast.core import serde
-from outlast.core.masking import Secrets
+from outlast import serde
 from outlast.errors import ProtocolViolation, SerializationError, StaleAttemptError, StoreUnavailable
+from outlast.masking import Secrets
 from outlast.store.base import AppendItem, Op, RunStore
 
 MAX_BATCH = 256

@@ -62,7 +62,7 @@ from typing import Any, Generic, TypeVar, overload
 import redis.asyncio as aioredis
 from pydantic import BaseModel
 
-from outlast.core import serde
+from outlast import serde
 from outlast.core.component import Component, StepCall
 from outlast.core.context import current_frame
 from outlast.core.emit import output

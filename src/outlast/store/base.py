@@ -14,11 +14,11 @@ from typing import Any, Protocol
 
 from pydantic import BaseModel
 
-from outlast.core import serde
-from outlast.core.ids import valid_run_id
-from outlast.core.masking import MASK
+from outlast import serde
 from outlast.errors import ConfigError
 from outlast.events import RUN_QUEUED, SCHEMA_VERSION, Event, envelope
+from outlast.ids import valid_run_id
+from outlast.masking import MASK
 
 #: Opcodes of side effects applied atomically with an event (see store/scripts.py).
 OP_META = "H"  # HSET meta <field> <value>
@@ -142,8 +142,29 @@ class RunRecord(BaseModel):
         return cls.model_validate(data)
 
 
+class WaitBackend(Protocol):
+    """Where waits are recorded and settled: Redis (suspending) or in-process (run_local)."""
+
+    can_suspend: bool
+
+    async def arm(self, run_id: str, position: str, delay: float) -> tuple[int, int]: ...
+    async def server_ms(self) -> int: ...
+    async def resolutions(self, run_id: str, positions: Sequence[str]) -> dict[str, bytes]: ...
+    async def fire(self, run_id: str, position: str) -> bytes | None: ...
+    async def suspend(self, run_id: str, attempt: int, item: AppendItem, positions: Sequence[str]) -> str: ...
+    async def registered(self, run_id: str, position: str, record: dict[str, Any]) -> bytes | None: ...
+    # ``workflow`` is the child's Workflow (a core type the store does not know; in-process
+    # backends execute it, Redis queues the run for a worker).
+    async def start_child(self, run: NewRun, queued_event: bytes, lane: str, workflow: Any) -> None: ...
+    async def child_ended(self, parent: str, child: str) -> bool: ...
+
+
 class RunStore(Protocol):
     """The durable store of runs, checkpoints and event logs."""
+
+    def wait_backend(self) -> WaitBackend | None:
+        """The store's wait service, for a Runner given none; None when waits are settled in the
+        runner's own process (the in-memory store: run_local)."""
 
     async def create_run(self, run: NewRun, queued_event: bytes) -> bool:
         """Write a run's metadata and its ``run.queued`` event (seq 1); False if it existed."""

@@ -7,12 +7,13 @@ from typing import Any
 
 import redis.asyncio as aioredis
 
-from outlast.core import serde
+from outlast import serde
 from outlast.errors import RunNotFound
 from outlast.store import scripts
 from outlast.store.base import RunRecord, checked_retention
+from outlast.store.commands import HotPath, hash_reply
+from outlast.store.errors import guard, text
 from outlast.store.keys import run_keys
-from outlast.store.redis import HotPath, _guard, _s, hash_reply
 from outlast.store.waits import RedisWaits
 
 
@@ -56,10 +57,10 @@ class RunLeases:
         self.waits = waits or RedisWaits(redis)
 
     async def claim(self, run_id: str, owner: str, lease_ms: int, max_attempts: int) -> Claim:
-        reply: list[Any] = await _guard(
+        reply: list[Any] = await guard(
             self._hot.script(self._claim, run_keys(run_id).all(), [owner, lease_ms, max_attempts])
         )
-        tag = _s(reply[0]).lower()
+        tag = text(reply[0]).lower()
         if tag == "ok":
             meta = {k: v.decode() for k, v in _pairs(reply[4]).items()}
             objects = {k: serde.loads(v) for k, v in _pairs(reply[6]).items()}
@@ -70,32 +71,32 @@ class RunLeases:
         if tag == "waiting":
             return Claim("waiting")
         if tag in ("terminal", "gone"):
-            return Claim(tag, detail=_s(reply[1]) if len(reply) > 1 else "")
+            return Claim(tag, detail=text(reply[1]) if len(reply) > 1 else "")
         if tag == "exhausted":
-            return Claim("exhausted", attempt=int(reply[1]), detail=_s(reply[2]))
+            return Claim("exhausted", attempt=int(reply[1]), detail=text(reply[2]))
         return Claim("cancelled", attempt=int(reply[1]))
 
     async def renew(self, run_id: str, attempt: int, owner: str, lease_ms: int) -> tuple[bool, int, bool]:
         """(still ours, lease_until, cancel requested)."""
-        reply: list[Any] = await _guard(
+        reply: list[Any] = await guard(
             self._renew(keys=[run_keys(run_id).meta], args=[attempt, owner, lease_ms])
         )
-        if _s(reply[0]) != "OK":
+        if text(reply[0]) != "OK":
             return False, 0, False
-        return True, int(reply[1]), _s(reply[2]) == "1"
+        return True, int(reply[1]), text(reply[2]) == "1"
 
     async def release(self, run_id: str, attempt: int, owner: str) -> bool:
-        released: int = await _guard(self._release(keys=[run_keys(run_id).meta], args=[attempt, owner]))
+        released: int = await guard(self._release(keys=[run_keys(run_id).meta], args=[attempt, owner]))
         return bool(released)
 
     async def request_cancel(self, run_id: str) -> tuple[str, int | str]:
         """('terminal', status) | ('leased', attempt) | ('unleased', attempt)."""
-        reply: list[Any] = await _guard(self._cancel(keys=[run_keys(run_id).meta], args=[]))
-        tag = _s(reply[0]).lower()
+        reply: list[Any] = await guard(self._cancel(keys=[run_keys(run_id).meta], args=[]))
+        tag = text(reply[0]).lower()
         if tag == "gone":
             raise RunNotFound(f"no run {run_id!r}")
         if tag == "terminal":
-            return tag, _s(reply[1])
+            return tag, text(reply[1])
         return tag, int(reply[1])
 
     async def finish(
@@ -116,10 +117,10 @@ class RunLeases:
             run_id, expected_attempt, status, event_type, serde.dumps(data), repr(self.retention),
             serde.dumps(error) if error is not None else "",
         ]  # fmt: skip
-        reply: list[Any] = await _guard(self._finish(keys=keys.all(), args=args))
-        tag = _s(reply[0]).lower()
+        reply: list[Any] = await guard(self._finish(keys=keys.all(), args=args))
+        tag = text(reply[0]).lower()
         if tag == "ok":
-            parent = _s(reply[3])
+            parent = text(reply[3])
             if parent:
                 await self.waits.child_ended(parent, run_id)
             return "ok", int(reply[2])

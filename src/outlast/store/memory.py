@@ -10,10 +10,11 @@ import asyncio
 import time
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 from outlast import events as ev
-from outlast.core import serde
+from outlast import serde
 from outlast.errors import ProtocolViolation, RunNotFound, StaleAttemptError, StoreError
 from outlast.store.base import (
     OP_META,
@@ -50,6 +51,10 @@ class MemoryStore:
     def __init__(self) -> None:
         self._runs: dict[str, _Run] = {}
         self._changed = asyncio.Condition()
+
+    def wait_backend(self) -> None:
+        """None: a Runner on this store settles waits in process (see :func:`outlast.run_local`)."""
+        return None
 
     def _run(self, run_id: str) -> _Run:
         try:
@@ -132,15 +137,14 @@ class MemoryStore:
         run = self._run(run_id)
         cursor = after
         while True:
-            fresh = [(seq, payload) for seq, payload in run.events if seq > cursor]
-            for _seq, payload in fresh:
-                event = ev.Event.model_validate_json(payload)
-                cursor = event.seq
+            fresh = (ev.Event.model_validate_json(payload) for seq, payload in run.events if seq > cursor)
+            batch, cursor, terminal = ev.contiguous(cursor, fresh, partial(ev.gap_event, run_id))
+            for event in batch:
                 yield event
-                if event.terminal:
-                    return
-            if not follow or run.meta["status"] in ev.TERMINAL_STATUSES:
-                return  # nothing more can come (same rule as the Redis store)
+            if terminal:
+                return
+            if not follow or ev.ended(run.meta["status"], int(run.meta["last_seq"]), cursor):
+                return  # nothing more can come (the rule every reader follows)
             async with self._changed:
                 if int(run.meta["last_seq"]) <= cursor:
                     await self._changed.wait()

@@ -147,7 +147,7 @@ return {redis.call('HGETALL', KEYS[1]), redis.call('HGETALL', KEYS[2])}
 # attempt it belongs to, so one script can check and move both. Server time (TIME) is used so
 # workers on different machines agree on expiry.
 
-_NOW = """
+NOW = """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 """
@@ -162,7 +162,7 @@ local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 #       lists) | {'ALIVE', lease_until} | {'TERMINAL', status} | {'CANCELLED', attempt}
 #       | {'EXHAUSTED', attempt, lost_workers} | {'WAITING'} | {'GONE'}
 CLAIM: Final = (
-    _NOW
+    NOW
     + """
 local cur = redis.call('HMGET', KEYS[1], 'attempt', 'last_seq', 'status', 'lease_until', 'lease_owner',
   'cancel_requested', 'lost_workers', 'resumes')
@@ -195,7 +195,7 @@ return {'OK', attempt, tonumber(cur[2]), lease_until, redis.call('HGETALL', KEYS
 # Returns {'OK', lease_until, cancel_requested ('1' or '')} | {'STALE', attempt} | {'ENDED'} (this
 # attempt wrote the run's terminal event: nothing to renew) | {'GONE'}
 RENEW: Final = (
-    _NOW
+    NOW
     + """
 local cur = redis.call('HMGET', KEYS[1], 'attempt', 'lease_owner', 'cancel_requested', 'status')
 if not cur[1] then return {'GONE'} end
@@ -221,7 +221,7 @@ return 1
 # Marks a run for cancellation. Returns {'TERMINAL', status} | {'LEASED', attempt} (its worker will
 # cancel it) | {'UNLEASED', attempt} (nobody runs it: the caller finishes it with FINISH) | {'GONE'}
 REQUEST_CANCEL: Final = (
-    _NOW
+    NOW
     + """
 local cur = redis.call('HMGET', KEYS[1], 'attempt', 'status', 'lease_until')
 if not cur[1] then return {'GONE'} end
@@ -239,7 +239,7 @@ return {'UNLEASED', tonumber(cur[1])}
 # seq, and expires the run's keys. ``parent`` is the parent run to notify ('' for none).
 # Returns {'OK', attempt, seq, parent} | {'CONFLICT', attempt} | {'TERMINAL', status} | {'GONE'}
 FINISH: Final = (
-    _NOW
+    NOW
     + """
 local cur = redis.call('HMGET', KEYS[1], 'attempt', 'last_seq', 'status', 'parent')
 if not cur[1] then return {'GONE'} end

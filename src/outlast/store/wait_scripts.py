@@ -16,13 +16,13 @@ from __future__ import annotations
 
 from typing import Final
 
-from outlast.store.scripts import _NOW
+from outlast.store.scripts import NOW
 
 # KEYS: timers
 # ARGV: member, delay_ms
 # Schedules ``member`` at server time + delay. Returns {now_ms, due_ms}.
 ARM: Final = (
-    _NOW
+    NOW
     + """
 local due = now + tonumber(ARGV[2])
 redis.call('ZADD', KEYS[1], due, ARGV[1])
@@ -69,7 +69,7 @@ return {'OK'}
 # Returns {'REQUEUE', lane} | {'LIVE', checkpoint} | {'NONE', status} | {'MISMATCH', status}
 #       | {'NOTDUE', deadline_ms} | {'POLL', child_run_id} | {'TERMINAL', status} | {'GONE'}
 RESOLVE: Final = (
-    _NOW
+    NOW
     + """
 local cur = redis.call('HMGET', KEYS[1], 'status', 'attempt', 'last_seq', 'lane', 'version', 'run_id')
 if not cur[1] then return {'GONE'} end

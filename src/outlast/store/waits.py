@@ -22,8 +22,7 @@ import jsonschema
 import redis.asyncio as aioredis
 
 from outlast import events as ev
-from outlast.core import serde
-from outlast.core.masking import MASK
+from outlast import serde
 from outlast.errors import (
     InputRejected,
     NotWaiting,
@@ -32,10 +31,12 @@ from outlast.errors import (
     RunNotFound,
     StaleAttemptError,
 )
+from outlast.masking import MASK
 from outlast.store import keys, wait_scripts
 from outlast.store.base import AppendItem, NewRun
+from outlast.store.commands import HotPath, server_ms
+from outlast.store.errors import guard, text
 from outlast.store.queue import RunQueue
-from outlast.store.redis import HotPath, _guard, _s, server_ms
 
 #: Seconds after which a half-done input delivery is dispatched by a timer scan.
 KICK_AFTER = 10.0
@@ -93,7 +94,7 @@ class RedisWaits:
 
     async def arm(self, run_id: str, position: str, delay: float) -> tuple[int, int]:
         """Schedule a timer ``delay`` seconds from now (server time). Returns (now_ms, due_ms)."""
-        reply: list[Any] = await _guard(
+        reply: list[Any] = await guard(
             self._hot.script(
                 self._arm, [keys.TIMERS], [timer_member(run_id, position), max(0, int(delay * 1000))]
             )
@@ -109,7 +110,7 @@ class RedisWaits:
         """Checkpoints already written for ``positions`` (waits settled since they were read)."""
         if not positions:
             return {}
-        raw: list[Any] = await _guard(self.redis.hmget(keys.run_keys(run_id).steps, list(positions)))
+        raw: list[Any] = await guard(self.redis.hmget(keys.run_keys(run_id).steps, list(positions)))
         return {p: v for p, v in zip(positions, raw, strict=True) if v is not None}
 
     async def fire(self, run_id: str, position: str) -> bytes | None:
@@ -117,7 +118,7 @@ class RedisWaits:
         it is settled now or was already (by a timer scan or an input)."""
         settled = await self.settle(run_id, position, "due", notify=False)  # the attempt asked
         if settled.tag == "live":
-            await _guard(self.redis.zrem(keys.TIMERS, timer_member(run_id, position)))
+            await guard(self.redis.zrem(keys.TIMERS, timer_member(run_id, position)))
             return settled.checkpoint
         found = await self.resolutions(run_id, [position])
         return found.get(position)
@@ -126,8 +127,8 @@ class RedisWaits:
         """Park the run: 'ok', 'woken' (a wait was settled meanwhile) or 'cancel'."""
         run = keys.run_keys(run_id)
         args: list[Any] = [attempt, item.seq, item.payload, repr(time.time()), *positions]
-        reply: list[Any] = await _guard(self._suspend(keys=[run.meta, run.events, run.steps], args=args))
-        tag = _s(reply[0])
+        reply: list[Any] = await guard(self._suspend(keys=[run.meta, run.events, run.steps], args=args))
+        tag = text(reply[0])
         if tag == "OK":
             return "ok"
         if tag == "WOKEN":
@@ -168,26 +169,26 @@ class RedisWaits:
         """Run RESOLVE; a re-queued run is put on its lane's work stream before returning, and
         the worker of a live attempt is told (``notify``) so it picks the result up at once."""
         run = keys.run_keys(run_id)
-        reply: list[Any] = await _guard(
+        reply: list[Any] = await guard(
             self._hot.script(
                 self._resolve,
                 [run.meta, run.events, run.steps, run.waits],
                 [position, mode, match, result, event_type, data],
             )
         )
-        tag = _s(reply[0]).lower()
+        tag = text(reply[0]).lower()
         if tag == "requeue":
-            lane = _s(reply[1])
-            await _guard(self.redis.xadd(keys.work_stream(lane), {"run": run_id}))
+            lane = text(reply[1])
+            await guard(self.redis.xadd(keys.work_stream(lane), {"run": run_id}))
             return Settled(tag, lane)
         if tag == "live":
             if notify:  # a hint (the attempt also polls): the settling itself has happened
                 with contextlib.suppress(OutlastError):
-                    await _guard(self.redis.publish(keys.SETTLED_CHANNEL, run_id))
+                    await guard(self.redis.publish(keys.SETTLED_CHANNEL, run_id))
             return Settled(tag, checkpoint=bytes(reply[1]))
         if tag == "notdue":
             return Settled(tag, deadline=int(reply[1]))
-        return Settled(tag, _s(reply[1]) if len(reply) > 1 else "")
+        return Settled(tag, text(reply[1]) if len(reply) > 1 else "")
 
     async def supply_input(self, run_id: str, key: str, value: Any) -> str:
         """Deliver ``value`` to the run's pending wait for ``key``.
@@ -200,7 +201,7 @@ class RedisWaits:
         pipe = self.redis.pipeline(transaction=False)
         pipe.hget(run.meta, "status")
         pipe.hgetall(run.waits)
-        replies: list[Any] = await _guard(pipe.execute())
+        replies: list[Any] = await guard(pipe.execute())
         status, waits = replies
         if status is None:
             raise RunNotFound(f"no run {run_id!r}")
@@ -224,7 +225,7 @@ class RedisWaits:
         # If this process dies between settling and dispatching, a timer scan dispatches it. One
         # kick per delivery (two deliveries at once must not remove each other's).
         kick = timer_member(run_id, f"kick:{uuid.uuid4().hex[:12]}")
-        await _guard(self._arm(keys=[keys.TIMERS], args=[kick, int(KICK_AFTER * 1000)]))
+        await guard(self._arm(keys=[keys.TIMERS], args=[kick, int(KICK_AFTER * 1000)]))
         # The announcing event of a secret input shows a mask (the checkpoint keeps the value).
         shown = serde.dumps(MASK) if record.get("secret") else encoded
         settled = await self.settle(
@@ -233,7 +234,7 @@ class RedisWaits:
         )  # fmt: skip
         # Dispatched (or nothing to dispatch): the kick and the wait's own timeout can go. (If
         # settling raised, the kick stays: the run may be queued with no dispatch yet.)
-        await _guard(self.redis.zrem(keys.TIMERS, kick, timer_member(run_id, position)))
+        await guard(self.redis.zrem(keys.TIMERS, kick, timer_member(run_id, position)))
         if settled.tag == "requeue":
             return "resumed"
         if settled.tag == "live":
@@ -245,8 +246,8 @@ class RedisWaits:
     async def child_ended(self, parent: str, child: str, *, notify: bool = True) -> bool:
         """Settle ``parent``'s wait on ``child`` if the child ended. False if it has not ended."""
         fields = ["status", "result", "error"]
-        raw: list[Any] = await _guard(self.redis.hmget(keys.run_keys(child).meta, fields))
-        status = _s(raw[0]) if raw[0] is not None else "gone"
+        raw: list[Any] = await guard(self.redis.hmget(keys.run_keys(child).meta, fields))
+        status = text(raw[0]) if raw[0] is not None else "gone"
         if status not in ev.TERMINAL_STATUSES and status != "gone":
             return False
         result, error = raw[1] or b"null", raw[2] or b"null"
@@ -265,10 +266,10 @@ class RedisWaits:
         settled = 0
         while True:
             now = await self.server_ms()
-            raw: list[Any] = await _guard(
+            raw: list[Any] = await guard(
                 self.redis.zrangebyscore(keys.TIMERS, "-inf", now, start=0, num=limit)
             )
-            members = [_s(m) for m in raw]
+            members = [text(m) for m in raw]
             if not members:
                 return settled
             outcomes = await asyncio.gather(
@@ -284,7 +285,7 @@ class RedisWaits:
                 pipe.zrem(keys.TIMERS, *done)
             if failed:  # not due again at once: a broken one must not spin every scanner
                 pipe.zadd(keys.TIMERS, failed, xx=True)
-            replies: list[Any] = await _guard(pipe.execute())
+            replies: list[Any] = await guard(pipe.execute())
             del replies
             settled += len(done)
             if len(members) < limit or not done:
@@ -296,9 +297,9 @@ class RedisWaits:
         settled = await self.settle(run_id, position, "due")
         if settled.tag == "poll":
             if not await self.child_ended(run_id, settled.detail):
-                await _guard(self.redis.zadd(keys.TIMERS, {member: now + int(self.child_poll * 1000)}))
+                await guard(self.redis.zadd(keys.TIMERS, {member: now + int(self.child_poll * 1000)}))
                 return False
         elif settled.tag == "notdue":
-            await _guard(self.redis.zadd(keys.TIMERS, {member: settled.deadline}))
+            await guard(self.redis.zadd(keys.TIMERS, {member: settled.deadline}))
             return False
         return True

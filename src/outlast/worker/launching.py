@@ -17,8 +17,10 @@ import redis.asyncio as aioredis
 from outlast import events as ev
 from outlast.errors import OutlastError, RunNotFound
 from outlast.store import keys
+from outlast.store.commands import server_ms
+from outlast.store.errors import guard
 from outlast.store.leases import Claim, RunLeases
-from outlast.store.redis import RedisStore, _guard, server_ms
+from outlast.store.redis import RedisStore
 from outlast.worker.heartbeat import Held, LeaseRenewer, Renewal
 from outlast.worker.jobs import SETTLED, SKIPPED, STARTED, Job, Lane, redis_url_of
 from outlast.worker.launcher import Launcher
@@ -79,7 +81,7 @@ class Launching:
         lane_version = claim.record.lane or claim.record.version
         lane = Lane(keys.work_stream(lane_version), keys.lease_index(lane_version))
         job = Job(run_id, claim.attempt, lane, indexed=True)
-        await _guard(self.redis.zadd(lane.index, {run_id: claim.lease_until}))  # findable if we die
+        await guard(self.redis.zadd(lane.index, {run_id: claim.lease_until}))  # findable if we die
         renewer = LeaseRenewer(
             redis_url_of(self.redis), self.id, interval=self.heartbeat, lease_ms=self.lease_ms,
             held=self._held, on_renewed=self._renewed,

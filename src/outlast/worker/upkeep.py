@@ -20,7 +20,8 @@ from redis import exceptions as redis_errors
 
 from outlast.errors import OutlastError
 from outlast.store import keys
-from outlast.store.redis import _guard, server_ms
+from outlast.store.commands import server_ms
+from outlast.store.errors import guard
 from outlast.store.waits import RedisWaits
 from outlast.worker.heartbeat import Held, Renewal
 from outlast.worker.jobs import STARTED, Job, Lane
@@ -85,7 +86,7 @@ class Upkeep:
         for index, run_ids in zrems.items():
             pipe.zrem(index, *run_ids)
         try:
-            replies: list[Any] = await _guard(pipe.execute())
+            replies: list[Any] = await guard(pipe.execute())
             del replies
         except OutlastError as exc:  # put them back; the next turn retries
             log.warning("worker %s: bookkeeping failed, retrying: %s", self.id, exc)
@@ -198,7 +199,7 @@ class Upkeep:
         for lane in self.lanes:
             pipe.zrangebyscore(lane.index, now_ms, "+inf", start=0, num=1, withscores=True)
         pipe.zrange(keys.TIMERS, 0, 0, withscores=True)
-        firsts: list[Any] = await _guard(pipe.execute())
+        firsts: list[Any] = await guard(pipe.execute())
         scores = [float(first[0][1]) for first in firsts if first]
         if not scores:
             return None
@@ -210,7 +211,7 @@ class Upkeep:
             "running": sorted(self.jobs), "concurrency": self.concurrency, "heartbeat_at": time.time(),
             "draining": self._stopping.is_set(),
         }  # fmt: skip
-        await _guard(self.redis.hset(keys.WORKERS, self.id, json.dumps(info)))
+        await guard(self.redis.hset(keys.WORKERS, self.id, json.dumps(info)))
 
     async def _takeover_scan(self) -> bool:
         """Claim runs of this worker's lanes whose lease expired. True if any was taken over."""
@@ -220,10 +221,10 @@ class Upkeep:
             free = self.concurrency - len(self.jobs)
             if free <= 0:
                 # Full: remember that orphans wait, so the next free slot goes to one of them.
-                waiting = await _guard(self.redis.zcount(lane.index, 0, now_ms))
+                waiting = await guard(self.redis.zcount(lane.index, 0, now_ms))
                 self._takeover_wanted = self._takeover_wanted or bool(waiting)
                 continue
-            expired = await _guard(
+            expired = await guard(
                 self.redis.zrangebyscore(lane.index, 0, now_ms, start=0, num=free + len(self.jobs))
             )
             for raw in expired:
@@ -243,7 +244,7 @@ class Upkeep:
             free = self.concurrency - len(self.jobs)
             if free <= 0:
                 return
-            reply = await _guard(
+            reply = await guard(
                 self.redis.xautoclaim(
                     lane.stream, keys.WORK_GROUP, self.id, min_idle_time=self.lease_ms, count=free
                 )

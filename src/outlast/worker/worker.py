@@ -37,8 +37,9 @@ from outlast.core.workflow import Registry, Workflow
 from outlast.errors import OutlastError, StaleAttemptError, WorkflowNotFound
 from outlast.store import keys
 from outlast.store.base import AttemptStart
+from outlast.store.errors import guard
 from outlast.store.leases import Claim, RunLeases
-from outlast.store.redis import RedisStore, _guard
+from outlast.store.redis import RedisStore
 from outlast.store.waits import RedisWaits
 from outlast.worker.heartbeat import LeaseRenewer
 from outlast.worker.jobs import SETTLED, SKIPPED, STARTED, Job, Lane, redis_url_of
@@ -149,7 +150,7 @@ class Worker(Upkeep, Launching):
             renewer.stop()
             await asyncio.to_thread(renewer.join)
             with contextlib.suppress(OutlastError):
-                await _guard(self.redis.hdel(keys.WORKERS, self.id))
+                await guard(self.redis.hdel(keys.WORKERS, self.id))
 
     async def run_until_idle(self) -> None:
         await self.run(burst=True)
@@ -157,7 +158,7 @@ class Worker(Upkeep, Launching):
     async def _create_groups(self) -> None:
         for lane in self.lanes:
             try:
-                await _guard(self.redis.xgroup_create(lane.stream, keys.WORK_GROUP, id="0", mkstream=True))
+                await guard(self.redis.xgroup_create(lane.stream, keys.WORK_GROUP, id="0", mkstream=True))
             except OutlastError as exc:
                 if "BUSYGROUP" not in str(exc):
                     raise
@@ -262,7 +263,7 @@ class Worker(Upkeep, Launching):
     async def _settle_unclaimed(self, lane: Lane, run_id: str, claim: Claim) -> None:
         """Act on a claim that did not give us the run."""
         if claim.status == "alive":
-            await _guard(self.redis.zadd(lane.index, {run_id: claim.lease_until}))
+            await guard(self.redis.zadd(lane.index, {run_id: claim.lease_until}))
         elif claim.status in ("terminal", "gone", "waiting"):
             self._later(self._zrems, lane.index, run_id)
         elif claim.status == "cancelled":
@@ -353,7 +354,7 @@ class Worker(Upkeep, Launching):
         """Release a run's lease and list it as expired so any worker takes it over at once."""
         try:
             if await self.leases.release(job.run_id, job.attempt_no, self.id):
-                await _guard(self.redis.zadd(job.lane.index, {job.run_id: 0}))
+                await guard(self.redis.zadd(job.lane.index, {job.run_id: 0}))
             job.indexed = False  # listed for the next owner, not ours to remove
             return True
         except OutlastError as exc:
@@ -383,8 +384,8 @@ class Worker(Upkeep, Launching):
             # Hand the run over now instead of after the lease times out.
             with contextlib.suppress(OutlastError):
                 if await self.leases.release(job.run_id, job.attempt_no, self.id):
-                    await _guard(self.redis.zadd(job.lane.index, {job.run_id: 0}))
-                    await _guard(self.redis.xadd(job.lane.stream, {"run": job.run_id}))
+                    await guard(self.redis.zadd(job.lane.index, {job.run_id: 0}))
+                    await guard(self.redis.xadd(job.lane.stream, {"run": job.run_id}))
 
     async def _wait_hard_stop(self) -> None:
         while not self._hard_stop:

@@ -1,0 +1,57 @@
+"""Redis commands the store's modules share: the hot path over the multiplexed connection, hash
+replies, the server clock."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import redis.asyncio as aioredis
+from redis import exceptions as redis_errors
+from redis.commands.core import AsyncScript
+
+from outlast.store.client import multiplexer_of
+from outlast.store.errors import guard
+
+
+async def server_ms(redis: aioredis.Redis) -> int:
+    """The server's clock in ms: leases and timers are compared with it, so hosts agree."""
+    seconds, micros = await guard(redis.time())
+    return int(seconds) * 1000 + int(micros) // 1000
+
+
+def hash_reply(flat: list[bytes]) -> dict[bytes, bytes]:
+    """A hash read as a flat field/value list (HGETALL's raw reply, or one returned by a script)."""
+    return dict(zip(flat[::2], flat[1::2], strict=True))
+
+
+class HotPath:
+    """The store's frequent commands over the client's multiplexed connection (auto-pipelining).
+
+    Under load a worker runs hundreds of attempts at once; their claims and appends then share
+    one socket write and one read instead of paying a syscall and a task switch each, and an
+    idle worker's call goes out at once (see :mod:`outlast.store.mux`). A client not made by
+    :func:`~outlast.store.client.redis_from_url` has no such connection: calls go through
+    redis-py. Calls are independent (not a transaction).
+    """
+
+    def __init__(self, redis: aioredis.Redis) -> None:
+        self.redis = redis
+        mux = multiplexer_of(redis)
+        self._mux = mux if mux is not None and mux.usable else None
+
+    async def script(self, script: AsyncScript, keys: list[Any], args: list[Any]) -> Any:
+        """Call a script; one the server lost (a restart) is loaded and called again."""
+        if self._mux is None:
+            return await script(keys=keys, args=args)
+        try:
+            return await self._mux.execute("EVALSHA", script.sha, len(keys), *keys, *args)
+        except redis_errors.NoScriptError:
+            await self.redis.script_load(script.script)
+            return await self._mux.execute("EVALSHA", script.sha, len(keys), *keys, *args)
+
+    async def hgetall(self, key: str) -> dict[bytes, bytes]:
+        """HGETALL, as a dict of bytes."""
+        if self._mux is None:
+            raw: dict[bytes, bytes] = await self.redis.hgetall(key)  # type: ignore[misc]
+            return raw
+        return hash_reply(await self._mux.execute("HGETALL", key))
