@@ -15,6 +15,8 @@
     ├── StoreError                  the durable store failed (mapped from redis errors)
     │   ├── StoreUnavailable        cannot reach the server / server failed to start
     │   ├── StaleAttemptError       a write fenced off: another attempt owns the run
+    │   ├── RunEnded                a run that already ended was asked for another attempt or event
+    │   ├── RunWaiting              a suspended run was asked for an attempt before its wait settled
     │   └── ProtocolViolation       a write broke the event-log invariants (a bug)
     ├── RunFailed                   awaiting a run's result when the run failed
     │   └── ChildFailed             a child run awaited by its parent failed or was cancelled
@@ -35,6 +37,7 @@ callers only need to catch this tree.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 
@@ -123,6 +126,23 @@ class StaleAttemptError(StoreError):
         self.current = current
 
 
+class RunEnded(StoreError):
+    """The run already ended: no new attempt may start and no event may follow its terminal one."""
+
+    def __init__(self, run_id: str, status: str = "") -> None:
+        super().__init__(f"run {run_id} already ended" + (f" ({status})" if status else ""))
+        self.run_id = run_id
+        self.status = status
+
+
+class RunWaiting(StoreError):
+    """The run is suspended (``waiting``): it is queued again once one of its waits is settled."""
+
+    def __init__(self, run_id: str) -> None:
+        super().__init__(f"run {run_id} is waiting; it is queued again once its wait is settled")
+        self.run_id = run_id
+
+
 class ProtocolViolation(StoreError):
     """A write broke an invariant of the event log (for example a gap in seq numbers)."""
 
@@ -130,12 +150,12 @@ class ProtocolViolation(StoreError):
 class RunFailed(OutlastError):
     """The awaited run ended failed or cancelled."""
 
-    def __init__(self, run_id: str, status: str, error: dict[str, Any] | None) -> None:
+    def __init__(self, run_id: str, status: str, error: Mapping[str, Any] | None) -> None:
         detail = (error or {}).get("message", "")
         super().__init__(f"run {run_id} {status}" + (f": {detail}" if detail else ""))
         self.run_id = run_id
         self.status = status
-        self.error = error or {}
+        self.error: dict[str, Any] = dict(error or {})
 
 
 class ChildFailed(RunFailed):

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterable
-from typing import Any, Final, Protocol, TypeVar
+from enum import StrEnum
+from typing import Any, Final, NotRequired, Protocol, TypedDict, TypeVar
 
 from pydantic import BaseModel, ConfigDict
 
@@ -46,7 +47,66 @@ CUSTOM: Final = "custom"
 STREAM_GAP: Final = "stream.gap"
 
 TERMINAL_TYPES: Final = frozenset({RUN_COMPLETED, RUN_FAILED, RUN_CANCELLED})
-TERMINAL_STATUSES: Final = frozenset({"completed", "failed", "cancelled"})
+
+
+# Statuses and reasons are StrEnums: each member *is* its string (equal, same hash, encoded as
+# the bare string), so what is stored and sent stays exactly the same text.
+
+
+class RunStatus(StrEnum):
+    """A run's ``status`` (its meta hash, the API's ``status``)."""
+
+    QUEUED = "queued"
+    RUNNING = "running"
+    WAITING = "waiting"  # suspended: every branch waits (input, timer, child run)
+    COMPLETED = "completed"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+
+TERMINAL_STATUSES: Final = frozenset({RunStatus.COMPLETED, RunStatus.FAILED, RunStatus.CANCELLED})
+
+
+class AttemptStatus(StrEnum):
+    """How one attempt ended (:class:`outlast.Outcome`'s ``status``)."""
+
+    COMPLETED = "completed"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+    SUSPENDED = "suspended"  # the run waits; a later attempt resumes it
+    ABANDONED = "abandoned"  # fenced off or the store failed: nothing terminal was written
+
+
+class ClaimStatus(StrEnum):
+    """What the CLAIM script answered a worker (see docs/compute.md)."""
+
+    OK = "ok"  # a new attempt is ours
+    ALIVE = "alive"  # someone holds a live lease
+    TERMINAL = "terminal"  # the run already ended
+    CANCELLED = "cancelled"  # cancellation was requested and nobody runs it
+    EXHAUSTED = "exhausted"  # it lost its worker max_attempts times
+    WAITING = "waiting"  # suspended until a wait is settled
+    GONE = "gone"  # no such run (expired)
+
+
+class Reason(StrEnum):
+    """The ``reason`` of ``run.failed`` / ``run.cancelled`` and of the run's stored error."""
+
+    ERROR = "error"  # the workflow raised
+    NON_DETERMINISM = "non_determinism"  # replayed code diverged from the recorded steps
+    ATTEMPTS_EXHAUSTED = "attempts_exhausted"  # it lost its worker max_attempts times
+    WORKFLOW_NOT_FOUND = "workflow_not_found"  # no worker of its version has the workflow
+    CANCELLED = "cancelled"  # cancellation was requested
+
+
+class ErrorInfo(TypedDict):
+    """An error as events and run records carry it."""
+
+    type: str  # the exception's class name
+    message: str
+    reason: NotRequired[Reason]  # on a run's error (run.failed, the record)
+    step: NotRequired[str]  # the step a non-determinism error names
+    lost_workers: NotRequired[list[str]]  # attempts_exhausted: the workers that died holding it
 
 
 class Event(BaseModel):

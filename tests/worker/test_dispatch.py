@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 import redis.asyncio as aioredis
 
@@ -125,3 +127,13 @@ async def test_a_run_of_an_unknown_workflow_fails_clearly(
     assert record.status == "failed"
     assert record.error is not None
     assert record.error["reason"] == "workflow_not_found"
+
+
+@pytest.mark.parametrize(
+    "settings",
+    [{"concurrency": 0}, {"heartbeat": 0}, {"heartbeat": 2.0, "lease_timeout": 2.0}, {"max_attempts": 0},
+     {"version": "@mine"}],
+)  # fmt: skip
+def test_bad_worker_settings_are_config_errors(redis: aioredis.Redis, settings: dict[str, Any]) -> None:
+    with pytest.raises(ConfigError):
+        Worker([quick], redis, **settings)

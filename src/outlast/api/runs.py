@@ -17,7 +17,6 @@ from outlast.api.schemas import (
     PendingWait,
     RunDetail,
     RunPage,
-    RunStatus,
     RunSummary,
     Trace,
     errors_doc,
@@ -25,7 +24,7 @@ from outlast.api.schemas import (
 from outlast.api.state import ApiState, StateDep, TenantDep, run_urls
 from outlast.core.trace import load_trace
 from outlast.core.waiting import INPUT_KEY_PATTERN
-from outlast.events import TERMINAL_STATUSES
+from outlast.events import TERMINAL_STATUSES, RunStatus
 from outlast.store.base import RunRecord
 
 router = APIRouter()

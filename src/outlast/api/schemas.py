@@ -7,8 +7,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from outlast.core.trace import Span
-
-RunStatus = Literal["queued", "running", "waiting", "completed", "failed", "cancelled"]
+from outlast.events import RunStatus
 
 
 class ErrorDetail(BaseModel):
@@ -42,7 +41,7 @@ class StartRun(BaseModel):
 
 class StartedRun(BaseModel):
     run_id: str
-    status: str
+    status: RunStatus
     created: bool = Field(description="False when an idempotency key returned an existing run.")
     url: str
     events_url: str
@@ -52,7 +51,7 @@ class RunSummary(BaseModel):
     run_id: str
     workflow: str
     version: str
-    status: str
+    status: RunStatus
     attempt: int
     created_at: float
     updated_at: float | None = None

@@ -17,7 +17,7 @@ from outlast.api.schemas import RunDetail, StartedRun, StartRun, WorkflowInfo, W
 from outlast.api.state import StateDep, TenantDep, run_urls
 from outlast.api.streaming import live_frames, stream_format, stream_response
 from outlast.errors import WorkflowNotFound
-from outlast.events import TERMINAL_STATUSES
+from outlast.events import TERMINAL_STATUSES, RunStatus
 
 router = APIRouter()
 
@@ -116,7 +116,7 @@ async def start_run(
         name, body.input, version=version, idempotency_key=idem, tenant=tenant or ""
     )
     run_id = started.run_id
-    after, run_status = 1, "queued"
+    after, run_status = 1, RunStatus.QUEUED
     if started.created:
         state.metrics.runs_started.labels(name).inc()
     else:

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict
 
-from outlast.events import TERMINAL_STATUSES
+from outlast.events import TERMINAL_STATUSES, RunStatus
 
 
 class Run(BaseModel):
@@ -16,7 +16,7 @@ class Run(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
     run_id: str
-    status: str
+    status: RunStatus | Literal["cancelling"]  # cancelling: what cancel() answers for a running run
     workflow: str | None = None
     version: str | None = None
     attempt: int = 0

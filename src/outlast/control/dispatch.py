@@ -21,6 +21,7 @@ from outlast import events as ev
 from outlast.control.registry import RegistryCache, read_active, read_workflow
 from outlast.core.workflow import Workflow
 from outlast.errors import ConfigError, RunFailed, StoreError, WorkflowNotFound
+from outlast.events import RunStatus
 from outlast.ids import new_run_id
 from outlast.store import keys
 from outlast.store.base import NewRun, RunRecord
@@ -242,11 +243,9 @@ class Dispatcher:
             if tag == "leased":
                 await guard(self.redis.publish(keys.CANCEL_CHANNEL, run_id))
                 return Cancelled(run_id, "cancelling")
-            outcome, _ = await self.leases.finish(
-                run_id, int(value), "cancelled", ev.RUN_CANCELLED, {"reason": "cancelled"}
-            )
+            outcome, _ = await self.leases.cancel_unleased(run_id, int(value))
             if outcome == "ok":
-                return Cancelled(run_id, "cancelled")
+                return Cancelled(run_id, RunStatus.CANCELLED)
             if outcome == "terminal":
                 record = await self.store.get_run(run_id)
                 return Cancelled(run_id, record.status, already=True)
@@ -269,7 +268,7 @@ class Dispatcher:
             if last is not None and last.type == ev.RUN_COMPLETED:
                 return last.data.get("result")  # as stored in the record (masked the same way)
             record = await self.store.get_run(run_id)
-        if record.status == "completed":
+        if record.status == RunStatus.COMPLETED:
             return record.result
         raise RunFailed(run_id, record.status, record.error)
 

@@ -24,6 +24,7 @@ from outlast import serde
 from outlast.core.context import Checkpoint, Frame, current_frame
 from outlast.core.retry import NO_RETRY, Retry
 from outlast.errors import ConfigError, NonDeterminismError, SerializationError
+from outlast.events import ErrorInfo
 from outlast.masking import MASK
 from outlast.store.base import OP_STEP
 
@@ -33,7 +34,7 @@ _UNSET: Any = object()
 _END = object()
 
 
-def error_info(exc: BaseException) -> dict[str, Any]:
+def error_info(exc: BaseException) -> ErrorInfo:
     return {"type": type(exc).__name__, "message": str(exc)}
 
 
@@ -239,7 +240,7 @@ class StepCall(Generic[R]):
         await writer.barrier()
         frame = Frame(ctx, step_id, self.position)
         tries = 0
-        fallback_error: dict[str, Any] | None = None
+        fallback_error: ErrorInfo | None = None
         while True:
             tries += 1
             attempt_try = tries

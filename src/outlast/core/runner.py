@@ -35,6 +35,7 @@ from outlast.errors import (
     RunFailed,
     SerializationError,
 )
+from outlast.events import AttemptStatus, ErrorInfo, Reason, RunStatus
 from outlast.ids import new_run_id
 from outlast.masking import Secrets
 from outlast.store.base import (
@@ -57,10 +58,10 @@ class Outcome:
     waits; a later attempt resumes it) or ``abandoned``."""
 
     run_id: str
-    status: str
+    status: AttemptStatus
     attempt: int
     result: Any = None
-    error: dict[str, Any] | None = None
+    error: ErrorInfo | None = None
 
 
 class Runner:
@@ -161,7 +162,7 @@ class Runner:
         """Start and execute a run to its end; its result, or RunFailed."""
         run_id = await self.start(wf, input, **options)
         outcome = await self.execute(wf, run_id)
-        if outcome.status != "completed":
+        if outcome.status != AttemptStatus.COMPLETED:
             raise RunFailed(run_id, outcome.status, outcome.error)
         return outcome.result
 
@@ -205,11 +206,11 @@ class Attempt:
         self._suspending = False
         self._waiting_on: list[str] = []
         self._body: asyncio.Task[Any] | None = None
-        self._cancel_reason: str | None = None
+        self._cancel_reason: Reason | None = None
         self._cancel_requested = asyncio.Event()
         self._announced = False
 
-    def cancel(self, reason: str = "cancelled") -> None:
+    def cancel(self, reason: Reason = Reason.CANCELLED) -> None:
         """End the run ``cancelled``: running steps see CancelledError (once: a repeated request,
         say from both the cancel channel and the heartbeat, must not interrupt their clean-up)."""
         if self._cancel_reason is not None:
@@ -297,10 +298,9 @@ class Attempt:
                 if self._cancel_reason is None:
                     # Nobody asked for it: a CancelledError raised by the workflow's own code (or a
                     # library it uses) is a failure, not a cancellation of the run.
-                    error = {"type": "CancelledError", "message": "cancelled by the workflow's own code",
-                             "reason": "error"}  # fmt: skip
-                    return await self._terminal("failed", ev.RUN_FAILED, {"error": error, "reason": "error"},
-                                                None, error)  # fmt: skip
+                    error: ErrorInfo = {"type": "CancelledError", "reason": Reason.ERROR,
+                                        "message": "cancelled by the workflow's own code"}  # fmt: skip
+                    return await self._failed(error)
                 return await self._cancelled()
             except Exception as exc:
                 if writer.failure is not None:
@@ -320,21 +320,17 @@ class Attempt:
                         return await self._cancelled()
                     continue
                 error = error_info(exc)
-                error["reason"] = "error"
+                error["reason"] = Reason.ERROR
                 if isinstance(exc, NonDeterminismError):
-                    error.update(reason="non_determinism", step=exc.step_id)
-                data = {"error": error, "reason": error["reason"]}
-                return await self._terminal("failed", ev.RUN_FAILED, data, None, error)
+                    error["reason"], error["step"] = Reason.NON_DETERMINISM, exc.step_id
+                return await self._failed(error)
         if writer.failure is not None:
             return self._abandoned()
         try:
             stored = serde.to_jsonable(value, f"result of workflow {self.workflow.name!r}")
         except SerializationError as exc:
-            error = {**error_info(exc), "reason": "error"}
-            return await self._terminal(
-                "failed", ev.RUN_FAILED, {"error": error, "reason": "error"}, None, error
-            )
-        return await self._terminal("completed", ev.RUN_COMPLETED, {"result": stored}, stored, None)
+            return await self._failed({**error_info(exc), "reason": Reason.ERROR})
+        return await self._terminal(RunStatus.COMPLETED, ev.RUN_COMPLETED, {"result": stored}, stored, None)
 
     async def _suspend(self) -> Outcome | None:
         """Park the run (status ``waiting``); None when a wait was settled in the meantime."""
@@ -353,10 +349,10 @@ class Attempt:
             return self._abandoned()
         if answer == "ok":
             writer.confirm(item)
-            return Outcome(self.run_id, "suspended", self.attempt)
+            return Outcome(self.run_id, AttemptStatus.SUSPENDED, self.attempt)
         writer.unreserve(item)
         if answer == "cancel":
-            self._cancel_reason = "cancelled"
+            self._cancel_reason = Reason.CANCELLED
             return await self._cancelled()
         found = await self.runner.waits.resolutions(self.run_id, positions)
         for position, raw in found.items():
@@ -365,18 +361,22 @@ class Attempt:
         return None
 
     async def _cancelled(self) -> Outcome:
-        reason = self._cancel_reason or "cancelled"
-        return await self._terminal("cancelled", ev.RUN_CANCELLED, {"reason": reason}, None, None)
+        reason = self._cancel_reason or Reason.CANCELLED
+        return await self._terminal(RunStatus.CANCELLED, ev.RUN_CANCELLED, {"reason": reason}, None, None)
+
+    async def _failed(self, error: ErrorInfo) -> Outcome:
+        data = {"error": error, "reason": error.get("reason", Reason.ERROR)}
+        return await self._terminal(RunStatus.FAILED, ev.RUN_FAILED, data, None, error)
 
     async def _terminal(
-        self, status: str, type: str, data: dict[str, Any], result: Any, error: dict[str, Any] | None
+        self, status: RunStatus, type: str, data: dict[str, Any], result: Any, error: ErrorInfo | None
     ) -> Outcome:
         # The run record is read by the API and the console: it gets the same masking as events.
         secrets = self.ctx.secrets
         if error is not None:
             error = secrets.mask(error)
         ops: list[Op] = [(OP_META, "status", status), (OP_META, "finished_at", repr(time.time()))]
-        if status == "completed":
+        if status == RunStatus.COMPLETED:
             ops.append((OP_META, "result", serde.dumps(secrets.mask(result))))
         if error is not None:
             ops.append((OP_META, "error", serde.dumps(error)))
@@ -384,13 +384,10 @@ class Attempt:
         try:
             await self.writer.commit(type, None, data, ops)
         except SerializationError as exc:
-            if status != "completed":
+            if status != RunStatus.COMPLETED:
                 raise
             # The result itself cannot be stored (too large): the run fails and says why.
-            error = {**error_info(exc), "reason": "error"}
-            return await self._terminal(
-                "failed", ev.RUN_FAILED, {"error": error, "reason": "error"}, None, error
-            )
+            return await self._failed({**error_info(exc), "reason": Reason.ERROR})
         except OutlastError:
             # Fenced, or the store failed for good: another attempt will finish the run.
             if self.writer.failure is None:
@@ -401,11 +398,11 @@ class Attempt:
             # Tell the parent now; if this fails, the parent's poll of its child finds out.
             with contextlib.suppress(OutlastError):
                 await self.runner.waits.child_ended(self.parent, self.run_id)
-        return Outcome(self.run_id, status, self.attempt, result, error)
+        return Outcome(self.run_id, AttemptStatus(status), self.attempt, result, error)
 
     def _abandoned(self) -> Outcome:
         error = error_info(self.writer.failure) if self.writer.failure else None
-        return Outcome(self.run_id, "abandoned", self.attempt, None, error)
+        return Outcome(self.run_id, AttemptStatus.ABANDONED, self.attempt, None, error)
 
 
 @dataclass
@@ -413,9 +410,9 @@ class LocalRun:
     """A workflow run in memory: its result (when completed) and every event it wrote."""
 
     run_id: str
-    status: str
+    status: AttemptStatus
     result: Any
-    error: dict[str, Any] | None
+    error: ErrorInfo | None
     events: list[ev.Event] = field(default_factory=list)
 
 

@@ -24,7 +24,13 @@ from typing import Any
 
 from outlast import events as ev
 from outlast import serde
-from outlast.errors import ProtocolViolation, SerializationError, StaleAttemptError, StoreUnavailable
+from outlast.errors import (
+    ProtocolViolation,
+    RunEnded,
+    SerializationError,
+    StaleAttemptError,
+    StoreUnavailable,
+)
 from outlast.masking import Secrets
 from outlast.store.base import AppendItem, Op, RunStore
 
@@ -133,7 +139,7 @@ class EventWriter:
         if self.closed:
             # After the terminal event nothing may follow it (e.g. a status() from a thread).
             if future is not None:
-                future.set_exception(SerializationError(f"run {self.run_id} already ended"))
+                future.set_exception(RunEnded(self.run_id))
             return
         seq = self._next_seq
         # Encode before taking the seq: an event that cannot be written must not leave a gap.

@@ -16,7 +16,7 @@ from pydantic import BaseModel
 
 from outlast import serde
 from outlast.errors import ConfigError
-from outlast.events import RUN_QUEUED, SCHEMA_VERSION, Event, envelope
+from outlast.events import RUN_QUEUED, SCHEMA_VERSION, Event, RunStatus, envelope
 from outlast.ids import valid_run_id
 from outlast.masking import MASK
 
@@ -113,7 +113,7 @@ class RunRecord(BaseModel):
     workflow: str
     version: str = "dev"
     tenant: str = ""
-    status: str
+    status: RunStatus
     attempt: int = 0
     input: dict[str, Any] = {}
     result: Any = None

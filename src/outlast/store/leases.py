@@ -7,8 +7,10 @@ from typing import Any
 
 import redis.asyncio as aioredis
 
+from outlast import events as ev
 from outlast import serde
 from outlast.errors import RunNotFound
+from outlast.events import ClaimStatus, ErrorInfo, Reason, RunStatus
 from outlast.store import scripts
 from outlast.store.base import RunRecord, checked_retention
 from outlast.store.commands import HotPath, hash_reply
@@ -19,12 +21,10 @@ from outlast.store.waits import RedisWaits
 
 @dataclass(frozen=True, slots=True)
 class Claim:
-    """What CLAIM answered: ``status`` is ok, alive, terminal, cancelled, exhausted, waiting or gone.
+    """What CLAIM answered (see :class:`~outlast.events.ClaimStatus`). An ``ok`` claim carries the
+    run's record, checkpoints, objects and pending waits."""
 
-    An ``ok`` claim carries the run's record, checkpoints, objects and pending waits.
-    """
-
-    status: str
+    status: ClaimStatus
     attempt: int = 0
     last_seq: int = 0
     lease_until: int = 0
@@ -60,21 +60,21 @@ class RunLeases:
         reply: list[Any] = await guard(
             self._hot.script(self._claim, run_keys(run_id).all(), [owner, lease_ms, max_attempts])
         )
-        tag = text(reply[0]).lower()
-        if tag == "ok":
+        tag = ClaimStatus(text(reply[0]).lower())
+        if tag == ClaimStatus.OK:
             meta = {k: v.decode() for k, v in _pairs(reply[4]).items()}
             objects = {k: serde.loads(v) for k, v in _pairs(reply[6]).items()}
-            return Claim("ok", int(reply[1]), int(reply[2]), int(reply[3]), record=RunRecord.from_hash(meta),
+            return Claim(tag, int(reply[1]), int(reply[2]), int(reply[3]), record=RunRecord.from_hash(meta),
                          steps=_pairs(reply[5]), objects=objects, waits=_pairs(reply[7]))  # fmt: skip
-        if tag == "alive":
-            return Claim("alive", lease_until=int(reply[1]))
-        if tag == "waiting":
-            return Claim("waiting")
-        if tag in ("terminal", "gone"):
+        if tag == ClaimStatus.ALIVE:
+            return Claim(tag, lease_until=int(reply[1]))
+        if tag == ClaimStatus.WAITING:
+            return Claim(tag)
+        if tag in (ClaimStatus.TERMINAL, ClaimStatus.GONE):
             return Claim(tag, detail=text(reply[1]) if len(reply) > 1 else "")
-        if tag == "exhausted":
-            return Claim("exhausted", attempt=int(reply[1]), detail=text(reply[2]))
-        return Claim("cancelled", attempt=int(reply[1]))
+        if tag == ClaimStatus.EXHAUSTED:
+            return Claim(tag, attempt=int(reply[1]), detail=text(reply[2]))
+        return Claim(tag, attempt=int(reply[1]))  # cancelled
 
     async def renew(self, run_id: str, attempt: int, owner: str, lease_ms: int) -> tuple[bool, int, bool]:
         """(still ours, lease_until, cancel requested)."""
@@ -99,14 +99,19 @@ class RunLeases:
             return tag, text(reply[1])
         return tag, int(reply[1])
 
+    async def cancel_unleased(self, run_id: str, expected_attempt: int) -> tuple[str, int]:
+        """End a run nobody executes ``cancelled`` (see :meth:`finish`)."""
+        data = {"reason": Reason.CANCELLED}
+        return await self.finish(run_id, expected_attempt, RunStatus.CANCELLED, ev.RUN_CANCELLED, data)
+
     async def finish(
         self,
         run_id: str,
         expected_attempt: int,
-        status: str,
+        status: RunStatus,
         event_type: str,
         data: dict[str, Any],
-        error: dict[str, Any] | None = None,
+        error: ErrorInfo | None = None,
     ) -> tuple[str, int]:
         """End a run nobody executes. ('ok', seq) | ('conflict', attempt) | ('terminal', 0) | ('gone', 0).
 

@@ -15,7 +15,7 @@ from typing import Any
 
 from outlast import events as ev
 from outlast import serde
-from outlast.errors import ProtocolViolation, RunNotFound, StaleAttemptError, StoreError
+from outlast.errors import ProtocolViolation, RunEnded, RunNotFound, RunWaiting, StaleAttemptError
 from outlast.store.base import (
     OP_META,
     OP_OBJECT,
@@ -68,7 +68,7 @@ class MemoryStore:
         now = repr(time.time())
         meta = {
             "v": "1", "run_id": run.run_id, "workflow": run.workflow, "version": run.version,
-            "tenant": run.tenant, "input": serde.dumps(run.input).decode(), "status": "queued",
+            "tenant": run.tenant, "input": serde.dumps(run.input).decode(), "status": ev.RunStatus.QUEUED,
             "attempt": "0", "last_seq": "1", "created_at": now, "updated_at": now, **run.meta_fields(),
         }  # fmt: skip
         self._runs[run.run_id] = _Run(meta=meta, events=[(1, queued_event)])
@@ -78,14 +78,14 @@ class MemoryStore:
     async def begin_attempt(self, run_id: str, expected: int | None = None) -> AttemptStart:
         run = self._run(run_id)
         if run.meta["status"] in ev.TERMINAL_STATUSES:
-            raise StoreError(f"run {run_id} already ended ({run.meta['status']})")
-        if run.meta["status"] == "waiting":
-            raise StoreError(f"run {run_id} is waiting; it is queued again once its wait is settled")
+            raise RunEnded(run_id, run.meta["status"])
+        if run.meta["status"] == ev.RunStatus.WAITING:
+            raise RunWaiting(run_id)
         current = int(run.meta["attempt"])
         if expected is not None and expected != current:
             raise StaleAttemptError(run_id, expected, current)
         now = repr(time.time())
-        run.meta.update(attempt=str(current + 1), status="running", started_at=now, updated_at=now)
+        run.meta.update(attempt=str(current + 1), status=ev.RunStatus.RUNNING, started_at=now, updated_at=now)
         return AttemptStart(attempt=current + 1, last_seq=int(run.meta["last_seq"]))
 
     async def append(self, run_id: str, attempt: int, items: Sequence[AppendItem]) -> int:

@@ -12,12 +12,7 @@ import redis.asyncio as aioredis
 
 from outlast import events as ev
 from outlast import serde
-from outlast.errors import (
-    ProtocolViolation,
-    RunNotFound,
-    StaleAttemptError,
-    StoreError,
-)
+from outlast.errors import ProtocolViolation, RunEnded, RunNotFound, RunWaiting, StaleAttemptError
 from outlast.store import scripts
 from outlast.store.base import AppendItem, AttemptStart, NewRun, RunRecord
 from outlast.store.commands import HotPath
@@ -65,9 +60,9 @@ class RedisStore:
         if tag == "GONE":
             raise RunNotFound(f"no run {run_id!r}")
         if tag == "TERMINAL":
-            raise StoreError(f"run {run_id} already ended ({text(reply[1])})")
+            raise RunEnded(run_id, text(reply[1]))
         if tag == "WAITING":
-            raise StoreError(f"run {run_id} is waiting; it is queued again once its wait is settled")
+            raise RunWaiting(run_id)
         raise StaleAttemptError(run_id, -1 if expected is None else expected, int(reply[1]))
 
     async def append(self, run_id: str, attempt: int, items: Sequence[AppendItem]) -> int:

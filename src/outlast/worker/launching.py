@@ -16,6 +16,7 @@ import redis.asyncio as aioredis
 
 from outlast import events as ev
 from outlast.errors import OutlastError, RunNotFound
+from outlast.events import AttemptStatus, ClaimStatus, RunStatus
 from outlast.store import keys
 from outlast.store.commands import server_ms
 from outlast.store.errors import guard
@@ -75,7 +76,7 @@ class Launching:
         """
         self._loop = asyncio.get_running_loop()
         claim = await self.leases.claim(run_id, self.id, self.lease_ms, self.max_attempts)
-        if claim.status != "ok" or claim.record is None:
+        if claim.status != ClaimStatus.OK or claim.record is None:
             await self._settle_unclaimed(self.lanes[0], run_id, claim)
             return claim.status
         lane_version = claim.record.lane or claim.record.version
@@ -103,9 +104,9 @@ class Launching:
             renewer.stop()
             await asyncio.to_thread(renewer.join)
         record = await self.store.get_run(run_id)
-        if record.status in ev.TERMINAL_STATUSES or record.status == "waiting":
+        if record.status in ev.TERMINAL_STATUSES or record.status == RunStatus.WAITING:
             return record.status
-        return "abandoned"
+        return AttemptStatus.ABANDONED
 
     async def _launch(self, lane: Lane, run_id: str, entry_id: bytes | None) -> str:
         """Hand a run to the launcher; the launched process claims it and holds its lease."""
@@ -118,15 +119,13 @@ class Launching:
                 self._later(self._zrems, lane.index, run_id)
                 return SETTLED
             now_ms = await server_ms(self.redis)
-            if record.status in ev.TERMINAL_STATUSES or record.status == "waiting":
+            if record.status in ev.TERMINAL_STATUSES or record.status == RunStatus.WAITING:
                 self._later(self._zrems, lane.index, run_id)  # ended, or parked until re-queued
                 return SETTLED
             if record.lease_until > now_ms:
                 return SETTLED
             if record.cancel_requested:  # nobody runs it and it should stop: end it here
-                await self.leases.finish(
-                    run_id, record.attempt, "cancelled", ev.RUN_CANCELLED, {"reason": "cancelled"}
-                )
+                await self.leases.cancel_unleased(run_id, record.attempt)
                 self._later(self._zrems, lane.index, run_id)
                 return SETTLED
         job = Job(run_id, 0, lane, entry_id=entry_id, launched=True)
@@ -144,7 +143,7 @@ class Launching:
                 await launched.wait()
                 if job.entry_id is not None:
                     record = await self.store.get_run(run_id)
-                    if record.status == "queued":  # it never claimed the run: leave the entry pending
+                    if record.status == RunStatus.QUEUED:  # it never claimed the run: leave the entry pending
                         log.warning("worker %s: launched run %s exited without claiming it", self.id, run_id)
                         job.entry_id = None
             except OutlastError as exc:

@@ -19,6 +19,7 @@ import redis.asyncio as aioredis
 from redis import exceptions as redis_errors
 
 from outlast.errors import OutlastError
+from outlast.events import Reason
 from outlast.store import keys
 from outlast.store.commands import server_ms
 from outlast.store.errors import guard
@@ -130,7 +131,7 @@ class Upkeep:
                     self._later(self._acks, job.lane.stream, job.entry_id)
                     job.entry_id = None
             if renewal.cancel and job.attempt is not None:
-                job.attempt.cancel("cancelled")
+                job.attempt.cancel(Reason.CANCELLED)
 
     async def _notice_listener(self) -> None:
         """Cancel requests and settled waits of the runs held here, as they are published."""
@@ -146,7 +147,7 @@ class Upkeep:
                     if job is None or job.attempt is None:
                         continue
                     if message["channel"] == cancel_channel:
-                        job.attempt.cancel("cancelled")
+                        job.attempt.cancel(Reason.CANCELLED)
                     else:
                         job.attempt.wake()
             except redis_errors.RedisError as exc:

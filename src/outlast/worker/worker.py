@@ -34,10 +34,11 @@ from outlast import events as ev
 from outlast.control.registry import register_workflows
 from outlast.core.runner import Runner
 from outlast.core.workflow import Registry, Workflow
-from outlast.errors import OutlastError, StaleAttemptError, WorkflowNotFound
+from outlast.errors import ConfigError, OutlastError, StaleAttemptError, WorkflowNotFound
+from outlast.events import AttemptStatus, ClaimStatus, ErrorInfo, Reason, RunStatus
 from outlast.store import keys
 from outlast.store.base import AttemptStart
-from outlast.store.errors import guard
+from outlast.store.errors import BUSYGROUP, NOGROUP, guard, reply_code
 from outlast.store.leases import Claim, RunLeases
 from outlast.store.redis import RedisStore
 from outlast.store.waits import RedisWaits
@@ -71,7 +72,7 @@ class Worker(Upkeep, Launching):
         hold: float = 1.0,
     ) -> None:
         if concurrency < 1 or heartbeat <= 0 or lease_timeout <= heartbeat or max_attempts < 1:
-            raise OutlastError(
+            raise ConfigError(
                 "worker settings: need concurrency >= 1, heartbeat > 0, lease_timeout > heartbeat "
                 "and max_attempts >= 1"
             )
@@ -91,7 +92,7 @@ class Worker(Upkeep, Launching):
         self.runner = Runner(self.store, retention=retention, worker_id=self.id, waits=self.waits, hold=hold)
         self.runner.spare_slot = lambda: len(self.jobs) < self.concurrency
         if self.version.startswith("@"):
-            raise OutlastError(f"version {self.version!r}: versions starting with '@' are reserved")
+            raise ConfigError(f"version {self.version!r}: versions starting with '@' are reserved")
         # Runs pinned to this version, then upgrade-safe runs any version may execute.
         self.lanes = [
             Lane(keys.work_stream(self.version), keys.lease_index(self.version)),
@@ -160,7 +161,7 @@ class Worker(Upkeep, Launching):
             try:
                 await guard(self.redis.xgroup_create(lane.stream, keys.WORK_GROUP, id="0", mkstream=True))
             except OutlastError as exc:
-                if "BUSYGROUP" not in str(exc):
+                if reply_code(exc) != BUSYGROUP:  # (the group exists: fine)
                     raise
 
     async def _prepare(self) -> None:
@@ -200,7 +201,7 @@ class Worker(Upkeep, Launching):
                     reply = read.result()
                 except redis_errors.RedisError as exc:
                     log.warning("worker %s: reading the work stream failed: %s", self.id, exc)
-                    if "NOGROUP" in str(exc):  # the server lost its data (restart without persistence)
+                    if reply_code(exc) == NOGROUP:  # the server lost its data (restart without persistence)
                         with contextlib.suppress(OutlastError, redis_errors.RedisError):
                             await self._create_groups()
                     await asyncio.sleep(self.heartbeat)
@@ -254,7 +255,7 @@ class Worker(Upkeep, Launching):
         if self.launcher is not None:
             return await self._launch(lane, run_id, entry_id)
         claim = await self.leases.claim(run_id, self.id, self.lease_ms, self.max_attempts)
-        if claim.status == "ok":
+        if claim.status == ClaimStatus.OK:
             self._start(lane, run_id, claim, entry_id)
             return STARTED
         await self._settle_unclaimed(lane, run_id, claim)
@@ -262,29 +263,27 @@ class Worker(Upkeep, Launching):
 
     async def _settle_unclaimed(self, lane: Lane, run_id: str, claim: Claim) -> None:
         """Act on a claim that did not give us the run."""
-        if claim.status == "alive":
+        if claim.status == ClaimStatus.ALIVE:
             await guard(self.redis.zadd(lane.index, {run_id: claim.lease_until}))
-        elif claim.status in ("terminal", "gone", "waiting"):
+        elif claim.status in (ClaimStatus.TERMINAL, ClaimStatus.GONE, ClaimStatus.WAITING):
             self._later(self._zrems, lane.index, run_id)
-        elif claim.status == "cancelled":
-            await self.leases.finish(
-                run_id, claim.attempt, "cancelled", ev.RUN_CANCELLED, {"reason": "cancelled"}
-            )
+        elif claim.status == ClaimStatus.CANCELLED:
+            await self.leases.cancel_unleased(run_id, claim.attempt)
             self._later(self._zrems, lane.index, run_id)
-        elif claim.status == "exhausted":
+        elif claim.status == ClaimStatus.EXHAUSTED:
             await self._fail_exhausted(lane, run_id, claim)
 
     async def _fail_exhausted(self, lane: Lane, run_id: str, claim: Claim) -> None:
         lost = [w for w in claim.detail.split(",") if w]
         message = f"the run lost its worker {claim.attempt} times (max_attempts={self.max_attempts})"
-        error = {
+        error: ErrorInfo = {
             "type": "AttemptsExhausted",
             "message": message,
             "lost_workers": lost,
-            "reason": "attempts_exhausted",
+            "reason": Reason.ATTEMPTS_EXHAUSTED,
         }
-        data = {"error": error, "reason": "attempts_exhausted", "lost_workers": lost}
-        await self.leases.finish(run_id, claim.attempt, "failed", ev.RUN_FAILED, data, error)
+        data = {"error": error, "reason": Reason.ATTEMPTS_EXHAUSTED, "lost_workers": lost}
+        await self.leases.finish(run_id, claim.attempt, RunStatus.FAILED, ev.RUN_FAILED, data, error)
         for each in {lane, *self.lanes}:
             self._later(self._zrems, each.index, run_id)
 
@@ -325,9 +324,10 @@ class Worker(Upkeep, Launching):
             try:
                 wf = self.registry.get(record.workflow)
             except WorkflowNotFound as exc:
-                error = {"type": "WorkflowNotFound", "message": str(exc), "reason": "workflow_not_found"}
-                await self.leases.finish(run_id, claim.attempt, "failed", ev.RUN_FAILED,
-                                         {"error": error, "reason": "workflow_not_found"}, error)  # fmt: skip
+                reason = Reason.WORKFLOW_NOT_FOUND
+                error: ErrorInfo = {"type": "WorkflowNotFound", "message": str(exc), "reason": reason}
+                data = {"error": error, "reason": reason}
+                await self.leases.finish(run_id, claim.attempt, RunStatus.FAILED, ev.RUN_FAILED, data, error)
                 return True
             start = AttemptStart(claim.attempt, claim.last_seq)
             job.attempt = self.runner.prepare(
@@ -339,12 +339,12 @@ class Worker(Upkeep, Launching):
         except OutlastError as exc:
             log.warning("worker %s: run %s attempt %s: %s", self.id, run_id, claim.attempt, exc)
             return False
-        if outcome.status != "abandoned":
+        if outcome.status != AttemptStatus.ABANDONED:
             # Ended or parked here: unlist it even if the renewer listed it after our last look.
             job.indexed = True
             return True
-        reason = (outcome.error or {}).get("message", "")
-        log.warning("worker %s: abandoned run %s attempt %s: %s", self.id, run_id, claim.attempt, reason)
+        why = outcome.error["message"] if outcome.error else ""
+        log.warning("worker %s: abandoned run %s attempt %s: %s", self.id, run_id, claim.attempt, why)
         if isinstance(job.attempt.writer.failure, StaleAttemptError):
             job.indexed = False  # the new owner keeps it listed
             return True
