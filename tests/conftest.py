@@ -5,6 +5,9 @@
 * ``redis`` — an asyncio client to it, the database flushed before each test. Tests marked
   ``redis7`` run a second time against the machine's Redis 7 (``OUTLAST_TEST_REDIS_URL`` or
   127.0.0.1:6379) when one answers, on database 9, flushed per test.
+* ``any_store`` — the same test once per store backend: ``MemoryStore``, and ``RedisStore`` on that
+  Valkey (and on Redis 7 under the ``redis7`` marker), since both promise the same fencing,
+  idempotency and reading rules (the contract in ``outlast.store.base.RunStore``).
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ from __future__ import annotations
 import os
 import socket
 from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 
 import pytest
@@ -19,6 +23,8 @@ import redis.asyncio as aioredis
 
 from outlast.store.client import redis_from_url
 from outlast.store.embedded import EmbeddedServer
+from outlast.store.memory import MemoryStore
+from outlast.store.redis import RedisStore
 
 SYSTEM_REDIS_URL = os.environ.get("OUTLAST_TEST_REDIS_URL", "redis://127.0.0.1:6379/9")
 
@@ -44,11 +50,13 @@ def valkey_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Embedded
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
-    if "redis_url" in metafunc.fixturenames:
-        backends = ["valkey"]
-        if metafunc.definition.get_closest_marker("redis7") and _system_redis_answers():
-            backends.append("redis7")
-        metafunc.parametrize("redis_url", backends, indirect=True)
+    servers = ["valkey"]
+    if metafunc.definition.get_closest_marker("redis7") and _system_redis_answers():
+        servers.append("redis7")
+    if "any_store" in metafunc.fixturenames:
+        metafunc.parametrize("any_store", ["memory", *servers], indirect=True)
+    elif "redis_url" in metafunc.fixturenames:
+        metafunc.parametrize("redis_url", servers, indirect=True)
 
 
 @pytest.fixture
@@ -57,12 +65,32 @@ def redis_url(request: pytest.FixtureRequest, valkey_server: EmbeddedServer) -> 
     return SYSTEM_REDIS_URL if backend == "redis7" else valkey_server.url
 
 
+@asynccontextmanager
+async def _flushed_client(url: str) -> AsyncIterator[aioredis.Redis]:
+    client = redis_from_url(url)  # as Outlast's own processes make them (multiplexed scripts)
+    await client.flushdb()
+    try:
+        yield client
+    finally:
+        await client.aclose()
+
+
 @pytest.fixture
 async def redis(redis_url: str) -> AsyncIterator[aioredis.Redis]:
-    client = redis_from_url(redis_url)  # as Outlast's own processes make them (multiplexed scripts)
-    await client.flushdb()
-    yield client
-    await client.aclose()
+    async with _flushed_client(redis_url) as client:
+        yield client
+
+
+@pytest.fixture
+async def any_store(request: pytest.FixtureRequest) -> AsyncIterator[MemoryStore | RedisStore]:
+    """A fresh store of the backend the test is parametrised with (see pytest_generate_tests)."""
+    backend = getattr(request, "param", "memory")
+    if backend == "memory":
+        yield MemoryStore()
+        return
+    url = SYSTEM_REDIS_URL if backend == "redis7" else request.getfixturevalue("valkey_server").url
+    async with _flushed_client(url) as client:
+        yield RedisStore(client)
 
 
 @pytest.fixture

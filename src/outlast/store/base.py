@@ -176,17 +176,18 @@ class RunStore(Protocol):
         """Append events with their side effects atomically, fenced by ``attempt``.
 
         Items whose seq is already written are skipped (a retried append is a no-op).
-        Returns the run's last seq; raises StaleAttemptError when the fence moved on.
+        Returns the run's last seq; raises StaleAttemptError when the fence moved on (nothing is
+        written), ProtocolViolation at a seq gap (what came before the gap is kept).
         """
 
     async def load_steps(self, run_id: str) -> dict[str, bytes]:
-        """The ``steps`` hash: checkpoints and emission markers."""
+        """The ``steps`` hash: checkpoints and emission markers (empty for an unknown run)."""
 
     async def load_objects(self, run_id: str) -> dict[str, Any]:
-        """Current value of each published object."""
+        """Current value of each published object (empty for an unknown run)."""
 
     async def load_waits(self, run_id: str) -> dict[str, bytes]:
-        """The ``waits`` hash: pending waits by position (JSON records)."""
+        """The ``waits`` hash: pending waits by position, JSON records (empty for an unknown run)."""
 
     async def get_run(self, run_id: str) -> RunRecord:
         """The run's record; RunNotFound when there is none."""

@@ -94,39 +94,47 @@ class MemoryStore:
         if current != attempt:
             raise StaleAttemptError(run_id, attempt, current)
         last = int(run.meta["last_seq"])
-        for item in items:
-            if item.seq <= last:
-                continue
-            if item.seq != last + 1:
-                run.meta["last_seq"] = str(last)  # keep it true to what was written (as the script does)
-                raise ProtocolViolation(f"run {run_id}: append of seq {item.seq} after {last}")
-            run.events.append((item.seq, item.payload))
-            last = item.seq
-            for op, a, b in item.ops:
-                if op == OP_META:
-                    run.meta[a] = _text(b)
-                elif op == OP_STEP:
-                    run.steps[a] = _bytes(b)
-                elif op == OP_OBJECT:
-                    run.objects[a] = _bytes(b)
-                elif op == OP_WAIT:
-                    run.waits[a] = _bytes(b)
-        run.meta.update(last_seq=str(last), updated_at=repr(time.time()))
-        await self._notify()
+        try:
+            for item in items:
+                if item.seq <= last:
+                    continue
+                if item.seq != last + 1:
+                    raise ProtocolViolation(f"run {run_id}: append of seq {item.seq} after {last}")
+                run.events.append((item.seq, item.payload))
+                last = item.seq
+                for op, a, b in item.ops:
+                    if op == OP_META:
+                        run.meta[a] = _text(b)
+                    elif op == OP_STEP:
+                        run.steps[a] = _bytes(b)
+                    elif op == OP_OBJECT:
+                        run.objects[a] = _bytes(b)
+                    elif op == OP_WAIT:
+                        run.waits[a] = _bytes(b)
+        finally:
+            # Also after a gap: what was written before it is kept, and readers are woken for it
+            # (as the script does).
+            run.meta.update(last_seq=str(last), updated_at=repr(time.time()))
+            await self._notify()
         return last
 
     async def _notify(self) -> None:
         async with self._changed:
             self._changed.notify_all()
 
+    # An unknown run's hashes read as empty, as missing keys do in Redis.
+
     async def load_steps(self, run_id: str) -> dict[str, bytes]:
-        return dict(self._run(run_id).steps)
+        run = self._runs.get(run_id)
+        return dict(run.steps) if run else {}
 
     async def load_objects(self, run_id: str) -> dict[str, Any]:
-        return {k: serde.loads(v) for k, v in self._run(run_id).objects.items()}
+        run = self._runs.get(run_id)
+        return {k: serde.loads(v) for k, v in run.objects.items()} if run else {}
 
     async def load_waits(self, run_id: str) -> dict[str, bytes]:
-        return dict(self._run(run_id).waits)
+        run = self._runs.get(run_id)
+        return dict(run.waits) if run else {}
 
     async def get_run(self, run_id: str) -> RunRecord:
         return RunRecord.from_hash(dict(self._run(run_id).meta))
