@@ -5,9 +5,11 @@ from __future__ import annotations
 import asyncio
 
 import pytest
+import redis.asyncio as aioredis
 
 import outlast
 from outlast import component, gather, workflow
+from outlast import events as ev
 
 
 class Chain:
@@ -258,6 +260,35 @@ async def test_in_a_run_failure_cancels_siblings_and_fails_the_run() -> None:
     assert failed["write#0"]["cancelled"] is True
     assert failed["write#2"]["cancelled"] is True
     assert run.events[-1].type == "run.failed"
+
+
+async def test_a_step_cancelled_while_its_commit_is_in_flight_is_not_run_again(redis: aioredis.Redis) -> None:
+    ran = {"a": 0, "b": 0}
+
+    @outlast.component
+    async def a() -> int:
+        ran["a"] += 1
+        return 1
+
+    @outlast.component
+    async def b() -> int:
+        ran["b"] += 1
+        if ran["b"] == 1:
+            raise ConnectionError("first try fails")
+        return 2
+
+    @outlast.workflow(retry=outlast.Retry(attempts=2, backoff_base=0, jitter=False))
+    async def pair() -> list[int]:
+        return await outlast.gather(a(), b())  # b's failure cancels a while a commits
+
+    store = outlast.RedisStore(redis)  # a real round trip: the cancellation lands mid-commit
+    runner = outlast.Runner(store)
+    run_id = await runner.start(pair)
+    outcome = await runner.execute(pair, run_id)
+    assert (outcome.status, outcome.result) == ("completed", [1, 2])
+    assert ran["a"] == 1
+    events = [e async for e in store.read_events(run_id, follow=False)]
+    assert [e.step for e in events if e.type == ev.STEP_COMPLETED].count("a#0") == 1
 
 
 async def test_in_a_run_return_exceptions() -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -10,6 +11,7 @@ from pydantic import BaseModel
 
 import outlast
 from outlast import Retry, component, emit, progress, publish, status, workflow
+from outlast import events as ev
 from outlast.events import Event
 
 KEY = "sk-test-0123456789AB"  # 20 characters
@@ -188,6 +190,29 @@ async def test_failing_step_fails_the_run() -> None:
         await outlast.Runner(outlast.MemoryStore()).run(wf, {})
 
 
+async def test_an_oversized_result_fails_the_run_clearly() -> None:
+    @outlast.workflow
+    async def huge() -> str:
+        return "x" * (2 << 20)
+
+    run = await outlast.run_local(huge)
+    assert run.status == "failed"
+    assert run.error is not None
+    assert "exceeds" in run.error["message"]
+    assert [e.seq for e in run.events] == list(range(1, len(run.events) + 1))
+
+
+async def test_a_stray_cancelled_error_from_workflow_code_fails_the_run() -> None:
+    @outlast.workflow
+    async def confused() -> None:
+        raise asyncio.CancelledError
+
+    run = await outlast.run_local(confused)
+    assert run.status == "failed"
+    assert run.error is not None
+    assert run.error["type"] == "CancelledError"
+
+
 # -- step identity and emissions ----------------------------------------------------------------
 
 
@@ -267,6 +292,21 @@ async def test_publish_emit_progress_and_status() -> None:
     (custom,) = of_type(run.events, "custom")
     assert custom.step == "step#0"
     assert custom.data == {"name": "citation", "data": {"url": "https://a.example"}}
+
+
+async def test_an_unencodable_log_raises_without_leaving_a_seq_gap() -> None:
+    @outlast.workflow
+    async def chatty() -> str:
+        outlast.status(42)  # type: ignore[arg-type]  # coerced, not fatal
+        with pytest.raises(outlast.SerializationError):
+            outlast.log("hello", extra=object())
+        outlast.status("after")
+        return "ok"
+
+    run = await outlast.run_local(chatty)
+    assert (run.status, run.result) == ("completed", "ok")
+    assert [e.seq for e in run.events] == list(range(1, len(run.events) + 1))
+    assert [e.data["message"] for e in run.events if e.type == ev.STATUS] == ["42", "after"]
 
 
 # -- secrets ------------------------------------------------------------------------------------
