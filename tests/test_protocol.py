@@ -13,16 +13,20 @@ import asyncio
 import json
 import re
 from collections.abc import AsyncIterator
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
+import redis.asyncio as aioredis
+from pydantic import BaseModel
 
 import outlast
 from outlast import events as ev
 from outlast.store.base import RunStore
 from outlast.store.keys import run_keys
 from outlast.store.redis import RedisStore
+from outlast.worker import Dispatcher, Worker
 
 ROOT = Path(__file__).resolve().parents[1]
 FIXTURES = Path(__file__).resolve().parent / "fixtures" / "protocol"
@@ -35,14 +39,28 @@ def golden(name: str) -> list[dict[str, Any]]:
 
 
 def normalised(event: dict[str, Any]) -> dict[str, Any]:
-    """An event without what differs from run to run (``v`` is checked, then dropped)."""
+    """An event without what differs from run to run: ``v`` (checked by the caller), ``run_id``,
+    ``ts``, and durations and clock times in ``data`` (checked to be numbers)."""
     event = {k: v for k, v in event.items() if k not in ("v", "run_id", "ts")}
-    data = dict(event["data"])
-    if "duration" in data:
-        assert isinstance(data["duration"], float)
-        assert data["duration"] >= 0
-        data["duration"] = "<seconds>"
-    return {**event, "data": data}
+    return {**event, "data": scrubbed(event["data"])}
+
+
+VOLATILE = {"duration": "<seconds>", "deadline": "<time>", "until": "<time>"}
+
+
+def scrubbed(value: Any) -> Any:
+    if isinstance(value, dict):
+        out = {}
+        for key, item in value.items():
+            if key in VOLATILE:
+                assert isinstance(item, float), (key, item)
+                assert item >= 0
+                item = VOLATILE[key]
+            out[key] = scrubbed(item)
+        return out
+    if isinstance(value, list):
+        return [scrubbed(item) for item in value]
+    return value
 
 
 async def logged(store: RunStore, run_id: str) -> list[dict[str, Any]]:
@@ -129,10 +147,76 @@ def documented_logs() -> list[list[str]]:
     return [block.splitlines() for block in re.findall(r"```json\n(.*?)```", section, re.S)]
 
 
-@pytest.mark.parametrize(("block", "fixture"), [(0, "two_step_run.jsonl"), (1, "two_step_run_resumed.jsonl")])
+@pytest.mark.parametrize(
+    ("block", "fixture"),
+    [(0, "two_step_run.jsonl"), (1, "two_step_run_resumed.jsonl"), (2, "waiting_run.jsonl")],
+)
 def test_the_doc_shows_the_golden_logs(block: int, fixture: str) -> None:
-    shown = [json.loads(line) for line in documented_logs()[block]]
+    # The doc shortens a JSON Schema to {…}; the resumed and the waiting runs' blocks show only
+    # their later seqs.
+    shown = [json.loads(line.replace("{…}", '"…"')) for line in documented_logs()[block]]
     expected = [json.loads(line) for line in (FIXTURES / fixture).read_text().splitlines()]
-    # The resumed run's block shows only seqs 7 on (seqs 1-6 are those of the first log).
+    for event in expected:
+        if "schema" in event["data"]:
+            event["data"]["schema"] = "…"
     assert shown == expected[-len(shown) :]
     assert len(shown) >= 10
+
+
+# -- the waiting run (§16's third example): the README's publish_post on one worker --------------
+
+
+class Review(BaseModel):
+    ok: bool
+    note: str = ""
+
+
+@outlast.component
+async def write_draft(topic: str) -> str:
+    return f"A post about {topic}"
+
+
+@outlast.workflow
+async def send_newsletter(post: str) -> int:
+    return len(post)  # readers reached, say
+
+
+@outlast.workflow
+async def publish_post(topic: str) -> str:
+    draft = await write_draft(topic)
+    review = await outlast.wait_for_input(
+        "approve", Review, timeout=timedelta(days=2), prompt="Approve the draft?"
+    )
+    if not review.ok:
+        return f"rejected: {review.note}"
+    await outlast.sleep(3)  # the doc's run: a 3-second sleep (the README sleeps an hour)
+    reached = await outlast.run_child(send_newsletter, {"post": draft})
+    return f"published, {reached} readers"
+
+
+async def test_the_waiting_run_writes_the_documented_log(redis: aioredis.Redis) -> None:
+    worker = Worker([publish_post, send_newsletter], redis, worker_id="w1", version="dev")
+    task = asyncio.create_task(worker.run())
+    await worker.ready.wait()
+    try:
+        dispatcher = Dispatcher(redis)
+        run_id = (await dispatcher.start(publish_post, {"topic": "t"}, run_id="run-b", version="dev")).run_id
+        async for event in dispatcher.store.read_events(run_id, block_ms=200):
+            if event.type == ev.RUN_WAITING:
+                break
+        assert await dispatcher.supply_input(run_id, "approve", {"ok": True}) == "resumed"
+        assert await dispatcher.result(run_id, timeout=30) == "published, 14 readers"
+    finally:
+        worker.stop()
+        await task
+    record = await dispatcher.store.get_run(run_id)
+    assert (record.attempt, record.resumes) == (3, 2)  # "used 3 attempts and has resumes = 2"
+    steps = await dispatcher.store.load_steps(run_id)
+    assert {position: json.loads(raw)["result"] for position, raw in steps.items()} == {
+        "0": "A post about t",
+        "1": {"value": {"ok": True}},
+        "2": None,
+        "3": {"run_id": "run-b.c3"},
+        "4": {"run_id": "run-b.c3", "status": "completed", "result": 14, "error": None},
+    }
+    assert await logged(dispatcher.store, run_id) == golden("waiting_run.jsonl")
