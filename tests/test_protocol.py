@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import json
 import re
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -67,6 +67,14 @@ async def logged(store: RunStore, run_id: str) -> list[dict[str, Any]]:
     events = [e async for e in store.read_events(run_id, follow=False)]
     assert {(e.v, e.run_id) for e in events} == {(ev.SCHEMA_VERSION, run_id)}
     return [normalised(e.model_dump()) for e in events]
+
+
+async def stored(store: RunStore, run_id: str, wanted: Callable[[ev.Event], bool]) -> None:
+    """Return once an event ``wanted`` is in the run's log (the run goes on meanwhile)."""
+    async for event in store.read_events(run_id, block_ms=200):
+        if wanted(event):
+            return
+    raise AssertionError(f"run {run_id} ended without the event awaited")
 
 
 class Blog:
@@ -127,14 +135,14 @@ async def test_the_resumed_run_writes_the_documented_log(any_store: RunStore) ->
     runner = outlast.Runner(any_store, worker_id="w1")
     run_id = await runner.start(blog.post, {"topic": "t"}, run_id="run-a")
     first = asyncio.create_task(runner.execute(blog.post, run_id))
-    async for event in any_store.read_events(run_id, block_ms=200):
-        if event.seq == 8:  # "killed after seq 8 was stored"
-            break
-    # A second attempt takes the fence; the first, hanging as a killed process would, is fenced
-    # off when it wakes: nothing it writes afterwards reaches the log.
-    outcome = await runner.execute(blog.post, run_id)
-    assert (outcome.status, outcome.attempt, outcome.result) == ("completed", 2, "Hello durable world.")
-    blog.released.set()
+    try:
+        await asyncio.wait_for(stored(any_store, run_id, lambda e: e.seq == 8), 10)  # "killed after seq 8"
+        # A second attempt takes the fence; the first, hanging as a killed process would, is
+        # fenced off when it wakes: nothing it writes afterwards reaches the log.
+        outcome = await runner.execute(blog.post, run_id)
+        assert (outcome.status, outcome.attempt, outcome.result) == ("completed", 2, "Hello durable world.")
+    finally:
+        blog.released.set()
     stale = await asyncio.wait_for(first, 10)
     assert stale.status == "abandoned"
     assert await logged(any_store, run_id) == golden("two_step_run_resumed.jsonl")
@@ -201,9 +209,7 @@ async def test_the_waiting_run_writes_the_documented_log(redis: aioredis.Redis) 
     try:
         dispatcher = Dispatcher(redis)
         run_id = (await dispatcher.start(publish_post, {"topic": "t"}, run_id="run-b", version="dev")).run_id
-        async for event in dispatcher.store.read_events(run_id, block_ms=200):
-            if event.type == ev.RUN_WAITING:
-                break
+        await asyncio.wait_for(stored(dispatcher.store, run_id, lambda e: e.type == ev.RUN_WAITING), 20)
         assert await dispatcher.supply_input(run_id, "approve", {"ok": True}) == "resumed"
         assert await dispatcher.result(run_id, timeout=30) == "published, 14 readers"
     finally:
