@@ -23,10 +23,11 @@ from pydantic import BaseModel
 
 import outlast
 from outlast import events as ev
+from outlast.control import Dispatcher
 from outlast.store.base import RunStore
 from outlast.store.keys import run_keys
 from outlast.store.redis import RedisStore
-from outlast.worker import Dispatcher, Worker
+from outlast.worker import Worker
 
 ROOT = Path(__file__).resolve().parents[1]
 FIXTURES = Path(__file__).resolve().parent / "fixtures" / "protocol"

@@ -12,9 +12,9 @@ from typing import Any, cast
 import pytest
 
 from outlast import events as ev
-from outlast.core.masking import Secrets
 from outlast.core.writer import MAX_BATCH, EventWriter
 from outlast.errors import SerializationError, StaleAttemptError
+from outlast.masking import Secrets
 from outlast.store.base import OP_STEP, NewRun, RunStore
 
 STEP = "write#0"

@@ -11,11 +11,12 @@ import pytest
 import redis.asyncio as aioredis
 
 from outlast import events as ev
-from outlast.core import serde
+from outlast import serde
 from outlast.errors import StaleAttemptError
 from outlast.store.base import OP_META, OP_OBJECT, OP_STEP, OP_WAIT, AppendItem, NewRun
+from outlast.store.commands import server_ms
 from outlast.store.leases import Claim, RunLeases
-from outlast.store.redis import RedisStore, server_ms
+from outlast.store.redis import RedisStore
 from outlast.store.waits import RedisWaits
 
 pytestmark = pytest.mark.redis7

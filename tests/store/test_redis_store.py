@@ -13,7 +13,7 @@ import redis.asyncio as aioredis
 
 from outlast import events as ev
 from outlast import serde
-from outlast.errors import StoreError
+from outlast.errors import RunEnded
 from outlast.store.base import OP_EXPIRE, OP_META, OP_STEP, AppendItem, NewRun
 from outlast.store.keys import run_keys
 from outlast.store.redis import RedisStore
@@ -62,7 +62,7 @@ async def test_terminal_event_expires_every_run_key(redis: aioredis.Redis) -> No
     for key in (keys.meta, keys.events, keys.steps):
         ttl = await redis.ttl(key)
         assert 0 < ttl <= 60, key
-    with pytest.raises(StoreError):
+    with pytest.raises(RunEnded):
         await store.begin_attempt("r1")  # a finished run never starts again
 
 

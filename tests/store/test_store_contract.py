@@ -16,7 +16,7 @@ import pytest
 
 from outlast import events as ev
 from outlast import serde
-from outlast.errors import ProtocolViolation, RunNotFound, StaleAttemptError, StoreError
+from outlast.errors import ProtocolViolation, RunEnded, RunNotFound, RunWaiting, StaleAttemptError
 from outlast.store.base import OP_META, OP_OBJECT, OP_STEP, OP_WAIT, AppendItem, NewRun, RunStore
 
 pytestmark = pytest.mark.redis7
@@ -84,7 +84,7 @@ async def test_a_waiting_run_is_not_begun_again(any_store: RunStore) -> None:
     await new_run(any_store)
     await any_store.begin_attempt("r1")
     await any_store.append("r1", 1, [AppendItem(2, envelope("r1", 2), ((OP_META, "status", "waiting"),))])
-    with pytest.raises(StoreError, match="waiting"):
+    with pytest.raises(RunWaiting):
         await any_store.begin_attempt("r1")
     assert (await any_store.get_run("r1")).attempt == 1
 
@@ -191,7 +191,7 @@ async def test_terminal_event_sets_status_and_the_run_never_starts_again(any_sto
     await any_store.append("r1", 1, [AppendItem(2, envelope("r1", 2, ev.RUN_COMPLETED), ops)])
     record = await any_store.get_run("r1")
     assert (record.status, record.result) == ("completed", 42)
-    with pytest.raises(StoreError, match="already ended"):
+    with pytest.raises(RunEnded, match="completed"):
         await any_store.begin_attempt("r1")
     # A follower of a finished run gets its history and stops after the terminal event.
     events = [e async for e in any_store.read_events("r1", block_ms=100)]
