@@ -19,6 +19,7 @@ from fastapi.responses import JSONResponse
 from starlette.responses import Response
 
 from outlast.api import runs, streaming, workflows
+from outlast.api.adapters import ag_ui_routes, ui_routes
 from outlast.api.auth import Authenticator, install_log_redaction, keys_from_env
 from outlast.api.errors import BodyLimitMiddleware, error_response, install_error_handlers
 from outlast.api.hub import Hub
@@ -110,6 +111,8 @@ def create_app(
     app.include_router(workflows.router, tags=["workflows"])
     app.include_router(runs.router, tags=["runs"])
     app.include_router(streaming.router, tags=["runs"])
+    app.include_router(ui_routes.router, tags=["ui protocols"])
+    app.include_router(ag_ui_routes.router, tags=["ui protocols"])
 
     @app.get(
         "/healthz",

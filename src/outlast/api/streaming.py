@@ -86,19 +86,26 @@ def stream_response(
 ) -> Response:
     """Serve ``batches`` as SSE or NDJSON; the iterator is closed when the client goes away."""
     headers = {**STREAM_HEADERS, "X-Outlast-Run-Id": run_id}
-    settings = state.settings
     if fmt == "sse":
-        return EventStream(
-            _encode(state, batches, "sse"),
-            status_code=status_code,
-            headers=headers,
-            ping=settings.keepalive,
-            sep="\n",
-            ping_message_factory=lambda: ServerSentEvent(comment="keep-alive", sep="\n"),
-            send_timeout=settings.send_timeout,  # a half-open client cannot hold the stream forever
-        )
+        return sse_response(state, _encode(state, batches, "sse"), headers, status_code)
     return StreamingResponse(
         _encode(state, batches, "ndjson"), status_code=status_code, headers=headers, media_type=NDJSON
+    )
+
+
+def sse_response(
+    state: ApiState, body: AsyncIterator[bytes], headers: dict[str, str], status_code: int = 200
+) -> Response:
+    """An SSE response of ready-made ``body`` chunks, with keep-alive comments and a send timeout."""
+    settings = state.settings
+    return EventStream(
+        body,
+        status_code=status_code,
+        headers=headers,
+        ping=settings.keepalive,
+        sep="\n",
+        ping_message_factory=lambda: ServerSentEvent(comment="keep-alive", sep="\n"),
+        send_timeout=settings.send_timeout,  # a half-open client cannot hold the stream forever
     )
 
 

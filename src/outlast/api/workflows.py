@@ -14,10 +14,12 @@ from starlette.responses import Response
 from outlast.api.errors import ApiError
 from outlast.api.runs import run_detail
 from outlast.api.schemas import RunDetail, StartedRun, StartRun, WorkflowInfo, WorkflowList, errors_doc
-from outlast.api.state import StateDep, TenantDep, run_urls
+from outlast.api.state import ApiState, StateDep, TenantDep, run_urls
 from outlast.api.streaming import live_frames, stream_format, stream_response
 from outlast.errors import WorkflowNotFound
+from outlast.control import Started
 from outlast.events import TERMINAL_STATUSES, RunStatus
+from outlast.store.base import RunRecord
 
 router = APIRouter()
 
@@ -45,6 +47,52 @@ def validate_input(name: str, schema: dict[str, Any], value: dict[str, Any]) -> 
         errors.append({"loc": loc, "msg": err.message, "type": str(err.validator)})
     summary = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in errors)
     raise ApiError(422, "invalid_input", f"invalid input for workflow {name!r}: {summary}", errors)
+
+
+async def workflow_schema(state: ApiState, name: str, version: str | None) -> tuple[str, dict[str, Any]]:
+    """The version a new run of ``name`` goes to (``version`` or the active one) and its input schema."""
+    version = version or await state.dispatcher.active_version() or "dev"
+    info = await state.workflow_info(version, name)
+    if info is None:
+        raise WorkflowNotFound(f"no workflow {name!r} in version {version!r}")
+    return version, info.get("input_schema") or {}
+
+
+async def launch(
+    state: ApiState,
+    tenant: str | None,
+    name: str,
+    input: dict[str, Any],
+    version: str | None,
+    idempotency_key: str | None,
+    schema: dict[str, Any] | None = None,
+    *,
+    same_input: bool = True,
+) -> tuple[Started, RunRecord | None]:
+    """Validate ``input`` and start a run; with a key already used, the existing run and its record
+    (409 if that run was started with a different input, unless ``same_input`` is False)."""
+    if schema is None:
+        version, schema = await workflow_schema(state, name, version)
+    validate_input(name, schema, input)
+    idem = None
+    if idempotency_key is not None:
+        # Scoped by tenant, so one tenant's key can never return another tenant's run.
+        idem = idempotency_key if tenant is None else f"t{len(tenant)}:{tenant}:{idempotency_key}"
+    started = await state.dispatcher.start(
+        name, input, version=version, idempotency_key=idem, tenant=tenant or ""
+    )
+    if started.created:
+        state.metrics.runs_started.labels(name).inc()
+        return started, None
+    record = await state.get_run(started.run_id, tenant)
+    if same_input and record.input != input:
+        raise ApiError(
+            409,
+            "idempotency_conflict",
+            f"idempotency key already used for run {started.run_id} with a different input",
+            {"run_id": started.run_id},
+        )
+    return started, record
 
 
 @router.get("/v1/workflows", response_model=WorkflowList, responses=errors_doc(401, 503))
@@ -103,32 +151,9 @@ async def start_run(
     202 with the run's URLs; ``?wait=`` answers 200 with the finished run if it ends in time; a
     streaming Accept header streams the run's events in this response.
     """
-    version = body.version or await state.dispatcher.active_version() or "dev"
-    info = await state.workflow_info(version, name)
-    if info is None:
-        raise WorkflowNotFound(f"no workflow {name!r} in version {version!r}")
-    validate_input(name, info.get("input_schema") or {}, body.input)
-    idem = None
-    if body.idempotency_key is not None:
-        # Scoped by tenant, so one tenant's key can never return another tenant's run.
-        idem = body.idempotency_key if tenant is None else f"t{len(tenant)}:{tenant}:{body.idempotency_key}"
-    started = await state.dispatcher.start(
-        name, body.input, version=version, idempotency_key=idem, tenant=tenant or ""
-    )
+    started, record = await launch(state, tenant, name, body.input, body.version, body.idempotency_key)
     run_id = started.run_id
-    after, run_status = 1, RunStatus.QUEUED
-    if started.created:
-        state.metrics.runs_started.labels(name).inc()
-    else:
-        record = await state.get_run(run_id, tenant)
-        if record.input != body.input:
-            raise ApiError(
-                409,
-                "idempotency_conflict",
-                f"idempotency key already used for run {run_id} with a different input",
-                {"run_id": run_id},
-            )
-        after, run_status = record.last_seq, record.status
+    after, run_status = (1, RunStatus.QUEUED) if record is None else (record.last_seq, record.status)
     fmt = stream_format(accept)
     if fmt is not None:
         return stream_response(state, live_frames(state, run_id, 0, fmt), fmt, run_id)

@@ -49,6 +49,11 @@ Compute-plane keys (global, one per deployment version where named so):
                                          Writer: start. Pruned by API listings (ZREM of ids
                                          whose run expired).
 ``outlast:idem:{<workflow>}:<key>`` string  run id started for an idempotency key. TTL 24 h.
+``outlast:chat:{<workflow>}:<scope>:<chat_id>``  string  the run answering the latest message of a
+                                         chat (the AI SDK chat endpoints; ``scope`` is ``t<len>:<tenant>``,
+                                         empty in open mode). Writer: ``POST /v1/chat/<workflow>``
+                                         through one Lua script that only moves it to a newer
+                                         (time-ordered) run id. TTL: the API's retention (7 days).
 ``outlast:cancel``               pubsub  channel: run ids whose cancellation was requested.
 ``outlast:settled``              pubsub  channel: run ids one of whose waits was settled while an
                                          attempt was live (RESOLVE answered LIVE). Its worker
@@ -118,6 +123,11 @@ ANY_VERSION = "@any"
 
 def idempotency_key(workflow: str, key: str) -> str:
     return f"{PREFIX}:idem:{{{workflow}}}:{key}"
+
+
+def chat_key(workflow: str, scope: str, chat_id: str) -> str:
+    """The chat's current run (see the module docstring): hash-tagged by workflow like idem keys."""
+    return f"{PREFIX}:chat:{{{workflow}}}:{scope}:{chat_id}"
 
 
 def run_keys(run_id: str) -> RunKeys:
