@@ -80,6 +80,7 @@ class AgUiTranslator(Translator[BaseEvent]):
         super().__init__(run_id)
         self.thread_id = thread_id
         self.agui_run_id = agui_run_id
+        self._ended: list[BaseEvent] = []
 
     def dump(self, frame: BaseEvent) -> bytes:
         return frame.model_dump_json(by_alias=True).encode()
@@ -97,6 +98,7 @@ class AgUiTranslator(Translator[BaseEvent]):
             self.step_started(step, {})
         for segment in self.segments.values():
             self.text_start(segment, {})
+        self._out.extend(self._ended)  # the run ended already: say so again
         return self._out
 
     def _custom(self, name: str, value: Any) -> None:
@@ -161,6 +163,7 @@ class AgUiTranslator(Translator[BaseEvent]):
             self.emit(
                 RunErrorEvent(message=f"cancelled: {data.get('reason') or 'cancelled'}", code="cancelled")
             )
+        self._ended = self._out[-1:]
 
     def other(self, envelope: dict[str, Any]) -> None:
         kind, step = envelope["type"], envelope.get("step")
