@@ -78,3 +78,32 @@ async def fails(message: str = "boom") -> None:
     """Always fails."""
     await noop(0)
     raise RuntimeError(message)
+
+
+#: Tries seen per ``fail_first`` key (this worker process), so a chat can fail its first try.
+_CHAT_TRIES: dict[str, int] = {}
+
+
+@component(retry=outlast.Retry(attempts=2, backoff_base=0, jitter=False))
+async def answer(words: list[str], gate: str = "", pause: int = 0, fail_first: str = "") -> Any:
+    """Streams ``words``; waits at ``gate`` before word ``pause``; fails the first try of each
+    ``fail_first`` key after streaming its first word."""
+    _CHAT_TRIES[fail_first] = _CHAT_TRIES.get(fail_first, 0) + 1
+    for i, word in enumerate(words):
+        if gate and i == pause:
+            await wait_gate(gate)
+        if fail_first and i == 1 and _CHAT_TRIES[fail_first] == 1:
+            raise RuntimeError("the model's stream broke")
+        yield word
+
+
+@workflow
+async def echo_chat(
+    messages: list[dict[str, str]], gate: str = "", pause: int = 0, fail_first: str = ""
+) -> str:
+    """A chat workflow: answers the last message word by word (see ``answer``)."""
+    outlast.status("answering")
+    text = f"You said: {messages[-1]['content']} ({len(messages)} messages so far)"
+    reply = await answer([w + " " for w in text.split(" ")], gate, pause, fail_first)
+    outlast.publish("chat", {"turns": len(messages), "last": messages[-1]["content"]})
+    return str(reply)

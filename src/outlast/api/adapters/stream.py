@@ -108,7 +108,8 @@ async def translated(
     """The run's events after ``cursor`` through the terminal one, translated, one chunk per batch.
 
     ``opening`` (called once the translator has caught up, only when resuming) gives frames to
-    send first; ``closing`` is sent after the terminal event's frames.
+    send first; ``closing`` (a ``data:`` frame) is sent after the terminal event's frames, with
+    its seq as id, and alone to a client resuming after the terminal event.
     """
     metrics = state.metrics
     served = metrics.events_served.labels(label)
@@ -118,6 +119,7 @@ async def translated(
     dump = translator.dump
     try:
         await catch_up(state, run_id, translator, cursor.complete)
+        caught_up_on_end = translator.ended
         if opening is not None and cursor.complete > 0:
             prefix += sse_frames([dump(f) for f in opening()], cursor.complete)
         async with contextlib.aclosing(state.hub.frames(run_id, cursor.complete)) as batches:
@@ -132,11 +134,13 @@ async def translated(
                     frames = translator.translate(frame.envelope())
                     skip = cursor.part if frame.seq == cursor.seq else 0
                     chunk.append(sse_frames([dump(f) for f in frames], frame.seq, skip))
-                    if frame.terminal:
-                        chunk.append(closing)
+                    if frame.terminal and closing:
+                        chunk.append(b"id: %d\n%s" % (frame.seq, closing))
                 prefix = b""
                 yield b"".join(chunk)
                 served.inc(len(batch))
+        if caught_up_on_end and closing:  # resumed after the terminal event: only the end is left
+            yield prefix + b"id: %d\n%s" % (cursor.complete, closing)
     except OutlastError as exc:
         log.warning("%s stream ended early: %s", label, exc)  # headers are sent: end; the client resumes
     finally:

@@ -73,6 +73,7 @@ class Translator(ABC, Generic[T]):
         self.segments: dict[str, Segment] = {}  # step id → its open segment
         self._used: dict[str, int] = {}
         self._out: list[T] = []
+        self.ended = False  # the terminal event was read
 
     # -- the fold ------------------------------------------------------------------------------
 
@@ -120,6 +121,7 @@ class Translator(ABC, Generic[T]):
         elif kind in ev.TERMINAL_TYPES:
             reason = "cancelled" if kind == ev.RUN_CANCELLED else "failed"
             self._abandon_all(reason, envelope)
+            self.ended = True
             self.terminal(envelope)
         else:
             self.other(envelope)
