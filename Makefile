@@ -26,6 +26,12 @@ pytest: $(STAMP)
 
 test: lint typecheck pytest
 
+# The adapter tests' JavaScript clients (the real `ai` and `@ag-ui/client` packages), for pytest.
+JS_ADAPTERS := tests/js/node_modules/.installed
+$(JS_ADAPTERS): tests/js/package.json tests/js/package-lock.json
+	cd tests/js && npm ci --no-audit --no-fund && touch node_modules/.installed
+pytest: $(JS_ADAPTERS)
+
 demo: $(STAMP)
 	$(BIN)/outlast demo
 
