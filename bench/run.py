@@ -17,6 +17,7 @@ from fan_out import main as fan_out
 from llm_limits import main as llm_limits
 from mux_ab import main as mux_ab
 from step_overhead import main as step_overhead
+from ui_latency import main as ui_latency
 from worker_throughput import main as worker_throughput
 
 BENCHES: dict[str, Callable[[], Awaitable[None]]] = {
@@ -26,6 +27,7 @@ BENCHES: dict[str, Callable[[], Awaitable[None]]] = {
     "api": api_latency,
     "fanout": fan_out,
     "llm": llm_limits,
+    "ui": ui_latency,
 }
 
 
