@@ -79,18 +79,22 @@ async def reader(port: int, path: str, kind: str, connected: asyncio.Event) -> l
     return samples
 
 
-async def trial(http: Any, redis: Any, port: int, kind: str, n: int) -> list[float]:
-    gate = f"bench:ui:{kind}:{n}"
+async def trial(http: Any, redis: Any, port: int, kinds: tuple[str, ...], n: int) -> list[list[float]]:
+    """One run at 1k events/s read by one reader per kind at once; each reader's latencies."""
+    gate = f"bench:ui:{'+'.join(kinds)}:{n}"
     body = {"input": {"n": EVENTS, "interval": INTERVAL, "gate": gate}}
     run = (await http.post("/v1/workflows/bench_ui_emit/runs", json=body)).json()
-    path = f"/v1/runs/{run['run_id']}/" + ("events" if kind == "native" else "ui-stream")
-    connected = asyncio.Event()
-    reading = asyncio.create_task(reader(port, path, kind, connected))
-    await asyncio.wait_for(connected.wait(), 30)
+    paths = {"native": "events", "ui": "ui-stream"}
+    connected = [asyncio.Event() for _ in kinds]
+    readers = [
+        asyncio.create_task(reader(port, f"/v1/runs/{run['run_id']}/{paths[kind]}", kind, ready))
+        for kind, ready in zip(kinds, connected, strict=True)
+    ]
+    await asyncio.wait_for(asyncio.gather(*(c.wait() for c in connected)), 30)
     await redis.rpush(gate, 1)
-    samples = await reading
-    if len(samples) != EVENTS:
-        raise RuntimeError(f"{kind} reader got {len(samples)} of {EVENTS} events")
+    samples = list(await asyncio.gather(*readers))
+    if any(len(s) != EVENTS for s in samples):
+        raise RuntimeError(f"a reader missed events: got {[len(s) for s in samples]} of {EVENTS}")
     return samples
 
 
@@ -132,16 +136,19 @@ async def main() -> None:
         )
         api = _spawn([sys.executable, "-c", launch, url], url, b"Uvicorn running on")
         results: dict[str, list[list[float]]] = {"native": [], "ui": []}
+        paired: list[float] = []
         try:
             async with (
                 httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=60) as http,
                 aioredis.Redis.from_url(url) as redis,
             ):
-                await trial(http, redis, port, "native", -1)  # warm-up: imports, feeds, caches
-                await trial(http, redis, port, "ui", -1)
+                await trial(http, redis, port, ("native", "ui"), -1)  # warm-up: imports, caches
                 for n in range(TRIALS):  # alternate, so drift on this shared host hits both alike
                     for kind in results:
-                        results[kind].append(await trial(http, redis, port, kind, n))
+                        results[kind].append((await trial(http, redis, port, (kind,), n))[0])
+                    # Both readers on one run: the same events at the same moments, compared pairwise.
+                    native, ui = await trial(http, redis, port, ("native", "ui"), n)
+                    paired += [u - v for u, v in zip(ui, native, strict=True)]
         finally:
             _stop(api)
             _stop(worker)
@@ -157,6 +164,8 @@ async def main() -> None:
         print(f"  {kind} p99 ms of each trial: " + ", ".join(f"{pct(s, 0.99):.2f}" for s in runs))
     print(f"{'  adapter CPU per event in the API (translate + encode, µs)':<62}"
           f"{pct(cpu, 0.5) * 1000:>9.1f}{pct(cpu, 0.99) * 1000:>9.1f}")  # fmt: skip
+    print(f"{'  paired, one run read both ways: UI minus native, per event':<62}"
+          f"{pct(paired, 0.5):>9.2f}{pct(paired, 0.99):>9.2f}")  # fmt: skip
     added = pct(median["ui"], 0.99) - pct(median["native"], 0.99)
     added50 = pct(median["ui"], 0.5) - pct(median["native"], 0.5)
     verdict = "within" if added < 1.0 else "OVER"

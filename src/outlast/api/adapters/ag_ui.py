@@ -1,6 +1,6 @@
 """A run's events as an AG-UI event stream, built from the ``ag-ui-protocol`` package's models.
 
-The mapping (docs/protocol.md §19 has the full table):
+The mapping (docs/protocol.md §18.4 has the full table):
 
 * ``run.queued`` → ``RUN_STARTED`` (the client's ``threadId``/``runId``; the Outlast run id in
   ``metadata.outlast.run_id``).

@@ -1,6 +1,6 @@
 """A run's events as the Vercel AI SDK's UI message stream (protocol v1): one assistant message.
 
-The mapping (docs/protocol.md §18 has the full table):
+The mapping (docs/protocol.md §18.3 has the full table):
 
 * ``run.queued`` → ``start`` (``messageId`` = the run id) and ``data-outlast-run``.
 * ``step.started`` → ``start-step``; the step's end → ``finish-step``. The AI SDK forgets every
