@@ -16,8 +16,8 @@ from outlast.api.runs import run_detail
 from outlast.api.schemas import RunDetail, StartedRun, StartRun, WorkflowInfo, WorkflowList, errors_doc
 from outlast.api.state import ApiState, StateDep, TenantDep, run_urls
 from outlast.api.streaming import live_frames, stream_format, stream_response
-from outlast.errors import WorkflowNotFound
 from outlast.control import Started
+from outlast.errors import WorkflowNotFound
 from outlast.events import TERMINAL_STATUSES, RunStatus
 from outlast.store.base import RunRecord
 

@@ -14,7 +14,7 @@ from typing import Final
 import redis.asyncio as aioredis
 
 from outlast.store import keys
-from outlast.store.redis import _guard
+from outlast.store.errors import guard
 
 #: KEYS[1] the chat key; ARGV run id, TTL seconds. Returns the run id the chat points at now.
 SET_NEWER: Final = """
@@ -43,11 +43,11 @@ class ChatIndex:
     async def record(self, workflow: str, tenant: str | None, chat_id: str, run_id: str) -> str:
         """Point the chat at ``run_id`` unless it already points at a newer run; returns its run."""
         key = keys.chat_key(workflow, tenant_scope(tenant), chat_id)
-        current: bytes = await _guard(self._set_newer(keys=[key], args=[run_id, self.ttl]))
+        current: bytes = await guard(self._set_newer(keys=[key], args=[run_id, self.ttl]))
         return current.decode() if isinstance(current, bytes) else str(current)
 
     async def current(self, workflow: str, tenant: str | None, chat_id: str) -> str | None:
-        raw: bytes | None = await _guard(
+        raw: bytes | None = await guard(
             self.redis.get(keys.chat_key(workflow, tenant_scope(tenant), chat_id))
         )
         return None if raw is None else raw.decode()
