@@ -75,3 +75,10 @@ async def concurrent(n: int = 2) -> str:
 async def fails(messages: list[dict[str, str]]) -> str:
     await say(["doomed "])
     raise ValueError("no reply today")
+
+
+@workflow
+async def asks(messages: list[dict[str, str]]) -> str:
+    """Waits for an input, then answers with it."""
+    value = await outlast.wait_for_input("name", str, prompt="Your name?")
+    return str(await say([f"Hi {value}"]))

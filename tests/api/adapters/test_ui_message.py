@@ -201,3 +201,15 @@ def test_parts_are_compact_json_lines() -> None:
     raw = translator.dump(part)
     assert b"\n" not in raw
     assert json.loads(raw) == part
+
+
+async def test_waits_are_one_reconciled_data_part_per_wait() -> None:
+    run = await run_local(flows.asks, {"messages": MESSAGES}, inputs={"name": "Ada"})
+    message = assemble(ui_parts(run.events))
+    waits = [p for p in message["parts"] if p["type"] == "data-outlast-wait"]
+    assert len(waits) == 1
+    assert waits[0]["id"] == "input:name#0"
+    assert waits[0]["data"]["kind"] == "input"
+    assert waits[0]["data"]["state"] == "received"  # the requested part, updated in place
+    assert waits[0]["data"]["value"] == "Ada"
+    assert live_text(message) == run.result == "Hi Ada"

@@ -93,9 +93,7 @@ async def chat(workflow: str, body: ChatRequest, state: StateDep, tenant: Tenant
     messages = from_ui_messages(body.messages)
     if not messages:
         raise ApiError(422, "invalid_input", "the chat has no text to answer: every message's text is empty")
-    reserved = {"messages", "version"}
-    input = {k: v for k, v in (body.model_extra or {}).items() if k not in reserved}
-    input["messages"] = messages
+    input = {**(body.model_extra or {}), "messages": messages}
     key = chat_idempotency_key(body, input)
     started, _ = await launch(state, tenant, workflow, input, version, key, schema)
     await ChatIndex(state.redis, state.settings.retention).record(workflow, tenant, body.id, started.run_id)
