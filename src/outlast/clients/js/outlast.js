@@ -715,7 +715,7 @@ export class RunStream {
     this._timer = null;
     this._saveTimer = null;
     this._delay = client.retryMs;
-    this._resyncing = false;
+    this._resyncing = null;
     this.done = new Promise((resolve, reject) => {
       this._resolve = resolve;
       this._reject = reject;
@@ -806,8 +806,10 @@ export class RunStream {
     if (this.persist && !this._saveTimer) this._saveTimer = setTimeout(() => this.save(), SAVE_EVERY_MS);
   }
 
-  _finish() {
-    this._teardown();
+  async _finish() {
+    this._teardown(); // later messages are ignored; `closed` waits for a pending snapshot
+    if (this.state.needsSnapshot) await this._resync();
+    if (this.closed) return; // the snapshot failed for good: _fail has rejected `done`
     this.save();
     globalThis.removeEventListener?.("pagehide", this._onPageHide);
     this.closed = true;
@@ -822,21 +824,22 @@ export class RunStream {
     this._reject(error);
   }
 
-  async _resync() {
-    if (this._resyncing) return;
-    this._resyncing = true;
-    try {
-      const detail = await this.client.getRun(this.runId);
-      if (this.closed) return;
-      this.state = applySnapshot(this.state, detail);
-      this.options.onState?.(this.state);
-      if (this.state.done) this._finish();
-    } catch (error) {
-      if (!(error instanceof OutlastError && error.code === "network_error")) this._fail(error);
-      // unreachable: the next event that needs it asks again
-    } finally {
-      this._resyncing = false;
-    }
+  // Objects as of a snapshot, after a gap or a patch that did not apply. Concurrent callers
+  // share one request; a failed request leaves needsSnapshot set, so the next event asks again.
+  _resync() {
+    this._resyncing ??= (async () => {
+      try {
+        const detail = await this.client.getRun(this.runId);
+        if (this.closed) return;
+        this.state = applySnapshot(this.state, detail);
+        this.options.onState?.(this.state);
+      } catch (error) {
+        if (!(error instanceof OutlastError && error.code === "network_error")) this._fail(error);
+      } finally {
+        this._resyncing = null;
+      }
+    })();
+    return this._resyncing;
   }
 
   async _refused() {
