@@ -1,4 +1,4 @@
-"""Run a :class:`~.stack.Stack` for the client's ``node --test`` suite, driven over stdin/stdout.
+"""Run a Valkey and a :class:`~.stack.Stack` for the client's ``node --test`` suite, driven over stdin/stdout.
 
 ``python -m tests.clients.launcher`` (from the repository root) prints one JSON line
 ``{"api": URL, "token": KEY}`` once everything answers, then reads one JSON command per line and
@@ -20,6 +20,8 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from outlast.store.embedded import EmbeddedServer
+
 from .stack import TOKEN, Stack
 
 
@@ -38,8 +40,8 @@ def handle(stack: Stack, command: dict[str, Any]) -> None:
 
 
 def main() -> None:
-    with tempfile.TemporaryDirectory(prefix="outlast-js-") as tmp:
-        stack = Stack(Path(tmp))
+    with tempfile.TemporaryDirectory(prefix="outlast-js-") as tmp, EmbeddedServer(Path(tmp)) as valkey:
+        stack = Stack(valkey.url)
         try:
             print(json.dumps({"api": stack.base_url, "token": TOKEN}), flush=True)
             for line in sys.stdin:

@@ -1,4 +1,4 @@
-"""A real Valkey, worker and API (with an API key) for the browser-client tests.
+"""A real worker and API (with an API key) on a real Valkey, for the browser-client tests.
 
 Used by the browser test as a fixture and, through :mod:`.launcher`, by the client's
 ``node --test`` suite, which kills and restarts the API through it.
@@ -11,8 +11,6 @@ from pathlib import Path
 
 import redis as redis_sync
 
-from outlast.store.embedded import EmbeddedServer
-
 from ..api.support import CLI, ApiServer, Proc, child_env
 
 APP = str(Path(__file__).with_name("app.py"))
@@ -21,14 +19,9 @@ TOKEN = "client-test-key"
 
 
 class Stack:
-    """Valkey + one worker running :mod:`.app` + one API process; ``stop()`` ends them all."""
+    """One worker running :mod:`.app` and one API process on ``redis_url``; ``stop()`` ends them."""
 
-    def __init__(self, data_dir: Path, redis_url: str | None = None) -> None:
-        self.valkey: EmbeddedServer | None = None
-        if redis_url is None:
-            self.valkey = EmbeddedServer(data_dir)
-            self.valkey.start()
-            redis_url = self.valkey.url
+    def __init__(self, redis_url: str) -> None:
         self.redis_url = redis_url
         cmd = [sys.executable, "-c", CLI, "worker", APP, "--redis", redis_url,
                "--heartbeat", "0.2", "--lease-timeout", "1", "--concurrency", "50"]  # fmt: skip
@@ -61,5 +54,3 @@ class Stack:
         for proc in (self.api.proc, self.worker):
             proc.stop()
         self.redis.close()
-        if self.valkey is not None:
-            self.valkey.stop()
