@@ -6,24 +6,13 @@ run mid-stream for as long as it needs (an API restart, a page reload) without s
 
 from __future__ import annotations
 
-import asyncio
-import os
 from collections.abc import AsyncIterator
 
-import redis.asyncio as aioredis
 from pydantic import BaseModel
 
 import outlast
 from outlast import Retry, component, workflow
-
-_clients: dict[int, aioredis.Redis] = {}
-
-
-def _redis() -> aioredis.Redis:
-    loop = id(asyncio.get_running_loop())
-    if loop not in _clients:
-        _clients[loop] = aioredis.Redis.from_url(os.environ["OUTLAST_REDIS_URL"])
-    return _clients[loop]
+from tests.api.app import _redis  # the worker runs from the repository root
 
 
 @component
