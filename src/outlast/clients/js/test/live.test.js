@@ -8,7 +8,7 @@ import { act, createElement as h } from "react";
 import { renderToString } from "react-dom/server";
 import TestRenderer from "react-test-renderer";
 
-import { OutlastError } from "../outlast.js";
+import { OutlastError, SCHEMA_VERSION, initialState } from "../outlast.js";
 import { useRun } from "../react.js";
 import { MemoryStorage, client, range, recorder, startServers } from "./support.js";
 
@@ -135,6 +135,20 @@ test("a cursor behind a trimmed stream gets a gap, and objects come from a snaps
   assert.equal(late.status, "completed");
   assert.equal(late.result, text(12));
   assert.equal(late.output, text(12)); // repaired by step.completed's result
+});
+
+test("a saved cursor past the run's end (another server's) starts over from seq 0", async () => {
+  const storage = new MemoryStorage();
+  const c = client(servers, { storage });
+  const run = await c.startRun("story", { parts: 3 });
+  const stale = { ...initialState(run.run_id), lastSeq: 999, output: "from elsewhere" };
+  storage.setItem(c.storageKey(run.run_id), JSON.stringify({ v: SCHEMA_VERSION, seq: 999, state: stale }));
+  const rec = recorder();
+  const stream = c.streamRun(run.run_id, rec.options);
+  assert.equal(stream.cursor, 999); // the API answers 400 bad_cursor to this one
+  const final = await stream.done;
+  assert.deepEqual(rec.events.map((e) => e.seq), range(1, final.lastSeq));
+  assert.equal(final.output, text(3));
 });
 
 test("errors are OutlastErrors with the API's code", async () => {
