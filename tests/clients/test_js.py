@@ -33,7 +33,7 @@ def node() -> str:
 
 @pytest.mark.timeout(300)
 def test_node_suite() -> None:
-    cmd = [node(), "--test", "--test-concurrency=1", "--test-reporter=spec", "test/"]
+    cmd = [node(), "--test", "--test-concurrency=1", "--test-timeout=90000", "--test-reporter=spec", "test/"]
     env = {**os.environ, "OUTLAST_PYTHON": sys.executable}
     result = subprocess.run(cmd, cwd=JS, env=env, capture_output=True, text=True, timeout=280, check=False)
     assert result.returncode == 0, f"node --test failed:\n{result.stdout}\n{result.stderr}"
