@@ -26,6 +26,7 @@ $(JS_STAMP): $(JS)/package.json $(JS)/package-lock.json
 	else echo "npm not found: the browser client's tests will skip"; fi
 
 js: $(JS_STAMP)
+pytest: $(JS_STAMP)
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests bench
@@ -36,7 +37,6 @@ typecheck: $(STAMP)
 
 pytest: $(STAMP)
 	$(BIN)/pytest
-pytest: $(JS_STAMP)
 
 test: lint typecheck pytest
 
