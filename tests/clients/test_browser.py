@@ -1,7 +1,9 @@
 """Real Chromium (Debian's, driven by Playwright) runs a page that imports ``/client.js``.
 
-The page is reloaded mid-run: it must render the text it had at once (from sessionStorage),
-resume the stream after the seq it had rendered, and end showing exactly the run's result.
+The API process is SIGKILLed and restarted under the open page (Chromium's EventSource
+reconnects), then the page is reloaded mid-run: it must render the text it had at once (from
+sessionStorage), resume the stream after the seq it had rendered, and end showing exactly the
+run's result.
 Skips when Chromium is missing, except under ``CI=true``.
 """
 
@@ -75,11 +77,11 @@ async def page_text(page: Page) -> tuple[str, str]:
 
 @pytest.mark.timeout(90)
 async def test_reload_mid_run_resumes_and_shows_the_final_output(browser: Browser, stack: Stack) -> None:
-    gate = f"gate:{uuid.uuid4().hex}"
+    gates = [f"gate:{uuid.uuid4().hex}" for _ in range(2)]
     headers = {"Authorization": f"Bearer {TOKEN}"}
     async with httpx.AsyncClient(base_url=stack.base_url, headers=headers, timeout=30) as http:
         started = await http.post(
-            "/v1/workflows/story/runs", json={"input": {"parts": 10, "gates": [gate], "every": 5}}
+            "/v1/workflows/story/runs", json={"input": {"parts": 12, "gates": gates, "every": 4}}
         )
         run_id = started.json()["run_id"]
         page = await browser.new_page()
@@ -91,19 +93,25 @@ async def test_reload_mid_run_resumes_and_shows_the_final_output(browser: Browse
 
         await page.route(f"{stack.base_url}/demo?*", serve_page)
         await page.goto(f"{stack.base_url}/demo?run={run_id}&token={TOKEN}")
-        # Held at the gate after five sentences (each: output, object, progress).
-        await page.wait_for_function("t => document.getElementById('out').textContent === t", arg=text(5))
+        shows = "t => document.getElementById('out').textContent === t"
+        await page.wait_for_function(shows, arg=text(4))  # held at the first gate
+
+        # The API crashes; the run goes on; Chromium's EventSource reconnects to the new process.
+        stack.api.kill()
+        stack.open_gate(gates[0])
+        stack.restart_api()
+        await page.wait_for_function(shows, arg=text(8))  # held at the second gate
         held = (await http.get(f"/v1/runs/{run_id}")).json()
         assert held["status"] == "running"
         await page.wait_for_function("n => window.firstSeq === 1 && n > 0", arg=held["last_seq"])
 
         await page.reload()
         assert await page.evaluate("window.resumedFrom") == held["last_seq"]  # the seq it had rendered
-        assert await page_text(page) == ("running", text(5))  # at once, from sessionStorage
-        stack.open_gate(gate)
+        assert await page_text(page) == ("running", text(8))  # at once, from sessionStorage
+        stack.open_gate(gates[1])
         await page.wait_for_function("document.getElementById('status').textContent === 'completed'")
         final = (await http.get(f"/v1/runs/{run_id}")).json()
         assert await page_text(page) == ("completed", final["result"])
-        assert final["result"] == text(10)
+        assert final["result"] == text(12)
         assert await page.evaluate("window.firstSeq") == held["last_seq"] + 1  # nothing replayed
         assert errors == []
