@@ -4,7 +4,7 @@ import assert from "node:assert/strict";
 import { randomUUID } from "node:crypto";
 import { after, before, test } from "node:test";
 
-import { act, createElement as h } from "react";
+import { StrictMode, act, createElement as h } from "react";
 import { renderToString } from "react-dom/server";
 import TestRenderer from "react-test-renderer";
 
@@ -188,16 +188,22 @@ test("useRun renders the run as it goes and to its final state (one shared strea
   const rendered = () => renderer.toJSON().children.map((p) => p.children.join(""));
   let renderer;
   await act(async () => {
-    renderer = TestRenderer.create(h("div", null, h(Run, { runId: run.run_id }), h(Run, { runId: run.run_id })));
+    const page = h("div", null, h(Run, { runId: run.run_id }), h(Run, { runId: run.run_id }));
+    renderer = TestRenderer.create(h(StrictMode, null, page)); // StrictMode subscribes twice
+
   });
   assert.equal(c._watches.size, 1, "two components, one stream");
+  const opened = c.watch(run.run_id).stream;
   const watch = c.watch(run.run_id);
   await act(() => watchUntil(watch, (s) => s.progress?.done === 3));
+  assert.equal(watch.stream, opened, "StrictMode's remount kept the stream");
   const midway = `running|${text(3)}|3|3|ok`;
   assert.deepEqual(rendered(), [midway, midway]);
 
-  await servers.command("open", { gate: held });
-  await act(() => watch.done);
+  await act(async () => {
+    await servers.command("open", { gate: held }); // inside act: the updates it causes are flushed by it
+    await watch.done;
+  });
   const expected = `completed|${text(6)}|6|6|ok`;
   assert.deepEqual(rendered(), [expected, expected]);
   // Server rendering reads the same store.
