@@ -5,6 +5,11 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
 .PHONY: install test lint typecheck pytest demo bench clean
+.PHONY: js
+
+# The browser client's dev dependencies (its node --test suite runs inside pytest).
+JS       := src/outlast/clients/js
+JS_STAMP := $(JS)/node_modules/.installed
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -13,6 +18,15 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 install: $(STAMP)
+
+$(JS_STAMP): $(JS)/package.json $(JS)/package-lock.json
+	@if command -v npm >/dev/null 2>&1; then \
+		cd $(JS) && npm ci --no-audit --no-fund --loglevel=error && touch node_modules/.installed; \
+	elif [ "$$CI" = "true" ]; then echo "npm is required under CI=true" >&2; exit 1; \
+	else echo "npm not found: the browser client's tests will skip"; fi
+
+js: $(JS_STAMP)
+pytest: $(JS_STAMP)
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests bench
@@ -40,3 +54,4 @@ bench: $(STAMP)
 
 clean:
 	rm -rf $(VENV) .outlast .mypy_cache .pytest_cache .ruff_cache
+	rm -rf $(JS)/node_modules

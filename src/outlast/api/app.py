@@ -18,7 +18,7 @@ from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse
 from starlette.responses import Response
 
-from outlast.api import runs, streaming, workflows
+from outlast.api import assets, runs, streaming, workflows
 from outlast.api.adapters import ag_ui_routes, ui_routes
 from outlast.api.auth import Authenticator, install_log_redaction, keys_from_env
 from outlast.api.errors import BodyLimitMiddleware, error_response, install_error_handlers
@@ -113,6 +113,7 @@ def create_app(
     app.include_router(streaming.router, tags=["runs"])
     app.include_router(ui_routes.router, tags=["ui protocols"])
     app.include_router(ag_ui_routes.router, tags=["ui protocols"])
+    app.include_router(assets.router, tags=["browser client"])
 
     @app.get(
         "/healthz",
