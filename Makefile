@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: install test lint typecheck pytest demo bench clean
+.PHONY: install test lint typecheck pytest demo bench chaos clean
 .PHONY: js
 
 # The browser client's dev dependencies (its node --test suite runs inside pytest).
@@ -29,8 +29,8 @@ js: $(JS_STAMP)
 pytest: $(JS_STAMP)
 
 lint: $(STAMP)
-	$(BIN)/ruff check src tests bench
-	$(BIN)/ruff format --check src tests bench
+	$(BIN)/ruff check src tests bench chaos
+	$(BIN)/ruff format --check src tests bench chaos
 
 typecheck: $(STAMP)
 	$(BIN)/mypy src
@@ -51,6 +51,11 @@ demo: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python bench/run.py
+
+# The soak: long runs while workers are SIGKILLed and the API restarted (not part of `make test`).
+# CHAOS_ARGS="--minutes 60" for the hour.
+chaos: $(STAMP)
+	$(BIN)/python chaos/soak.py $(CHAOS_ARGS)
 
 clean:
 	rm -rf $(VENV) .outlast .mypy_cache .pytest_cache .ruff_cache

@@ -84,7 +84,8 @@ class ClaimStatus(StrEnum):
     ALIVE = "alive"  # someone holds a live lease
     TERMINAL = "terminal"  # the run already ended
     CANCELLED = "cancelled"  # cancellation was requested and nobody runs it
-    EXHAUSTED = "exhausted"  # it lost its worker max_attempts times
+    EXHAUSTED = "exhausted"  # max_attempts attempts in a row lost their worker without progress
+    UNSERVED = "unserved"  # the claimer's code lacks the run's workflow: nothing changed
     WAITING = "waiting"  # suspended until a wait is settled
     GONE = "gone"  # no such run (expired)
 
@@ -94,8 +95,10 @@ class Reason(StrEnum):
 
     ERROR = "error"  # the workflow raised
     NON_DETERMINISM = "non_determinism"  # replayed code diverged from the recorded steps
-    ATTEMPTS_EXHAUSTED = "attempts_exhausted"  # it lost its worker max_attempts times
-    WORKFLOW_NOT_FOUND = "workflow_not_found"  # no worker of its version has the workflow
+    ATTEMPTS_EXHAUSTED = "attempts_exhausted"  # max_attempts losses of its worker in a row
+    #: No longer written (a worker lacking the workflow leaves the run to one that has it); kept
+    #: so records written before still read.
+    WORKFLOW_NOT_FOUND = "workflow_not_found"
     CANCELLED = "cancelled"  # cancellation was requested
 
 
@@ -107,6 +110,8 @@ class ErrorInfo(TypedDict):
     reason: NotRequired[Reason]  # on a run's error (run.failed, the record)
     step: NotRequired[str]  # the step a non-determinism error names
     lost_workers: NotRequired[list[str]]  # attempts_exhausted: the workers that died holding it
+    losses: NotRequired[int]  # attempts_exhausted: the attempts in a row that lost their worker
+    traceback: NotRequired[str]  # step.failed / run.failed of workflow code: capped, masked
 
 
 class Event(BaseModel):

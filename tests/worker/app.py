@@ -7,7 +7,9 @@ body *starts*, so a test can tell exactly which bodies ran how often, across pro
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
+import signal
 
 import redis.asyncio as aioredis
 from pydantic import BaseModel
@@ -114,3 +116,40 @@ async def fan_out(tag: str, children: int = 20, delay: float = 0.1) -> int:
         outlast.run_child(multi, {"tag": f"{tag}-{i}", "steps": 3, "delay": delay}) for i in range(children)
     ]
     return sum(await outlast.gather(*calls))
+
+
+@component
+async def fragile(tag: str, i: int, poison: bool) -> int:
+    """Kills its own worker process (SIGKILL) the first time it runs, or every time if ``poison``."""
+    runs = await counters().incr(f"ran:{tag}:{i}")
+    if poison or runs == 1:
+        os.kill(os.getpid(), signal.SIGKILL)
+    return i
+
+
+@workflow
+async def crashy(tag: str, steps: int = 3, poison_at: int = -1) -> int:
+    """Every step kills its worker once before it completes; step ``poison_at`` does so every time."""
+    total = 0
+    for i in range(steps):
+        total += await fragile(tag, i, i == poison_at)
+    return total
+
+
+@workflow(upgrade_safe=True)
+async def anywhere(tag: str) -> str:
+    """Upgrade-safe: any version's worker may run it (if its code has it)."""
+    await work(tag, 0, 0.0)
+    return tag
+
+
+@component
+async def explode(tag: str, size: int) -> None:
+    logging.getLogger("httpx").info("HTTP Request: GET http://example.invalid %s", tag)  # as httpx logs
+    raise RuntimeError(f"{tag} exploded: " + "x" * size)
+
+
+@workflow
+async def boom(tag: str, size: int = 10) -> None:
+    """Fails with an error message of ``size`` characters and more."""
+    await explode(tag, size)

@@ -47,12 +47,12 @@ async def spawn_worker(redis_url: str, tmp_path: Path) -> AsyncIterator[SpawnWor
     procs: list[WorkerProcess] = []
 
     async def spawn(
-        *args: str, version: str = "dev", concurrency: int = 10, url: str | None = None
+        *args: str, version: str = "dev", concurrency: int = 10, url: str | None = None, app: str = APP
     ) -> WorkerProcess:
         url = url or redis_url
         log = tmp_path / f"worker-{len(procs)}.log"
         cmd = [
-            sys.executable, "-c", "from outlast.cli.main import main; main()", "worker", APP,
+            sys.executable, "-c", "from outlast.cli.main import main; main()", "worker", app,
             "--redis", url, "--heartbeat", str(HEARTBEAT), "--lease-timeout", str(LEASE),
             "--version", version, "--concurrency", str(concurrency), *args,
         ]  # fmt: skip

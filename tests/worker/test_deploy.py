@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import signal
 import sys
+import time
 
 import pytest
 import redis.asyncio as aioredis
@@ -13,10 +15,11 @@ import redis.asyncio as aioredis
 from outlast import events as ev
 from outlast.control import Dispatcher
 from outlast.store import keys
+from outlast.store.commands import server_ms
 from outlast.worker import Worker
 
-from .app import gated, multi, quick
-from .conftest import SpawnWorker
+from .app import gated, hang, multi, quick
+from .conftest import APP, LEASE, SpawnWorker
 from .test_faults import check_stream, events_of, wait_event
 
 pytestmark = pytest.mark.timeout(120)
@@ -100,7 +103,7 @@ async def test_a_cached_active_version_follows_promotions_made_elsewhere(
         await asyncio.wait_for(cached._registry.changed.wait(), 5)
         assert (await cached.workflow_info("v1", "quick") or {})["name"] == "quick"
         cached._registry.changed.clear()
-        await dispatcher.promote("v2")  # another process
+        await dispatcher.promote("v2", force=True)  # another process, before v2 workers start
         await asyncio.wait_for(cached._registry.changed.wait(), 5)
         assert (await cached.start(quick, {"n": 1})).version == "v2"
         cached._registry.changed.clear()
@@ -109,3 +112,58 @@ async def test_a_cached_active_version_follows_promotions_made_elsewhere(
         assert await cached.active_version() == "v1"
     finally:
         await cached.aclose()
+
+
+async def cli_fails(redis_url: str, *args: str) -> str:
+    """Run the CLI expecting a one-line error and exit code 1; its stderr."""
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", "from outlast.cli.main import main; main()", *args, "--redis", redis_url,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, env={**os.environ, "COLUMNS": "1000"},
+    )  # fmt: skip
+    out, err = await proc.communicate()
+    assert proc.returncode == 1, (out + err).decode()
+    assert "Traceback" not in err.decode()
+    return err.decode()
+
+
+async def test_promote_and_workers_refuse_unknown_or_malformed_versions(
+    spawn_worker: SpawnWorker, redis: aioredis.Redis, redis_url: str
+) -> None:
+    del redis  # (requested for its flush: a clean database)
+    await spawn_worker(version="v1")
+    err = await cli_fails(redis_url, "deploy", "promote", "v9")
+    assert "no worker has registered version 'v9' (known versions: v1)" in err
+    assert "--force" in err
+    for bad in ("", "has space", "a/b"):
+        err = await cli_fails(redis_url, "deploy", "promote", bad)
+        assert f"version {bad!r}: use 1-128 letters" in err
+        err = await cli_fails(redis_url, "worker", APP, "--version", bad)
+        assert f"version {bad!r}: use 1-128 letters" in err
+    assert "active version: v1" in await cli(redis_url, "deploy", "status")
+    assert "active version: v9 (was v1)" in await cli(redis_url, "deploy", "promote", "v9", "--force")
+
+
+async def test_a_killed_workers_cancelled_run_leaves_its_version_drained(
+    spawn_worker: SpawnWorker, dispatcher: Dispatcher, redis: aioredis.Redis, redis_url: str
+) -> None:
+    blue = await spawn_worker(version="v1")
+    run_id = (await dispatcher.start(hang, {"tag": "k"})).run_id
+    await wait_event(dispatcher, run_id, ev.STATUS)
+    await spawn_worker(version="v2")
+    await dispatcher.promote("v2")
+    blue.signal(signal.SIGKILL)
+    await blue.wait()
+    killed_at = time.monotonic()
+    while blue.id in [w["id"] for w in await dispatcher.workers()]:
+        assert time.monotonic() - killed_at < LEASE + 1.5, "listed long after its lease timed out"
+        await asyncio.sleep(0.05)
+    assert blue.id not in await cli(redis_url, "workers")
+    while (await dispatcher.store.get_run(run_id)).lease_until > await server_ms(redis):
+        assert time.monotonic() - killed_at < 10  # (the lease may outlive the last report by a beat)
+        await asyncio.sleep(0.05)
+    assert (await dispatcher.cancel(run_id)).status == "cancelled"  # nobody holds it: ended now
+    rows = {
+        row["version"]: row
+        for row in json.loads(await cli(redis_url, "deploy", "status", "--json"))["versions"]
+    }
+    assert (rows["v1"]["workers"], rows["v1"]["in_flight"], rows["v1"]["state"]) == (0, 0, "drained")

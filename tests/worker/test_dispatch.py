@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import pytest
@@ -11,6 +12,8 @@ import outlast
 from outlast.control import Dispatcher
 from outlast.errors import ConfigError, OutlastError, WorkflowNotFound
 from outlast.store import keys
+from outlast.store.client import redis_from_url
+from outlast.store.queue import WORK_STREAM_MAXLEN, RunQueue
 from outlast.worker import Worker
 
 from .app import quick
@@ -79,7 +82,7 @@ async def test_versions_pin_runs_and_deploy_status_reports_them(
     await Worker([quick], redis, version="v1").run_until_idle()
     assert await dispatcher.active_version() == "v1"  # the first version seen becomes active
     on_v1 = await dispatcher.start(quick, {"n": 1})
-    assert await dispatcher.promote("v2") == "v1"
+    assert await dispatcher.promote("v2", force=True) == "v1"  # its workers are about to start
     on_v2 = await dispatcher.start(quick, {"n": 1})
     assert [(await dispatcher.store.get_run(r.run_id)).version for r in (on_v1, on_v2)] == ["v1", "v2"]
     status = await dispatcher.deploy_status()
@@ -117,16 +120,20 @@ async def test_cancelling_a_finished_run_is_a_clear_no_op(
         await dispatcher.cancel("no-such-run")
 
 
-async def test_a_run_of_an_unknown_workflow_fails_clearly(
-    dispatcher: Dispatcher, redis: aioredis.Redis
+async def test_a_worker_lacking_the_workflow_leaves_its_runs_for_one_that_has_it(
+    dispatcher: Dispatcher, redis: aioredis.Redis, caplog: pytest.LogCaptureFixture
 ) -> None:
     started = await dispatcher.start(portable, {"n": 1}, version="v1")
-    # A v1 worker deployed without that workflow: the run fails with a reason, it does not hang.
+    # A v1 worker deployed without that workflow: it neither fails the run nor takes an attempt.
     await Worker([quick], redis, version="v1").run_until_idle()
-    record = await dispatcher.wait(started.run_id, timeout=5)
-    assert record.status == "failed"
-    assert record.error is not None
-    assert record.error["reason"] == "workflow_not_found"
+    record = await dispatcher.store.get_run(started.run_id)
+    assert (record.status, record.attempt, record.losses) == ("queued", 0, 0)
+    warnings = [r.getMessage() for r in caplog.records if "has no workflow 'portable'" in r.getMessage()]
+    assert len(warnings) == 1, warnings  # loudly, but once per workflow
+    # The entry is back on the queue: a worker that has the workflow runs it as attempt 1.
+    await Worker([quick, portable], redis, version="v2").run_until_idle()
+    assert await dispatcher.result(started.run_id, timeout=5) == 2
+    assert (await dispatcher.store.get_run(started.run_id)).attempt == 1
 
 
 @pytest.mark.parametrize(
@@ -137,3 +144,57 @@ async def test_a_run_of_an_unknown_workflow_fails_clearly(
 def test_bad_worker_settings_are_config_errors(redis: aioredis.Redis, settings: dict[str, Any]) -> None:
     with pytest.raises(ConfigError):
         Worker([quick], redis, **settings)
+
+
+async def test_result_raises_timeout_error_when_the_run_does_not_end_in_time(
+    dispatcher: Dispatcher,
+) -> None:
+    started = await dispatcher.start(quick, {"n": 1})  # no worker: it stays queued
+    with pytest.raises(TimeoutError, match=f"run {started.run_id} did not end within 0.2s"):
+        await dispatcher.result(started.run_id, timeout=0.2)
+
+
+async def test_promote_refuses_unknown_versions_and_bad_names(
+    dispatcher: Dispatcher, redis: aioredis.Redis
+) -> None:
+    await Worker([quick], redis, version="v1").run_until_idle()
+    await Worker([quick], redis, version="v2").run_until_idle()
+    known = r"no worker has registered version 'v3' \(known versions: v1, v2\)"
+    with pytest.raises(ConfigError, match=known):
+        await dispatcher.promote("v3")
+    for bad in ("", "has space", "a/b", "@any", "x" * 129):
+        with pytest.raises(ConfigError, match="version"):
+            await dispatcher.promote(bad, force=True)
+        with pytest.raises(ConfigError, match="version"):
+            Worker([quick], redis, version=bad)
+    assert await dispatcher.active_version() == "v1"  # nothing changed
+    assert await dispatcher.promote("v3", force=True) == "v1"  # about to be deployed
+    assert await dispatcher.rollback() == "v1"
+
+
+async def test_two_promotions_at_once_never_record_a_wrong_previous(
+    dispatcher: Dispatcher, redis: aioredis.Redis, redis_url: str
+) -> None:
+    for version in ("base", "a", "b"):
+        await Worker([quick], redis, version=version).run_until_idle()
+    other = Dispatcher(redis_from_url(redis_url))
+    try:
+        for _ in range(30):
+            await dispatcher.promote("base")
+            await asyncio.gather(dispatcher.promote("a"), other.promote("b"))
+            active = await dispatcher.active_version()
+            previous = (await redis.hget(keys.DEPLOY, "previous") or b"").decode()
+            # Whichever came second replaced the first: its previous is the first, never "base".
+            assert (active, previous) in {("a", "b"), ("b", "a")}
+    finally:
+        await other.redis.aclose()
+
+
+async def test_a_hand_off_requeue_is_trimmed_like_a_start(redis: aioredis.Redis) -> None:
+    stream = keys.work_stream("trim")
+    pipe = redis.pipeline(transaction=False)
+    for n in range(WORK_STREAM_MAXLEN + 2_000):
+        pipe.xadd(stream, {"run": f"r{n}"})
+    await pipe.execute()
+    await RunQueue(redis).add(stream, "handed-off")  # what a draining worker's re-queue does
+    assert await redis.xlen(stream) < WORK_STREAM_MAXLEN + 1_000

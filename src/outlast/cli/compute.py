@@ -56,7 +56,10 @@ def worker(
         )
         raise typer.Exit(2)
     registry = load_app(target)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    # Outlast's own lines (a line per run end and takeover) at INFO; libraries' INFO chatter (httpx
+    # logs every request an LLM call makes) only from WARNING up.
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    logging.getLogger("outlast").setLevel(logging.INFO)
 
     async def serve() -> None:
         async with connect(redis) as client:
@@ -204,12 +207,18 @@ def input_(
 
 
 @deploy_app.command("promote")
-def promote(version: str, redis: RedisOption = None) -> None:
+def promote(
+    version: str,
+    force: Annotated[
+        bool, typer.Option(help="Promote a version no worker has registered yet (about to be deployed).")
+    ] = False,
+    redis: RedisOption = None,
+) -> None:
     """Send new runs to VERSION; runs already started stay on their version."""
 
     async def go() -> None:
         async with connect(redis) as client:
-            previous = await Dispatcher(client).promote(version)
+            previous = await Dispatcher(client).promote(version, force=force)
         console.print(f"active version: {version} (was {previous or 'none'})")
 
     run_async(go())

@@ -23,9 +23,10 @@ from outlast.core.workflow import Workflow
 from outlast.errors import ConfigError, RunFailed, StoreError, WorkflowNotFound
 from outlast.events import RunStatus
 from outlast.ids import new_run_id
-from outlast.store import keys
+from outlast.store import keys, scripts
 from outlast.store.base import NewRun, RunRecord
-from outlast.store.errors import guard
+from outlast.store.commands import server_ms
+from outlast.store.errors import guard, text
 from outlast.store.leases import RunLeases
 from outlast.store.queue import RunQueue
 from outlast.store.reads import RunReader
@@ -68,6 +69,7 @@ class Dispatcher:
         #: Read-only views of runs (snapshots, stream pages, the run index) for the API and CLI.
         self.reader = RunReader(redis)
         self._registry = RegistryCache(redis) if cache_active_version else None
+        self._promote = redis.register_script(scripts.PROMOTE)
 
     async def aclose(self) -> None:
         if self._registry is not None:
@@ -86,23 +88,34 @@ class Dispatcher:
             return await self._registry.workflow(version, name)
         return await read_workflow(self.redis, version, name)
 
-    async def promote(self, version: str) -> str | None:
-        """Make ``version`` the one new runs go to; returns the previously active one."""
-        previous = await read_active(self.redis)
-        if previous != version:
-            pipe = self.redis.pipeline(transaction=True)
-            pipe.hset(keys.DEPLOY, mapping={"active": version, "previous": previous or ""})
-            pipe.publish(keys.DEPLOY_CHANNEL, version)
-            replies: list[Any] = await guard(pipe.execute())
-            del replies
-        return previous
+    async def promote(self, version: str, *, force: bool = False) -> str | None:
+        """Make ``version`` the one new runs go to; returns the previously active one.
+
+        ConfigError for a name no worker could serve, and for a version no worker registered
+        (every start would fail), unless ``force`` (its workers are about to start)."""
+        keys.check_version(version)
+        _, previous = await self._switch(version, force)
+        return previous or None
 
     async def rollback(self) -> str:
-        previous: Any = await guard(self.redis.hget(keys.DEPLOY, "previous"))
-        if not previous:
+        """Make the previously active version active again; returns it."""
+        version, _ = await self._switch("", True)
+        return version
+
+    async def _switch(self, version: str, force: bool) -> tuple[str, str]:
+        """PROMOTE: (the version now active, the one before it or '')."""
+        args = [version, "1" if force else "", keys.DEPLOY_CHANNEL]
+        reply: list[Any] = await guard(self._promote(keys=[keys.DEPLOY, keys.VERSIONS], args=args))
+        tag = text(reply[0])
+        if tag == "NOPREVIOUS":
             raise ConfigError("nothing to roll back to: no version was active before this one")
-        await self.promote(previous.decode())
-        return str(previous.decode())
+        if tag == "UNKNOWN":
+            known = ", ".join(await self.versions()) or "none yet"
+            raise ConfigError(
+                f"no worker has registered version {version!r} (known versions: {known}); start its "
+                "workers first, or pass --force (force=True) for a version about to be deployed"
+            )
+        return text(reply[1]), text(reply[2])
 
     async def workflows(self, version: str) -> dict[str, dict[str, Any]]:
         """The workflows registered by workers of ``version`` (name → registration)."""
@@ -112,15 +125,17 @@ class Dispatcher:
         raw = await guard(self.redis.zrange(keys.VERSIONS, 0, -1))
         return [v.decode() for v in raw]
 
-    async def workers(self, stale_after: float = 15.0) -> list[dict[str, Any]]:
-        """Live workers (heartbeat within ``stale_after`` seconds); stale entries are pruned."""
+    async def workers(self, stale_after: float | None = None) -> list[dict[str, Any]]:
+        """Live workers; stale entries are pruned. A worker is stale once it missed its heartbeats
+        for its lease timeout (when its runs are taken over), or for ``stale_after`` seconds."""
         raw: dict[bytes, bytes] = await guard(self.redis.hgetall(keys.WORKERS))
         now = time.time()
         alive: list[dict[str, Any]] = []
         stale: list[bytes] = []
         for worker_id, payload in raw.items():
             info = json.loads(payload)
-            if now - info.get("heartbeat_at", 0) <= stale_after:
+            limit = stale_after if stale_after is not None else float(info.get("lease_timeout") or 15.0)
+            if now - info.get("heartbeat_at", 0) <= limit:
                 alive.append(info)
             else:
                 stale.append(worker_id)
@@ -134,7 +149,7 @@ class Dispatcher:
         live = await self.workers()
         report: list[dict[str, Any]] = []
         for version in await self.versions():
-            in_flight = int(await guard(self.redis.zcard(keys.lease_index(version))))
+            in_flight = await self._in_flight(version)
             queued = 0
             try:
                 groups: list[dict[str, Any]] = await guard(self.redis.xinfo_groups(keys.work_stream(version)))
@@ -158,6 +173,28 @@ class Dispatcher:
             )
         return {"active": active, "versions": report}
 
+    async def _in_flight(self, version: str) -> int:
+        """Runs of ``version`` under way: live leases, and runs whose lease expired but that have
+        not ended (orphans a worker of the version will take over). Entries of runs that ended
+        meanwhile (cancelled after their worker died, say) are pruned from the lease index."""
+        index = keys.lease_index(version)
+        now_ms = await server_ms(self.redis)
+        live = int(await guard(self.redis.zcount(index, f"({now_ms}", "+inf")))
+        expired: list[bytes] = await guard(self.redis.zrangebyscore(index, 0, now_ms))
+        if not expired:
+            return live
+        pipe = self.redis.pipeline(transaction=False)
+        for member in expired:
+            pipe.hget(keys.run_keys(member.decode()).meta, "status")
+        statuses: list[bytes | None] = await guard(pipe.execute())
+        ended = [
+            m for m, st in zip(expired, statuses, strict=True)
+            if st is None or st.decode() in ev.TERMINAL_STATUSES or st == b"waiting"
+        ]  # fmt: skip
+        if ended:
+            await guard(self.redis.zrem(index, *ended))
+        return live + len(expired) - len(ended)
+
     # -- runs ----------------------------------------------------------------------------------
 
     async def start(
@@ -178,9 +215,7 @@ class Dispatcher:
         API does against the registered JSON Schema). The same ``idempotency_key`` for the same
         workflow returns the same run for 24 hours.
         """
-        version = version or await self.active_version() or "dev"
-        if version.startswith("@"):
-            raise ConfigError(f"version {version!r}: versions starting with '@' are reserved")
+        version = keys.check_version(version or await self.active_version() or "dev")
         if isinstance(workflow, Workflow):
             name, stored = workflow.name, workflow.validate_input(input)
             secret_args: tuple[str, ...] = workflow.secret_args
@@ -200,6 +235,7 @@ class Dispatcher:
             run_id=run_id or new_run_id(), workflow=name, input=stored, version=version, tenant=tenant,
             extra=extra or {}, lane=lane if lane != version else "",
         )  # fmt: skip
+        queued = run.queued_event(secret_args)  # (refuses a too large input before anything is written)
         if idempotency_key is not None:
             idem = keys.idempotency_key(name, idempotency_key)
             claimed = await guard(self.redis.set(idem, run.run_id, nx=True, ex=IDEMPOTENCY_TTL))
@@ -210,7 +246,8 @@ class Dispatcher:
                     if await guard(self.redis.exists(keys.run_keys(run.run_id).meta)):
                         record = await self.store.get_run(run.run_id)
                         return Started(run.run_id, False, record.version)
-        created = await self.queue.enqueue(run, run.queued_event(secret_args), lane)
+                    queued = run.queued_event(secret_args)  # its run expired: start it under that id
+        created = await self.queue.enqueue(run, queued, lane)
         return Started(run.run_id, created, version)
 
     async def supply_input(self, run_id: str, key: str, value: Any) -> str:
@@ -261,13 +298,16 @@ class Dispatcher:
         return record
 
     async def result(self, run_id: str, timeout: float | None = None) -> Any:
-        """The run's result once it completed; RunFailed if it failed or was cancelled."""
+        """The run's result once it completed; RunFailed if it failed or was cancelled,
+        TimeoutError if it did not end within ``timeout`` seconds (as the HTTP client)."""
         record = await self.store.get_run(run_id)
         if record.status not in ev.TERMINAL_STATUSES:
             last = await self._terminal_event(record, timeout)
             if last is not None and last.type == ev.RUN_COMPLETED:
                 return last.data.get("result")  # as stored in the record (masked the same way)
             record = await self.store.get_run(run_id)
+            if record.status not in ev.TERMINAL_STATUSES:
+                raise TimeoutError(f"run {run_id} did not end within {timeout}s (it is {record.status})")
         if record.status == RunStatus.COMPLETED:
             return record.result
         raise RunFailed(run_id, record.status, record.error)

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import json
 import logging
 import time
@@ -23,8 +24,9 @@ from typing import TYPE_CHECKING, Any
 import redis.asyncio as aioredis
 from redis import exceptions as redis_errors
 
-from outlast.store import keys
-from outlast.store.errors import guard
+from outlast.errors import ConfigError
+from outlast.store import keys, scripts
+from outlast.store.errors import guard, text
 
 if TYPE_CHECKING:
     from outlast.core.workflow import Workflow
@@ -32,25 +34,72 @@ if TYPE_CHECKING:
 log = logging.getLogger("outlast.control")
 
 
+def registration(wf: Workflow[Any, Any], version: str) -> dict[str, Any]:
+    """What a worker of ``version`` records for a workflow (the API validates starts with it)."""
+    return {
+        "name": wf.name, "description": wf.description, "version": version,
+        "input_schema": wf.input_schema(), "output_schema": wf.output_schema(),
+        "secret_args": list(wf.secret_args), "upgrade_safe": wf.upgrade_safe,
+    }  # fmt: skip
+
+
+def workflows_digest(workflows: Iterable[Workflow[Any, Any]]) -> str:
+    """A fingerprint of a worker's workflow set: names and the contracts runs depend on (inputs,
+    outputs, secret arguments, upgrade safety); descriptions may differ."""
+    contract = {
+        wf.name: [wf.input_schema(), wf.output_schema(), list(wf.secret_args), wf.upgrade_safe]
+        for wf in workflows
+    }
+    return hashlib.sha256(json.dumps(contract, sort_keys=True).encode()).hexdigest()[:16]
+
+
 async def register_workflows(
-    redis: aioredis.Redis, version: str, workflows: Iterable[Workflow[Any, Any]]
+    redis: aioredis.Redis,
+    version: str,
+    workflows: Iterable[Workflow[Any, Any]],
+    *,
+    worker: dict[str, Any] | None = None,
 ) -> None:
     """Record how a worker of ``version`` runs each workflow (input schema, secret arguments…),
     list the version, make it active if no version ever was, and announce the change so that
-    processes caching registrations (:class:`RegistryCache`) drop theirs."""
-    pipe = redis.pipeline(transaction=False)
-    for wf in workflows:
-        info = {
-            "name": wf.name, "description": wf.description, "version": version,
-            "input_schema": wf.input_schema(), "output_schema": wf.output_schema(),
-            "secret_args": list(wf.secret_args), "upgrade_safe": wf.upgrade_safe,
-        }  # fmt: skip
-        pipe.hset(keys.workflows_key(version), wf.name, json.dumps(info))
-    pipe.zadd(keys.VERSIONS, {version: int(time.time() * 1000)})
-    pipe.hsetnx(keys.DEPLOY, "active", version)  # the first version ever seen becomes active
-    pipe.publish(keys.DEPLOY_CHANNEL, version)
-    replies: list[Any] = await guard(pipe.execute())
-    del replies
+    processes caching registrations (:class:`RegistryCache`) drop theirs.
+
+    ``worker``: the registering worker's entry in ``outlast:workers`` (with its ``id`` and the
+    ``digest`` of its workflows), listed at once. Refused (ConfigError, nothing written) when a
+    live, non-draining worker of ``version`` runs another workflow set: two codes in one version
+    would take over each other's runs. Otherwise the version's registrations are replaced, so
+    names no code has any more go."""
+    infos = {wf.name: registration(wf, version) for wf in workflows}
+    worker = worker or {}
+    args: list[Any] = [
+        version, worker.get("id", ""), repr(time.time()), worker.get("digest", ""), json.dumps(worker),
+        int(time.time() * 1000), keys.DEPLOY_CHANNEL,
+    ]  # fmt: skip
+    for name, info in infos.items():
+        args += [name, json.dumps(info)]
+    script = redis.register_script(scripts.REGISTER)
+    script_keys = [keys.workflows_key(version), keys.WORKERS, keys.VERSIONS, keys.DEPLOY]
+    reply: list[Any] = await guard(script(keys=script_keys, args=args))
+    if text(reply[0]) == "CONFLICT":
+        raise ConfigError(_conflict(version, text(reply[1]), json.loads(reply[2]), set(infos)))
+
+
+def _conflict(version: str, other_id: str, other: dict[str, Any], ours: set[str]) -> str:
+    theirs = set(other.get("workflows") or ())
+    if theirs == ours:
+        differ = f"the same workflows ({', '.join(sorted(ours)) or 'none'}) with other inputs or outputs"
+    else:
+        parts = []
+        if theirs - ours:
+            parts.append(f"missing here: {', '.join(sorted(theirs - ours))}")
+        if ours - theirs:
+            parts.append(f"only here: {', '.join(sorted(ours - theirs))}")
+        differ = "other workflows (" + "; ".join(parts) + ")"
+    return (
+        f"version {version!r} is served by live worker {other_id} with other code: {differ}. Workers of "
+        "one version must run the same code: start this one under another --version (then "
+        "`outlast deploy promote` it), or stop that worker first"
+    )
 
 
 async def read_active(redis: aioredis.Redis) -> str | None:

@@ -14,6 +14,7 @@ import contextlib
 import functools
 import inspect
 import time
+import traceback
 from collections.abc import AsyncIterator, Awaitable, Callable, Generator, Iterator
 from typing import Any, Generic, ParamSpec, TypeVar, cast, overload
 
@@ -26,16 +27,32 @@ from outlast.core.retry import NO_RETRY, Retry
 from outlast.errors import ConfigError, NonDeterminismError, SerializationError
 from outlast.events import ErrorInfo
 from outlast.masking import MASK
-from outlast.store.base import OP_STEP
+from outlast.sizes import MAX_ERROR_MESSAGE_CHARS, MAX_TRACEBACK_CHARS, cap_text
+from outlast.store.base import OP_META, OP_STEP, Op
 
 P = ParamSpec("P")
 R = TypeVar("R")
 _UNSET: Any = object()
 _END = object()
+#: Written with every step's completion: the run made progress, so the count of attempts in a
+#: row that lost their worker starts again (the CLAIM script compares it with max_attempts).
+_PROGRESS: Op = (OP_META, "losses", "0")
 
 
-def error_info(exc: BaseException) -> ErrorInfo:
-    return {"type": type(exc).__name__, "message": str(exc)}
+def error_info(exc: BaseException, *, with_traceback: bool = False) -> ErrorInfo:
+    """An exception as events and run records store it: type and message (capped, so the failure
+    can always be written), and with ``with_traceback`` its capped traceback (for failures)."""
+    info: ErrorInfo = {"type": type(exc).__name__, "message": cap_text(str(exc), MAX_ERROR_MESSAGE_CHARS)}
+    if with_traceback and exc.__traceback__ is not None:
+        info["traceback"] = format_traceback(exc)
+    return info
+
+
+def format_traceback(exc: BaseException) -> str:
+    """The traceback as Python prints it (chained causes included), each line and the whole capped."""
+    lines = traceback.TracebackException.from_exception(exc).format()
+    text = "".join(cap_text(line, MAX_ERROR_MESSAGE_CHARS) for line in lines)
+    return cap_text(text, MAX_TRACEBACK_CHARS, keep_end=True)
 
 
 class Component(Generic[P, R]):
@@ -271,9 +288,8 @@ class StepCall(Generic[R]):
                     await asyncio.sleep(delay)
                     continue
                 if comp.fallback is _UNSET or isinstance(exc, NonDeterminismError):
-                    writer.event(
-                        ev.STEP_FAILED, step_id, {"name": comp.name, "error": error_info(exc), "tries": tries}
-                    )
+                    error = error_info(exc, with_traceback=True)
+                    writer.event(ev.STEP_FAILED, step_id, {"name": comp.name, "error": error, "tries": tries})
                     raise
                 fallback_error = error_info(exc)
                 result = await comp._fallback_value(self.args, self.kwargs)
@@ -307,10 +323,20 @@ class StepCall(Generic[R]):
         try:
             # Durable before the run's next side effect (the next step awaits the barrier), not
             # before the workflow code goes on: the last step shares run.completed's round trip.
-            writer.checkpoint(
-                ev.STEP_COMPLETED, step_id, data, ((OP_STEP, self.position, serde.dumps(checkpoint)),)
-            )
+            writer.checkpoint(ev.STEP_COMPLETED, step_id, data, (
+                (OP_STEP, self.position, serde.dumps(checkpoint)),
+                _PROGRESS,  # the run moved on: worker losses before it no longer count (max_attempts)
+            ))  # fmt: skip
         except SerializationError as exc:  # refused before anything was written (e.g. too large)
+            if comp.streaming:
+                # Its output already went out frame by frame: the event can do without the joined
+                # result, which the checkpoint keeps for replays.
+                data["result"] = None
+                data["result_omitted"] = len(serde.dumps(stored))
+                writer.checkpoint(ev.STEP_COMPLETED, step_id, data, (
+                    (OP_STEP, self.position, serde.dumps(checkpoint)), _PROGRESS,
+                ))  # fmt: skip
+                return cast(R, result)
             del ctx.checkpoints[self.position]
             failed = {"name": comp.name, "error": error_info(exc), "tries": tries}
             writer.event(ev.STEP_FAILED, step_id, failed)

@@ -319,7 +319,7 @@ class Attempt:
                     if self._cancel_reason is not None:
                         return await self._cancelled()
                     continue
-                error = error_info(exc)
+                error = error_info(exc, with_traceback=True)
                 error["reason"] = Reason.ERROR
                 if isinstance(exc, NonDeterminismError):
                     error["reason"], error["step"] = Reason.NON_DETERMINISM, exc.step_id

@@ -32,6 +32,7 @@ from outlast.errors import (
     StoreUnavailable,
 )
 from outlast.masking import Secrets
+from outlast.sizes import MAX_EVENT_BYTES, text_piece_chars
 from outlast.store.base import AppendItem, Op, RunStore
 
 MAX_BATCH = 256
@@ -59,7 +60,7 @@ class EventWriter:
         flush_interval: float = 0.03,
         frame_chars: int = 512,
         store_retry_for: float = 30.0,
-        max_event_bytes: int = 1 << 20,
+        max_event_bytes: int = MAX_EVENT_BYTES,
     ) -> None:
         self.store = store
         self.run_id = run_id
@@ -69,6 +70,7 @@ class EventWriter:
         self.frame_chars = frame_chars
         self.store_retry_for = store_retry_for
         self.max_event_bytes = max_event_bytes
+        self._piece_chars = text_piece_chars(max_event_bytes)  # of text in one output frame
         self._on_fenced = on_fenced
         self._next_seq = next_seq
         self._pending: list[tuple[AppendItem, asyncio.Future[None] | None]] = []
@@ -200,8 +202,17 @@ class EventWriter:
             return
         buf = self._outputs.get(step)
         is_text = isinstance(chunk, str)
+        if is_text and len(chunk) > self._piece_chars:
+            # Too large for one frame: split across frames, each under the event size limit.
+            # Masked first, whole, so that no secret is cut in two where the mask cannot see it.
+            chunk = self.secrets.mask(chunk)
+            for start in range(0, len(chunk), self._piece_chars):
+                self.output(step, chunk[start : start + self._piece_chars], attempt_try)
+            return
         if buf is not None and (
-            buf.attempt_try != attempt_try or (is_text and buf.items) or (not is_text and buf.texts)
+            buf.attempt_try != attempt_try
+            or (is_text and (buf.items or buf.chars + len(chunk) > self._piece_chars))
+            or (not is_text and buf.texts)
         ):
             self.flush_output(step)
             buf = None

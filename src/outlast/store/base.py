@@ -15,10 +15,11 @@ from typing import Any, Protocol
 from pydantic import BaseModel
 
 from outlast import serde
-from outlast.errors import ConfigError
+from outlast.errors import ConfigError, InputValidationError
 from outlast.events import RUN_QUEUED, SCHEMA_VERSION, Event, RunStatus, envelope
 from outlast.ids import valid_run_id
 from outlast.masking import MASK
+from outlast.sizes import MAX_INPUT_BYTES
 
 #: Opcodes of side effects applied atomically with an event (see store/scripts.py).
 OP_META = "H"  # HSET meta <field> <value>
@@ -53,7 +54,8 @@ class AppendItem:
 CORE_META_FIELDS = frozenset(
     {"v", "run_id", "workflow", "version", "tenant", "input", "status", "attempt", "last_seq", "created_at",
      "updated_at", "started_at", "finished_at", "result", "error", "progress", "status_message",
-     "lease_owner", "lease_until", "cancel_requested", "lost_workers", "lane", "parent", "resumes"}
+     "lease_owner", "lease_until", "cancel_requested", "lost_workers", "lane", "parent", "resumes",
+     "losses"}
 )  # fmt: skip
 
 
@@ -87,14 +89,27 @@ class NewRun:
         return fields
 
     def queued_event(self, secret_args: tuple[str, ...] = ()) -> bytes:
-        """The run's first event, ``run.queued`` (seq 1, attempt 0), secret inputs masked."""
+        """The run's first event, ``run.queued`` (seq 1, attempt 0), secret inputs masked.
+
+        InputValidationError when the input is too large for the events it is copied into
+        (``run.queued`` here, and the arguments of the steps it is passed to): caught at start,
+        before anything is written, rather than when the run fails at its first step."""
         shown = {k: (MASK if k in secret_args else v) for k, v in self.input.items()}
-        return serde.dumps(
+        event = serde.dumps(
             envelope(
                 seq=1, type=RUN_QUEUED, run_id=self.run_id, attempt=0, step=None, ts=time.time(),
                 data={"workflow": self.workflow, "input": shown, "version": self.version},
             )
         )  # fmt: skip
+        if len(event) > MAX_INPUT_BYTES:  # (the envelope's few bytes count against the headroom)
+            size = len(serde.dumps(self.input))
+            message = (
+                f"input of {size:,} bytes (as JSON) is over the {MAX_INPUT_BYTES:,}-byte limit for a run's "
+                "input: it must fit the events it is copied into; store large data elsewhere and pass a "
+                "reference"
+            )
+            raise InputValidationError(message, [{"loc": ["input"], "msg": message, "type": "too_large"}])
+        return event
 
 
 @dataclass(frozen=True, slots=True)
@@ -132,6 +147,7 @@ class RunRecord(BaseModel):
     lane: str = ""  # the work stream's version ("@any" for upgrade-safe runs); "" = its version
     parent: str = ""  # the parent run, for a child run
     resumes: int = 0  # attempts that resumed the run after it waited (not counted as restarts)
+    losses: int = 0  # attempts in a row that lost their worker since the run last made progress
 
     @classmethod
     def from_hash(cls, raw: dict[str, str]) -> RunRecord:

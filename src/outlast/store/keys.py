@@ -36,12 +36,19 @@ Compute-plane keys (global, one per deployment version where named so):
                                          Trimmed to ~100k entries.
 ``outlast:leases:<version>``     zset    index of leased runs → lease expiry (server ms), scanned
                                          for takeovers. Advisory: the meta hash decides. Writer:
-                                         workers. Members removed when the run ends.
-``outlast:workers``              hash    worker id → JSON (host, pid, version, running, heartbeat).
-                                         Writer: each worker, every heartbeat; stale entries are
-                                         pruned by readers after 3 lease timeouts.
+                                         workers. Members removed when the run ends (by its
+                                         worker, or by whoever FINISHes it); entries of ended
+                                         runs found expired are pruned by ``deploy status``.
+``outlast:workers``              hash    worker id → JSON (host, pid, version, running, heartbeat,
+                                         lease timeout, workflows and their digest). Writer: each
+                                         worker, every heartbeat (first by REGISTER, which refuses
+                                         a worker whose workflows differ from a live one's of its
+                                         version); entries not renewed for the worker's lease
+                                         timeout are pruned by readers.
 ``outlast:workflows:<version>``  hash    workflow name → JSON (description, input/output schema).
-                                         Writer: workers at start-up. Lifetime: permanent.
+                                         Writer: workers at start-up (REGISTER replaces the whole
+                                         hash, so names no code has any more go). Lifetime:
+                                         permanent.
 ``outlast:versions``             zset    version → last time a worker of it registered (ms).
 ``outlast:deploy``               hash    ``active`` → version new runs go to; ``previous`` → the
                                          one ``rollback`` returns to. Writer: ``outlast deploy``.
@@ -75,7 +82,10 @@ Compute-plane keys (global, one per deployment version where named so):
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
+
+from outlast.errors import ConfigError
 
 PREFIX = "outlast"
 
@@ -119,6 +129,17 @@ TIMERS = f"{PREFIX}:timers"
 WORK_GROUP = "workers"
 #: The pseudo-version of upgrade-safe runs: a worker of any version may execute them.
 ANY_VERSION = "@any"
+#: A deployment version's name (it is part of keys and URLs): what the API's ``version`` allows.
+VERSION_PATTERN = re.compile(r"^[A-Za-z0-9_.:-]{1,128}$")
+
+
+def check_version(version: str) -> str:
+    """``version`` if it is a usable version name, else ConfigError saying what is allowed."""
+    if version.startswith("@"):
+        raise ConfigError(f"version {version!r}: versions starting with '@' are reserved")
+    if not VERSION_PATTERN.match(version):
+        raise ConfigError(f"version {version!r}: use 1-128 letters, digits, '_', '.', ':' or '-'")
+    return version
 
 
 def idempotency_key(workflow: str, key: str) -> str:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -15,14 +16,19 @@ from outlast.store import scripts
 from outlast.store.base import RunRecord, checked_retention
 from outlast.store.commands import HotPath, hash_reply
 from outlast.store.errors import guard, text
-from outlast.store.keys import run_keys
+from outlast.store.keys import lease_index, run_keys
 from outlast.store.waits import RedisWaits
 
 
 @dataclass(frozen=True, slots=True)
 class Claim:
-    """What CLAIM answered (see :class:`~outlast.events.ClaimStatus`). An ``ok`` claim carries the
-    run's record, checkpoints, objects and pending waits."""
+    """What CLAIM answered (see :class:`~outlast.events.ClaimStatus`).
+
+    An ``ok`` claim carries the run's record, checkpoints, objects and pending waits (and in
+    ``detail`` the worker whose expired lease it took over, if any); an ``exhausted`` one the lost
+    workers (``detail``) and how many attempts in a row lost theirs (``losses``); an ``unserved``
+    one the workflow the claimer lacks (``detail``).
+    """
 
     status: ClaimStatus
     attempt: int = 0
@@ -33,6 +39,7 @@ class Claim:
     steps: dict[str, bytes] = field(default_factory=dict)
     objects: dict[str, Any] = field(default_factory=dict)
     waits: dict[str, bytes] = field(default_factory=dict)
+    losses: int = 0
 
 
 def _pairs(flat: list[bytes]) -> dict[str, bytes]:
@@ -56,16 +63,22 @@ class RunLeases:
         self._hot = HotPath(redis)
         self.waits = waits or RedisWaits(redis)
 
-    async def claim(self, run_id: str, owner: str, lease_ms: int, max_attempts: int) -> Claim:
+    async def claim(
+        self, run_id: str, owner: str, lease_ms: int, max_attempts: int, served: Iterable[str] = ()
+    ) -> Claim:
+        """Claim the run for a new attempt. ``served``: the workflows the claimer can execute (a
+        run of another one is left alone: ``unserved``); empty means any."""
+        names = "".join(f"{name}\n" for name in served)
         reply: list[Any] = await guard(
-            self._hot.script(self._claim, run_keys(run_id).all(), [owner, lease_ms, max_attempts])
+            self._hot.script(self._claim, run_keys(run_id).all(), [owner, lease_ms, max_attempts, names])
         )
         tag = ClaimStatus(text(reply[0]).lower())
         if tag == ClaimStatus.OK:
             meta = {k: v.decode() for k, v in _pairs(reply[4]).items()}
             objects = {k: serde.loads(v) for k, v in _pairs(reply[6]).items()}
             return Claim(tag, int(reply[1]), int(reply[2]), int(reply[3]), record=RunRecord.from_hash(meta),
-                         steps=_pairs(reply[5]), objects=objects, waits=_pairs(reply[7]))  # fmt: skip
+                         steps=_pairs(reply[5]), objects=objects, waits=_pairs(reply[7]),
+                         detail=text(reply[8]))  # fmt: skip
         if tag == ClaimStatus.ALIVE:
             return Claim(tag, lease_until=int(reply[1]))
         if tag == ClaimStatus.WAITING:
@@ -73,7 +86,9 @@ class RunLeases:
         if tag in (ClaimStatus.TERMINAL, ClaimStatus.GONE):
             return Claim(tag, detail=text(reply[1]) if len(reply) > 1 else "")
         if tag == ClaimStatus.EXHAUSTED:
-            return Claim(tag, attempt=int(reply[1]), detail=text(reply[2]))
+            return Claim(tag, attempt=int(reply[1]), detail=text(reply[2]), losses=int(reply[3]))
+        if tag == ClaimStatus.UNSERVED:
+            return Claim(tag, detail=text(reply[1]))
         return Claim(tag, attempt=int(reply[1]))  # cancelled
 
     async def renew(self, run_id: str, attempt: int, owner: str, lease_ms: int) -> tuple[bool, int, bool]:
@@ -85,8 +100,11 @@ class RunLeases:
             return False, 0, False
         return True, int(reply[1]), text(reply[2]) == "1"
 
-    async def release(self, run_id: str, attempt: int, owner: str) -> bool:
-        released: int = await guard(self._release(keys=[run_keys(run_id).meta], args=[attempt, owner]))
+    async def release(self, run_id: str, attempt: int, owner: str, *, lost: bool = False) -> bool:
+        """Drop the lease so another worker takes the run over now. ``lost``: the attempt failed
+        here (counted against max_attempts, as a lease that expired), not a drain's hand-off."""
+        args: list[Any] = [attempt, owner, "1" if lost else ""]
+        released: int = await guard(self._release(keys=[run_keys(run_id).meta], args=args))
         return bool(released)
 
     async def request_cancel(self, run_id: str) -> tuple[str, int | str]:
@@ -125,6 +143,9 @@ class RunLeases:
         reply: list[Any] = await guard(self._finish(keys=keys.all(), args=args))
         tag = text(reply[0]).lower()
         if tag == "ok":
+            # Nobody holds the run any more: unlist it from its lane's lease index (where a
+            # killed worker left it), so deploy status stops counting it in flight.
+            await guard(self.redis.zrem(lease_index(text(reply[4])), run_id))
             parent = text(reply[3])
             if parent:
                 await self.waits.child_ended(parent, run_id)

@@ -34,6 +34,7 @@ class RunQueue:
     def __init__(self, redis: aioredis.Redis) -> None:
         self.redis = redis
         self._start = redis.register_script(scripts.START)
+        self._requeue = redis.register_script(scripts.REQUEUE)
         self._hot = HotPath(redis)
 
     async def enqueue(self, run: NewRun, queued_event: bytes, lane: str) -> bool:
@@ -46,3 +47,14 @@ class RunQueue:
         # A script the server lost (a restart) is loaded and called again: nothing was written.
         created: int = await guard(self._hot.script(self._start, script_keys, args))
         return bool(created)
+
+    async def requeue(self, stream: str, entry_id: bytes, consumer: str, run_id: str) -> bool:
+        """Put ``run_id`` back on ``stream`` for another worker and ack the entry ``consumer`` read
+        it from, if that entry is still ``consumer``'s (False when another worker took it)."""
+        args: list[Any] = [keys.WORK_GROUP, entry_id, consumer, run_id, WORK_STREAM_MAXLEN]
+        requeued: int = await guard(self._requeue(keys=[stream], args=args))
+        return bool(requeued)
+
+    async def add(self, stream: str, run_id: str) -> None:
+        """One more entry for ``run_id`` on ``stream`` (a hand-off), trimmed as START trims."""
+        await guard(self.redis.xadd(stream, {"run": run_id}, maxlen=WORK_STREAM_MAXLEN, approximate=True))

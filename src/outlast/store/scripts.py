@@ -153,40 +153,56 @@ local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 """
 
 # KEYS: the run's keys (RunKeys.all)
-# ARGV: owner, lease_ms, max_attempts (0 = unlimited)
+# ARGV: owner, lease_ms, max_attempts (0 = unlimited), served (the workflow names this worker
+#       can execute, each followed by a newline; '' = any)
 # Claims the run for a new attempt when nobody holds a live lease on it, and returns everything
 # the attempt needs (meta, checkpoints, objects, pending waits) so starting a run costs one round
-# trip. A suspended run (status ``waiting``) is not claimable: RESOLVE re-queues it. Attempts that
-# resumed a suspended run do not count against ``max_attempts`` (``resumes`` counts them).
-# Returns {'OK', attempt, last_seq, lease_until, meta, steps, objects, waits} (flat field/value
-#       lists) | {'ALIVE', lease_until} | {'TERMINAL', status} | {'CANCELLED', attempt}
-#       | {'EXHAUSTED', attempt, lost_workers} | {'WAITING'} | {'GONE'}
+# trip. A suspended run (status ``waiting``) is not claimable: RESOLVE re-queues it. A run of a
+# workflow the claimer lacks is left untouched (UNSERVED) for a worker that has it.
+# ``losses`` counts the attempts in a row that lost their worker (lease expired, or handed on
+# after a failure: RELEASE) without the run making progress; a committed step (APPEND op
+# ``H losses 0``) or a suspension resets it. The claim that would start attempt number
+# ``max_attempts + 1`` since the last progress answers EXHAUSTED instead: a run that kills its
+# worker at the same step is a poison pill, one that loses a worker now and then lives on.
+# Returns {'OK', attempt, last_seq, lease_until, meta, steps, objects, waits (flat field/value
+#       lists), lost (the owner whose expired lease this claim takes over, or '')}
+#       | {'ALIVE', lease_until} | {'TERMINAL', status} | {'CANCELLED', attempt}
+#       | {'EXHAUSTED', attempt, lost_workers, losses} | {'UNSERVED', workflow} | {'WAITING'}
+#       | {'GONE'}
 CLAIM: Final = (
     NOW
     + """
 local cur = redis.call('HMGET', KEYS[1], 'attempt', 'last_seq', 'status', 'lease_until', 'lease_owner',
-  'cancel_requested', 'lost_workers', 'resumes')
+  'cancel_requested', 'lost_workers', 'losses', 'workflow')
 if not cur[1] then return {'GONE'} end
 if cur[3] == 'completed' or cur[3] == 'failed' or cur[3] == 'cancelled' then return {'TERMINAL', cur[3]} end
 local until_ms = tonumber(cur[4] or '0')
 if until_ms > now then return {'ALIVE', until_ms} end
 if cur[6] == '1' then return {'CANCELLED', tonumber(cur[1])} end
 if cur[3] == 'waiting' then return {'WAITING'} end
+if ARGV[4] ~= '' and not string.find('\\n' .. ARGV[4], '\\n' .. cur[9] .. '\\n', 1, true) then
+  return {'UNSERVED', cur[9]}
+end
 local lost = cur[7] or ''
+local losses = tonumber(cur[8] or '0')
+local took = ''
 if cur[5] and cur[5] ~= '' and until_ms > 0 then
+  took = cur[5]
+  -- The lease expired: its owner was lost. Counted once (lease_until 0 marks it counted).
   lost = (lost == '' and cur[5]) or (lost .. ',' .. cur[5])
-  redis.call('HSET', KEYS[1], 'lost_workers', lost)
+  losses = losses + 1
+  redis.call('HSET', KEYS[1], 'lost_workers', lost, 'losses', losses, 'lease_until', 0)
 end
 local attempt = tonumber(cur[1]) + 1
 local max_attempts = tonumber(ARGV[3])
-if max_attempts > 0 and attempt - tonumber(cur[8] or '0') > max_attempts then
-  return {'EXHAUSTED', tonumber(cur[1]), lost}
+if max_attempts > 0 and losses >= max_attempts then
+  return {'EXHAUSTED', tonumber(cur[1]), lost, losses}
 end
 local lease_until = now + tonumber(ARGV[2])
 redis.call('HSET', KEYS[1], 'attempt', attempt, 'status', 'running', 'started_at', now / 1000,
   'updated_at', now / 1000, 'lease_owner', ARGV[1], 'lease_until', lease_until)
 return {'OK', attempt, tonumber(cur[2]), lease_until, redis.call('HGETALL', KEYS[1]),
-  redis.call('HGETALL', KEYS[3]), redis.call('HGETALL', KEYS[4]), redis.call('HGETALL', KEYS[5])}
+  redis.call('HGETALL', KEYS[3]), redis.call('HGETALL', KEYS[4]), redis.call('HGETALL', KEYS[5]), took}
 """
 )
 
@@ -208,12 +224,87 @@ return {'OK', lease_until, cur[3] or ''}
 )
 
 # KEYS: meta
-# ARGV: attempt, owner
+# ARGV: attempt, owner, lost ('1': the attempt failed here, which counts as losing the run's
+#       worker; '' for a drain's clean hand-off, which does not)
 # Drops the lease so another worker can take the run over at once. Returns 1, or 0 when stale.
 RELEASE: Final = """
-local cur = redis.call('HMGET', KEYS[1], 'attempt', 'lease_owner')
+local cur = redis.call('HMGET', KEYS[1], 'attempt', 'lease_owner', 'lost_workers')
 if cur[1] ~= ARGV[1] or cur[2] ~= ARGV[2] then return 0 end
 redis.call('HSET', KEYS[1], 'lease_until', 0)
+if ARGV[3] == '1' then
+  local lost = cur[3] or ''
+  redis.call('HSET', KEYS[1], 'lost_workers', (lost == '' and ARGV[2]) or (lost .. ',' .. ARGV[2]))
+  redis.call('HINCRBY', KEYS[1], 'losses', 1)
+end
+return 1
+"""
+
+# KEYS: workflows:<version>, workers, versions, deploy
+# ARGV: version, worker_id ('' = no worker: no check, nobody listed), now (s), digest,
+#       worker_info_json, now_ms, channel, [name, info_json]*
+# A worker registers its workflows for its version, unless a live worker of that version (one
+# whose last heartbeat is within its lease timeout, and not draining) runs other code (another
+# registry ``digest``): two codes in one version would take over each other's runs. With no such
+# worker the version's registrations are replaced by this worker's (stale names go), the worker
+# is listed at once (so a second one starting now sees it), the version recorded, the first
+# version ever seen made active, and the change announced on ``channel``.
+# Returns {'OK'} | {'CONFLICT', worker_id, worker_info_json}
+REGISTER: Final = """
+local now = tonumber(ARGV[3])
+local workers = {}
+if ARGV[2] ~= '' then workers = redis.call('HGETALL', KEYS[2]) end
+for i = 1, #workers, 2 do
+  if workers[i] ~= ARGV[2] then
+    local ok, info = pcall(cjson.decode, workers[i + 1])
+    if ok and type(info) == 'table' and info.version == ARGV[1] and type(info.digest) == 'string'
+        and info.digest ~= ARGV[4] and not info.draining
+        and now - tonumber(info.heartbeat_at or 0) <= tonumber(info.lease_timeout or 15) then
+      return {'CONFLICT', workers[i], workers[i + 1]}
+    end
+  end
+end
+redis.call('DEL', KEYS[1])
+for i = 8, #ARGV, 2 do redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1]) end
+if ARGV[2] ~= '' then redis.call('HSET', KEYS[2], ARGV[2], ARGV[5]) end
+redis.call('ZADD', KEYS[3], ARGV[6], ARGV[1])
+redis.call('HSETNX', KEYS[4], 'active', ARGV[1])
+redis.call('PUBLISH', ARGV[7], ARGV[1])
+return {'OK'}
+"""
+
+# KEYS: deploy, versions
+# ARGV: version ('' = the previous one: a rollback), force ('1': even one no worker registered yet),
+#       channel
+# Makes a version the active one, recording the one it replaces as ``previous``, in one step: two
+# promotions at once each see the other's result, so ``previous`` is never a version that was not
+# active just before. Announced on ``channel`` (processes caching the active version drop it).
+# Returns {'OK', version, previous ('' for none)} | {'UNKNOWN'} | {'NOPREVIOUS'}
+PROMOTE: Final = """
+local active = redis.call('HGET', KEYS[1], 'active')
+local target = ARGV[1]
+if target == '' then
+  target = redis.call('HGET', KEYS[1], 'previous')
+  if not target or target == '' then return {'NOPREVIOUS'} end
+elseif ARGV[2] ~= '1' and not redis.call('ZSCORE', KEYS[2], target) then
+  return {'UNKNOWN'}
+end
+if active ~= target then
+  redis.call('HSET', KEYS[1], 'active', target, 'previous', active or '')
+  redis.call('PUBLISH', ARGV[3], target)
+end
+return {'OK', target, active or ''}
+"""
+
+# KEYS: a work stream
+# ARGV: group, entry_id, consumer, run_id, maxlen
+# Puts a run back on its work stream for another worker and acks the entry it came in, at once,
+# but only while that entry is still pending for ``consumer`` (another worker may have taken it
+# with XAUTOCLAIM meanwhile). Trimmed like START's XADD. Returns 1 when re-queued, else 0.
+REQUEUE: Final = """
+local pending = redis.call('XPENDING', KEYS[1], ARGV[1], ARGV[2], ARGV[2], 1, ARGV[3])
+if #pending == 0 then return 0 end
+redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[5], '*', 'run', ARGV[4])
+redis.call('XACK', KEYS[1], ARGV[1], ARGV[2])
 return 1
 """
 
@@ -236,12 +327,14 @@ return {'UNLEASED', tonumber(cur[1])}
 # ARGV: run_id, expected_attempt, status, event_type, data_json, retention_s, error_json ('' = none)
 # Ends a run that no live attempt is executing (cancel of a queued or waiting run, attempts
 # exhausted): takes the fence by bumping the attempt, appends the terminal event with the next
-# seq, and expires the run's keys. ``parent`` is the parent run to notify ('' for none).
-# Returns {'OK', attempt, seq, parent} | {'CONFLICT', attempt} | {'TERMINAL', status} | {'GONE'}
+# seq, and expires the run's keys. ``parent`` is the parent run to notify ('' for none); ``lane``
+# the version whose lease index may still list the run (the caller removes it there).
+# Returns {'OK', attempt, seq, parent, lane} | {'CONFLICT', attempt} | {'TERMINAL', status}
+#       | {'GONE'}
 FINISH: Final = (
     NOW
     + """
-local cur = redis.call('HMGET', KEYS[1], 'attempt', 'last_seq', 'status', 'parent')
+local cur = redis.call('HMGET', KEYS[1], 'attempt', 'last_seq', 'status', 'parent', 'lane', 'version')
 if not cur[1] then return {'GONE'} end
 if cur[3] == 'completed' or cur[3] == 'failed' or cur[3] == 'cancelled' then return {'TERMINAL', cur[3]} end
 if cur[1] ~= ARGV[2] then return {'CONFLICT', tonumber(cur[1])} end
@@ -258,6 +351,8 @@ redis.call('HSET', KEYS[1], 'attempt', attempt, 'last_seq', seq, 'status', ARGV[
 if ARGV[7] ~= '' then redis.call('HSET', KEYS[1], 'error', ARGV[7]) end
 local ms = math.floor(tonumber(ARGV[6]) * 1000)
 for k = 1, #KEYS do redis.call('PEXPIRE', KEYS[k], ms) end
-return {'OK', attempt, seq, cur[4] or ''}
+local lane = cur[6] or ''
+if cur[5] and cur[5] ~= '' then lane = cur[5] end
+return {'OK', attempt, seq, cur[4] or '', lane}
 """
 )

@@ -49,8 +49,9 @@ end
 local seq = tonumber(ARGV[2])
 if seq ~= tonumber(cur[2]) + 1 then return {'GAP', tonumber(cur[2])} end
 redis.call('XADD', KEYS[2], '0-' .. seq, 'e', ARGV[3])
+-- Reaching a wait is progress: the worker losses counted against max_attempts start again.
 redis.call('HSET', KEYS[1], 'status', 'waiting', 'lease_until', 0, 'lease_owner', '', 'last_seq', seq,
-  'updated_at', ARGV[4])
+  'updated_at', ARGV[4], 'losses', 0)
 redis.call('HINCRBY', KEYS[1], 'resumes', 1)
 return {'OK'}
 """

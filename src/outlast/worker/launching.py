@@ -41,6 +41,7 @@ class Launching:
     heartbeat: float
     lease_ms: int
     max_attempts: int
+    served: tuple[str, ...]
     _acks: dict[str, list[Any]]
     _zrems: dict[str, list[Any]]
     _slot_free: asyncio.Event
@@ -75,7 +76,7 @@ class Launching:
         (``alive``: someone else holds it; ``terminal``; ``gone``).
         """
         self._loop = asyncio.get_running_loop()
-        claim = await self.leases.claim(run_id, self.id, self.lease_ms, self.max_attempts)
+        claim = await self.leases.claim(run_id, self.id, self.lease_ms, self.max_attempts, self.served)
         if claim.status != ClaimStatus.OK or claim.record is None:
             await self._settle_unclaimed(self.lanes[0], run_id, claim)
             return claim.status

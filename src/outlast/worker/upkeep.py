@@ -44,6 +44,8 @@ class Upkeep:
     lease_ms: int
     lanes: list[Lane]
     jobs: dict[str, Job]
+    served: tuple[str, ...]
+    digest: str
     _acks: dict[str, list[Any]]
     _zrems: dict[str, list[Any]]
     _bookkeeping: asyncio.Event
@@ -206,13 +208,18 @@ class Upkeep:
             return None
         return max(0.0, (min(scores) - now_ms) / 1000)
 
-    async def _report(self) -> None:
-        info = {
+    def _info(self) -> dict[str, Any]:
+        """What ``outlast workers`` shows; ``lease_timeout`` says when the entry is stale, and
+        ``workflows``/``digest`` what code it runs (a worker of other code refuses to join)."""
+        return {
             "id": self.id, "host": socket.gethostname(), "pid": os.getpid(), "version": self.version,
             "running": sorted(self.jobs), "concurrency": self.concurrency, "heartbeat_at": time.time(),
-            "draining": self._stopping.is_set(),
+            "draining": self._stopping.is_set(), "lease_timeout": self.lease_ms / 1000,
+            "workflows": list(self.served), "digest": self.digest,
         }  # fmt: skip
-        await guard(self.redis.hset(keys.WORKERS, self.id, json.dumps(info)))
+
+    async def _report(self) -> None:
+        await guard(self.redis.hset(keys.WORKERS, self.id, json.dumps(self._info())))
 
     async def _takeover_scan(self) -> bool:
         """Claim runs of this worker's lanes whose lease expired. True if any was taken over."""
@@ -232,8 +239,7 @@ class Upkeep:
                 run_id = raw.decode()
                 if run_id in self.jobs:
                     continue
-                if await self._try_claim(lane, run_id) == STARTED:
-                    log.info("worker %s: took over run %s", self.id, run_id)
+                if await self._try_claim(lane, run_id) == STARTED:  # (_start logs the takeover)
                     took = True
                 if len(self.jobs) >= self.concurrency:
                     break

@@ -31,15 +31,17 @@ import redis.asyncio as aioredis
 from redis import exceptions as redis_errors
 
 from outlast import events as ev
-from outlast.control.registry import register_workflows
-from outlast.core.runner import Runner
+from outlast.control.registry import register_workflows, workflows_digest
+from outlast.core.runner import Outcome, Runner
 from outlast.core.workflow import Registry, Workflow
 from outlast.errors import ConfigError, OutlastError, StaleAttemptError, WorkflowNotFound
 from outlast.events import AttemptStatus, ClaimStatus, ErrorInfo, Reason, RunStatus
+from outlast.sizes import cap_text
 from outlast.store import keys
 from outlast.store.base import AttemptStart
 from outlast.store.errors import BUSYGROUP, NOGROUP, guard, reply_code
 from outlast.store.leases import Claim, RunLeases
+from outlast.store.queue import RunQueue
 from outlast.store.redis import RedisStore
 from outlast.store.waits import RedisWaits
 from outlast.worker.heartbeat import LeaseRenewer
@@ -79,7 +81,7 @@ class Worker(Upkeep, Launching):
         self.registry = workflows if isinstance(workflows, Registry) else Registry(workflows)
         self.redis = redis
         self.concurrency = concurrency
-        self.version = version or os.environ.get("OUTLAST_VERSION") or "dev"
+        self.version = version if version is not None else os.environ.get("OUTLAST_VERSION") or "dev"
         self.heartbeat = heartbeat
         self.lease_ms = int(lease_timeout * 1000)
         self.drain_timeout = drain_timeout
@@ -91,8 +93,7 @@ class Worker(Upkeep, Launching):
         # hold: a wait due within this many seconds keeps its run here; a longer one suspends it.
         self.runner = Runner(self.store, retention=retention, worker_id=self.id, waits=self.waits, hold=hold)
         self.runner.spare_slot = lambda: len(self.jobs) < self.concurrency
-        if self.version.startswith("@"):
-            raise ConfigError(f"version {self.version!r}: versions starting with '@' are reserved")
+        keys.check_version(self.version)  # (ConfigError: '@' versions are reserved, names limited)
         # Runs pinned to this version, then upgrade-safe runs any version may execute.
         self.lanes = [
             Lane(keys.work_stream(self.version), keys.lease_index(self.version)),
@@ -100,6 +101,14 @@ class Worker(Upkeep, Launching):
         ]
         self._lane_of = {lane.stream.encode(): lane for lane in self.lanes}
         self.jobs: dict[str, Job] = {}
+        #: What CLAIM is told this worker can execute (a run of another workflow is left alone).
+        self.served = tuple(wf.name for wf in self.registry)
+        self.digest = workflows_digest(self.registry)  # of the workflow set (refused if it differs)
+        self.queue = RunQueue(redis)
+        self._unserved: dict[str, int] = {}  # run id -> times this worker could not serve it
+        self._warned_unserved: set[str] = set()
+        #: Entries of runs left for another worker, pending here until re-queued (after a delay).
+        self._requeues: dict[bytes, tuple[Lane, str, asyncio.Task[None]]] = {}
         #: When set, runs are executed by what it launches (``outlast execute``), not in here.
         self.launcher = launcher
         self.started_runs = 0
@@ -146,6 +155,7 @@ class Worker(Upkeep, Launching):
             for task in background:
                 task.cancel()
             await asyncio.gather(*background, return_exceptions=True)
+            await self._requeue_now()
             with contextlib.suppress(OutlastError):
                 await self._flush_bookkeeping()
             renewer.stop()
@@ -166,7 +176,8 @@ class Worker(Upkeep, Launching):
 
     async def _prepare(self) -> None:
         await self._create_groups()
-        await register_workflows(self.redis, self.version, self.registry)
+        # Refused (ConfigError) when a live worker of this version runs other code.
+        await register_workflows(self.redis, self.version, self.registry, worker=self._info())
         await self._report()
 
     # -- dispatch ------------------------------------------------------------------------------
@@ -254,12 +265,58 @@ class Worker(Upkeep, Launching):
             return SKIPPED
         if self.launcher is not None:
             return await self._launch(lane, run_id, entry_id)
-        claim = await self.leases.claim(run_id, self.id, self.lease_ms, self.max_attempts)
+        claim = await self.leases.claim(run_id, self.id, self.lease_ms, self.max_attempts, self.served)
         if claim.status == ClaimStatus.OK:
             self._start(lane, run_id, claim, entry_id)
             return STARTED
+        if claim.status == ClaimStatus.UNSERVED:
+            self._leave_unserved(lane, run_id, entry_id, claim.detail)
+            return SKIPPED
         await self._settle_unclaimed(lane, run_id, claim)
         return SETTLED
+
+    def _leave_unserved(self, lane: Lane, run_id: str, entry_id: bytes | None, workflow: str) -> None:
+        """A run of a workflow this worker's code lacks: never fail it, leave it for a worker that
+        has it. Its entry goes back on the work stream (at once the first time: Redis hands it to
+        the reader that has waited longest, not to us who just read; later with a growing delay,
+        so a worker alone with such runs does not spin). A takeover scan just leaves it listed."""
+        if workflow not in self._warned_unserved:
+            self._warned_unserved.add(workflow)
+            log.warning(
+                "worker %s (version %s) has no workflow %r in its code (it has %s): leaving its runs "
+                "for a worker that has it. Every worker of a version must run the same code; start "
+                "this one under another --version", self.id, self.version, workflow,
+                ", ".join(self.served) or "none",
+            )  # fmt: skip
+        if entry_id is None:
+            return
+        if len(self._unserved) > 10_000:
+            self._unserved.clear()
+        seen = self._unserved[run_id] = self._unserved.get(run_id, 0) + 1
+        delay = 0.0 if seen == 1 else min(self.heartbeat * 2 ** (seen - 2), self.lease_ms / 1000)
+        if entry_id not in self._requeues:
+            task = asyncio.create_task(self._requeue(lane, entry_id, run_id, delay), name="outlast-requeue")
+            self._requeues[entry_id] = (lane, run_id, task)
+
+    async def _requeue(self, lane: Lane, entry_id: bytes, run_id: str, delay: float) -> None:
+        # Until then the entry stays pending here: if this worker dies, XAUTOCLAIM hands it on.
+        try:
+            await asyncio.sleep(delay)
+            await self.queue.requeue(lane.stream, entry_id, self.id, run_id)
+        except OutlastError as exc:
+            log.warning("worker %s: could not put run %s back on the queue: %s", self.id, run_id, exc)
+        finally:
+            self._requeues.pop(entry_id, None)
+
+    async def _requeue_now(self) -> None:
+        """Stopping: put back at once the runs left for another worker (not after their delay)."""
+        pending = list(self._requeues.items())
+        for _, (_, _, task) in pending:
+            task.cancel()
+        await asyncio.gather(*(task for _, (_, _, task) in pending), return_exceptions=True)
+        for entry_id, (lane, run_id, _) in pending:
+            with contextlib.suppress(OutlastError):
+                await self.queue.requeue(lane.stream, entry_id, self.id, run_id)
 
     async def _settle_unclaimed(self, lane: Lane, run_id: str, claim: Claim) -> None:
         """Act on a claim that did not give us the run."""
@@ -275,15 +332,21 @@ class Worker(Upkeep, Launching):
 
     async def _fail_exhausted(self, lane: Lane, run_id: str, claim: Claim) -> None:
         lost = [w for w in claim.detail.split(",") if w]
-        message = f"the run lost its worker {claim.attempt} times (max_attempts={self.max_attempts})"
+        times = "once" if claim.losses == 1 else f"{claim.losses} times in a row"
+        message = (
+            f"the run lost its worker {times} without making progress (max_attempts={self.max_attempts}); "
+            "a step that kills its worker each time it runs is the usual cause"
+        )
         error: ErrorInfo = {
             "type": "AttemptsExhausted",
             "message": message,
             "lost_workers": lost,
+            "losses": claim.losses,
             "reason": Reason.ATTEMPTS_EXHAUSTED,
         }
         data = {"error": error, "reason": Reason.ATTEMPTS_EXHAUSTED, "lost_workers": lost}
         await self.leases.finish(run_id, claim.attempt, RunStatus.FAILED, ev.RUN_FAILED, data, error)
+        log.warning("worker %s: run %s failed: %s", self.id, run_id, message)
         for each in {lane, *self.lanes}:
             self._later(self._zrems, each.index, run_id)
 
@@ -291,6 +354,9 @@ class Worker(Upkeep, Launching):
         # A run found through the lease index (a takeover) is listed there already.
         job = Job(run_id, claim.attempt, lane, entry_id=entry_id, indexed=entry_id is None)
         self.jobs[run_id] = job
+        if claim.detail:  # (found by a takeover scan, or its entry re-read after its worker died)
+            log.info("worker %s: took over run %s (attempt %s) from lost worker %s", self.id, run_id,
+                     claim.attempt, claim.detail)  # fmt: skip
         self.started_runs += 1
         job.task = asyncio.create_task(self._execute(job, claim), name=f"outlast-run-{run_id}")
 
@@ -323,11 +389,11 @@ class Worker(Upkeep, Launching):
                 raise OutlastError(f"claim of run {run_id} returned no record")
             try:
                 wf = self.registry.get(record.workflow)
-            except WorkflowNotFound as exc:
-                reason = Reason.WORKFLOW_NOT_FOUND
-                error: ErrorInfo = {"type": "WorkflowNotFound", "message": str(exc), "reason": reason}
-                data = {"error": error, "reason": reason}
-                await self.leases.finish(run_id, claim.attempt, RunStatus.FAILED, ev.RUN_FAILED, data, error)
+            except WorkflowNotFound:  # (CLAIM checks the name: only a registry changed since)
+                self._leave_unserved(job.lane, run_id, None, record.workflow)
+                await self.leases.release(run_id, claim.attempt, self.id)
+                await guard(self.redis.zadd(job.lane.index, {run_id: 0}))
+                job.indexed = False
                 return True
             start = AttemptStart(claim.attempt, claim.last_seq)
             job.attempt = self.runner.prepare(
@@ -342,6 +408,7 @@ class Worker(Upkeep, Launching):
         if outcome.status != AttemptStatus.ABANDONED:
             # Ended or parked here: unlist it even if the renewer listed it after our last look.
             job.indexed = True
+            self._log_end(run_id, claim.attempt, outcome)
             return True
         why = outcome.error["message"] if outcome.error else ""
         log.warning("worker %s: abandoned run %s attempt %s: %s", self.id, run_id, claim.attempt, why)
@@ -350,10 +417,25 @@ class Worker(Upkeep, Launching):
             return True
         return False
 
+    def _log_end(self, run_id: str, attempt: int, outcome: Outcome) -> None:
+        """One line per run end (and suspension) in the worker's log."""
+        if outcome.status == AttemptStatus.FAILED:
+            error = outcome.error
+            log.warning(
+                "worker %s: run %s failed (attempt %s): %s: %s", self.id, run_id, attempt,
+                error["type"] if error else "?", cap_text(error["message"] if error else "", 500),
+            )  # fmt: skip
+        elif outcome.status == AttemptStatus.SUSPENDED:
+            log.info("worker %s: run %s is waiting (attempt %s)", self.id, run_id, attempt)
+        else:
+            log.info("worker %s: run %s %s (attempt %s)", self.id, run_id, outcome.status, attempt)
+
     async def _hand_off(self, job: Job) -> bool:
-        """Release a run's lease and list it as expired so any worker takes it over at once."""
+        """Release a run's lease and list it as expired so any worker takes it over at once.
+
+        The attempt failed here, so this counts as a loss of the run's worker (max_attempts)."""
         try:
-            if await self.leases.release(job.run_id, job.attempt_no, self.id):
+            if await self.leases.release(job.run_id, job.attempt_no, self.id, lost=True):
                 await guard(self.redis.zadd(job.lane.index, {job.run_id: 0}))
             job.indexed = False  # listed for the next owner, not ours to remove
             return True
@@ -385,7 +467,7 @@ class Worker(Upkeep, Launching):
             with contextlib.suppress(OutlastError):
                 if await self.leases.release(job.run_id, job.attempt_no, self.id):
                     await guard(self.redis.zadd(job.lane.index, {job.run_id: 0}))
-                    await guard(self.redis.xadd(job.lane.stream, {"run": job.run_id}))
+                    await self.queue.add(job.lane.stream, job.run_id)
 
     async def _wait_hard_stop(self) -> None:
         while not self._hard_stop:

@@ -1,0 +1,107 @@
+"""Workers whose code lacks a workflow: they never fail its runs, and never join a version whose
+live workers run other code. Real ``outlast worker`` processes with different app files."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import redis.asyncio as aioredis
+
+from outlast import events as ev
+from outlast.control import Dispatcher
+from outlast.store import keys
+
+from .app import anywhere, quick
+from .conftest import HEARTBEAT, LEASE, SpawnWorker, WorkerProcess
+from .test_faults import check_stream, events_of
+
+pytestmark = pytest.mark.timeout(120)
+
+OLDER = str(Path(__file__).with_name("app_older.py"))  # lacks `quick` and `anywhere`
+WARNING = "has no workflow {!r}"
+
+
+async def logged(worker: WorkerProcess, text: str, timeout: float = 30) -> str:
+    """The worker's log once it contains ``text`` (polled: the log is a file)."""
+    deadline = time.monotonic() + timeout
+    while text not in worker.stderr():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"worker never logged {text!r}:\n{worker.stderr()}")
+        await asyncio.sleep(0.05)
+    return worker.stderr()
+
+
+async def test_a_worker_with_other_code_refuses_to_join_a_version(
+    spawn_worker: SpawnWorker, redis: aioredis.Redis, redis_url: str
+) -> None:
+    del redis  # (requested for its flush: a clean database)
+    current = await spawn_worker(version="v")
+    cmd = [
+        sys.executable, "-c", "from outlast.cli.main import main; main()", "worker", OLDER,
+        "--redis", redis_url, "--version", "v", "--heartbeat", str(HEARTBEAT), "--lease-timeout", str(LEASE),
+    ]  # fmt: skip
+    env = {"COLUMNS": "1000", "PATH": "/usr/bin:/bin"}
+    proc = await asyncio.create_subprocess_exec(
+        *cmd, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, env=env
+    )
+    out, err = await asyncio.wait_for(proc.communicate(), 30)
+    message = err.decode()
+    assert proc.returncode == 1, out + err
+    assert f"version 'v' is served by live worker {current.id} with other code" in message
+    missing = message.split("missing here: ", 1)[1].split(")", 1)[0].split(", ")
+    assert {"anywhere", "quick"} <= set(missing)
+    assert not {"multi", "hang", "gated"} & set(missing)
+    assert "another --version" in message
+    assert "Traceback" not in message
+    # Once that worker left, the older code may take the version over (and says what it serves).
+    current.signal(signal.SIGTERM)
+    assert await current.wait() == 0
+    older = await spawn_worker(version="v", app=OLDER)
+    assert older.proc.returncode is None
+
+
+async def test_runs_a_worker_cannot_serve_wait_for_one_that_can(
+    spawn_worker: SpawnWorker, dispatcher: Dispatcher, redis: aioredis.Redis
+) -> None:
+    older = await spawn_worker(version="v", app=OLDER)
+    runs = [(await dispatcher.start(quick, {"n": 2}, version="v")).run_id for _ in range(6)]
+    log = await logged(older, WARNING.format("quick"))
+    # It looked at every run and put each back on the queue rather than failing it.
+    deadline = time.monotonic() + 30
+    while await redis.xlen(keys.work_stream("v")) < 2 * len(runs):
+        assert time.monotonic() < deadline, "the worker did not put the runs back"
+        await asyncio.sleep(0.05)
+    for run_id in runs:
+        record = await dispatcher.store.get_run(run_id)
+        assert (record.status, record.attempt, record.losses) == ("queued", 0, 0)
+    older.signal(signal.SIGTERM)
+    assert await older.wait() == 0
+    assert older.stderr().count(WARNING.format("quick")) == 1, log  # loud, once per workflow
+    current = await spawn_worker(version="v")
+    for run_id in runs:
+        assert await dispatcher.result(run_id, timeout=30) == 2
+        events = await events_of(dispatcher, run_id)
+        check_stream(events)
+        assert [e.data["worker"] for e in events if e.type == ev.RUN_STARTED] == [current.id]
+
+
+async def test_upgrade_safe_runs_go_to_the_version_whose_code_has_them(
+    spawn_worker: SpawnWorker, dispatcher: Dispatcher
+) -> None:
+    # Two live workers share the upgrade-safe lane; only v2's code has `anywhere`.
+    older = await spawn_worker(version="v1", app=OLDER)
+    current = await spawn_worker(version="v2")
+    runs = [(await dispatcher.start(anywhere, {"tag": f"a{n}"}, version="v1")).run_id for n in range(6)]
+    for n, run_id in enumerate(runs):
+        assert await dispatcher.result(run_id, timeout=30) == f"a{n}"
+        events = await events_of(dispatcher, run_id)
+        check_stream(events)
+        assert [e.data["worker"] for e in events if e.type == ev.RUN_STARTED] == [current.id]
+        assert (await dispatcher.store.get_run(run_id)).attempt == 1
+    assert older.proc.returncode is None
+    assert older.stderr().count(WARNING.format("anywhere")) <= 1
