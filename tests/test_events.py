@@ -29,7 +29,7 @@ def test_members_are_their_strings_in_json_sets_and_dicts() -> None:
     [
         (RunStatus, {"queued", "running", "waiting", "completed", "failed", "cancelled"}),
         (AttemptStatus, {"completed", "failed", "cancelled", "suspended", "abandoned"}),
-        (ClaimStatus, {"ok", "alive", "terminal", "cancelled", "exhausted", "waiting", "gone"}),
+        (ClaimStatus, {"ok", "alive", "terminal", "cancelled", "exhausted", "unserved", "waiting", "gone"}),
         (Reason, {"error", "non_determinism", "attempts_exhausted", "workflow_not_found", "cancelled"}),
     ],
 )
@@ -60,6 +60,8 @@ async def test_records_outcomes_and_events_carry_typed_values_with_unchanged_tex
     await runner.execute(boom, run_id)
     record = await store.get_run(run_id)
     assert record.status is RunStatus.FAILED  # decoded from the stored text "failed"
+    assert record.error is not None
+    assert record.error.pop("traceback").endswith("ValueError: no\n")
     assert record.error == {"type": "ValueError", "message": "no", "reason": "error"}
 
 

@@ -256,7 +256,9 @@ async def test_in_a_run_failure_cancels_siblings_and_fails_the_run() -> None:
     assert run.error["type"] == "ValueError"
     assert sorted(cancelled) == [0, 2]
     failed = {e.step: e.data for e in run.events if e.type == "step.failed"}
-    assert failed["write#1"]["error"] == {"type": "ValueError", "message": "write 1 failed"}
+    error = dict(failed["write#1"]["error"])
+    assert error.pop("traceback").endswith("ValueError: write 1 failed\n")
+    assert error == {"type": "ValueError", "message": "write 1 failed"}
     assert failed["write#0"]["cancelled"] is True
     assert failed["write#2"]["cancelled"] is True
     assert run.events[-1].type == "run.failed"

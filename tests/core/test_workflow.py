@@ -181,11 +181,15 @@ async def test_failing_step_fails_the_run() -> None:
     assert [e.type for e in run.events][-3:] == ["step.started", "step.failed", "run.failed"]
     failed = of_type(run.events, "step.failed")[0]
     assert failed.step == "broken#0"
-    assert failed.data["error"] == {"type": "ValueError", "message": "bad x 4"}
+    step_error = dict(failed.data["error"])
+    assert step_error.pop("traceback").endswith("ValueError: bad x 4\n")  # (docs/protocol.md §3)
+    assert step_error == {"type": "ValueError", "message": "bad x 4"}
     end = run.events[-1].data
     assert end["reason"] == "error"
-    assert end["error"] == {"type": "ValueError", "message": "bad x 4", "reason": "error"}
     assert run.error == end["error"]
+    run_error = dict(end["error"])
+    assert "Traceback (most recent call last)" in run_error.pop("traceback")
+    assert run_error == {"type": "ValueError", "message": "bad x 4", "reason": "error"}
     with pytest.raises(outlast.RunFailed, match="bad x 4"):
         await outlast.Runner(outlast.MemoryStore()).run(wf, {})
 

@@ -44,6 +44,8 @@ async def test_workflow_without_retry_fails_on_the_first_error() -> None:
 
     run = await outlast.run_local(fragile)
     assert run.status == "failed"
+    assert run.error is not None
+    assert "in fragile" in run.error.pop("traceback")
     assert run.error == {"type": "ValueError", "message": "bad input", "reason": "error"}
     assert not [e for e in run.events if e.type == ev.RUN_RETRYING]
 
