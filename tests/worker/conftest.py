@@ -6,6 +6,7 @@ import asyncio
 import os
 import signal
 import sys
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
@@ -37,6 +38,15 @@ class WorkerProcess:
 
     def stderr(self) -> str:
         return self.log.read_text()
+
+    async def logged(self, text: str, timeout: float = 30) -> str:
+        """The worker's log once it contains ``text`` (polled: the log is a file)."""
+        deadline = time.monotonic() + timeout
+        while text not in (log := self.stderr()):
+            if time.monotonic() > deadline:
+                raise AssertionError(f"worker never logged {text!r}:\n{log[-3000:]}")
+            await asyncio.sleep(0.05)
+        return log
 
 
 SpawnWorker = Callable[..., Awaitable[WorkerProcess]]

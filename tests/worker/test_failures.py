@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import asyncio
 import signal
-import time
 
 import pytest
 
@@ -13,20 +11,10 @@ from outlast.control import Dispatcher
 from outlast.errors import RunFailed
 
 from .app import boom, hang, quick
-from .conftest import SpawnWorker, WorkerProcess
+from .conftest import SpawnWorker
 from .test_faults import events_of, wait_event
 
 pytestmark = pytest.mark.timeout(120)
-
-
-async def logged(worker: WorkerProcess, text: str, timeout: float = 30) -> str:
-    """The worker's log once it contains ``text`` (polled: the log is a file)."""
-    deadline = time.monotonic() + timeout
-    while text not in worker.stderr():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"worker never logged {text!r}:\n{worker.stderr()[-3000:]}")
-        await asyncio.sleep(0.05)
-    return worker.stderr()
 
 
 async def test_an_error_too_large_to_store_fails_the_run_once_with_its_cause(
@@ -51,7 +39,7 @@ async def test_an_error_too_large_to_store_fails_the_run_once_with_its_cause(
         ev.RUN_FAILED,
     ]
     # One line per run end, naming the error; the library's per-request INFO lines stay quiet.
-    log = await logged(worker, f"run {bad} failed (attempt 1): RuntimeError: b exploded: xxx")
+    log = await worker.logged(f"run {bad} failed (attempt 1): RuntimeError: b exploded: xxx")
     assert f"run {ok} completed (attempt 1)" in log
     assert "HTTP Request" not in log
     assert max(len(line) for line in log.splitlines()) < 1_000
@@ -67,6 +55,6 @@ async def test_the_worker_logs_takeovers_and_cancellations(
     await first.wait()
     second = await spawn_worker()
     await wait_event(dispatcher, run_id, ev.STEP_STARTED, attempt=2)  # (its status is not emitted again)
-    await logged(second, f"took over run {run_id}")
+    await second.logged(f"took over run {run_id}")
     assert (await dispatcher.cancel(run_id)).status == "cancelling"
-    await logged(second, f"run {run_id} cancelled (attempt 2)")
+    await second.logged(f"run {run_id} cancelled (attempt 2)")

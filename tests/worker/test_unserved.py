@@ -17,23 +17,13 @@ from outlast.control import Dispatcher
 from outlast.store import keys
 
 from .app import anywhere, quick
-from .conftest import HEARTBEAT, LEASE, SpawnWorker, WorkerProcess
+from .conftest import HEARTBEAT, LEASE, SpawnWorker
 from .test_faults import check_stream, events_of
 
 pytestmark = pytest.mark.timeout(120)
 
 OLDER = str(Path(__file__).with_name("app_older.py"))  # lacks `quick` and `anywhere`
 WARNING = "has no workflow {!r}"
-
-
-async def logged(worker: WorkerProcess, text: str, timeout: float = 30) -> str:
-    """The worker's log once it contains ``text`` (polled: the log is a file)."""
-    deadline = time.monotonic() + timeout
-    while text not in worker.stderr():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"worker never logged {text!r}:\n{worker.stderr()}")
-        await asyncio.sleep(0.05)
-    return worker.stderr()
 
 
 async def test_a_worker_with_other_code_refuses_to_join_a_version(
@@ -70,7 +60,7 @@ async def test_runs_a_worker_cannot_serve_wait_for_one_that_can(
 ) -> None:
     older = await spawn_worker(version="v", app=OLDER)
     runs = [(await dispatcher.start(quick, {"n": 2}, version="v")).run_id for _ in range(6)]
-    log = await logged(older, WARNING.format("quick"))
+    log = await older.logged(WARNING.format("quick"))
     # It looked at every run and put each back on the queue rather than failing it.
     deadline = time.monotonic() + 30
     while await redis.xlen(keys.work_stream("v")) < 2 * len(runs):
