@@ -48,6 +48,7 @@ from outlast.worker.heartbeat import LeaseRenewer
 from outlast.worker.jobs import SETTLED, SKIPPED, STARTED, Job, Lane, redis_url_of
 from outlast.worker.launcher import Launcher
 from outlast.worker.launching import Launching
+from outlast.worker.unserved import UnservedRuns
 from outlast.worker.upkeep import Upkeep
 
 log = logging.getLogger("outlast.worker")
@@ -105,10 +106,10 @@ class Worker(Upkeep, Launching):
         self.served = tuple(wf.name for wf in self.registry)
         self.digest = workflows_digest(self.registry)  # of the workflow set (refused if it differs)
         self.queue = RunQueue(redis)
-        self._unserved: dict[str, int] = {}  # run id -> times this worker could not serve it
-        self._warned_unserved: set[str] = set()
-        #: Entries of runs left for another worker, pending here until re-queued (after a delay).
-        self._requeues: dict[bytes, tuple[Lane, str, asyncio.Task[None]]] = {}
+        #: Runs of workflows this code lacks, left for workers that have them.
+        self.unserved = UnservedRuns(
+            self.queue, self.id, self.version, self.served, first=heartbeat, most=lease_timeout
+        )
         #: When set, runs are executed by what it launches (``outlast execute``), not in here.
         self.launcher = launcher
         self.started_runs = 0
@@ -155,7 +156,7 @@ class Worker(Upkeep, Launching):
             for task in background:
                 task.cancel()
             await asyncio.gather(*background, return_exceptions=True)
-            await self._requeue_now()
+            await self.unserved.flush()
             with contextlib.suppress(OutlastError):
                 await self._flush_bookkeeping()
             renewer.stop()
@@ -270,53 +271,10 @@ class Worker(Upkeep, Launching):
             self._start(lane, run_id, claim, entry_id)
             return STARTED
         if claim.status == ClaimStatus.UNSERVED:
-            self._leave_unserved(lane, run_id, entry_id, claim.detail)
+            self.unserved.leave(lane, run_id, entry_id, claim.detail)
             return SKIPPED
         await self._settle_unclaimed(lane, run_id, claim)
         return SETTLED
-
-    def _leave_unserved(self, lane: Lane, run_id: str, entry_id: bytes | None, workflow: str) -> None:
-        """A run of a workflow this worker's code lacks: never fail it, leave it for a worker that
-        has it. Its entry goes back on the work stream (at once the first time: Redis hands it to
-        the reader that has waited longest, not to us who just read; later with a growing delay,
-        so a worker alone with such runs does not spin). A takeover scan just leaves it listed."""
-        if workflow not in self._warned_unserved:
-            self._warned_unserved.add(workflow)
-            log.warning(
-                "worker %s (version %s) has no workflow %r in its code (it has %s): leaving its runs "
-                "for a worker that has it. Every worker of a version must run the same code; start "
-                "this one under another --version", self.id, self.version, workflow,
-                ", ".join(self.served) or "none",
-            )  # fmt: skip
-        if entry_id is None:
-            return
-        if len(self._unserved) > 10_000:
-            self._unserved.clear()
-        seen = self._unserved[run_id] = self._unserved.get(run_id, 0) + 1
-        delay = 0.0 if seen == 1 else min(self.heartbeat * 2 ** (seen - 2), self.lease_ms / 1000)
-        if entry_id not in self._requeues:
-            task = asyncio.create_task(self._requeue(lane, entry_id, run_id, delay), name="outlast-requeue")
-            self._requeues[entry_id] = (lane, run_id, task)
-
-    async def _requeue(self, lane: Lane, entry_id: bytes, run_id: str, delay: float) -> None:
-        # Until then the entry stays pending here: if this worker dies, XAUTOCLAIM hands it on.
-        try:
-            await asyncio.sleep(delay)
-            await self.queue.requeue(lane.stream, entry_id, self.id, run_id)
-        except OutlastError as exc:
-            log.warning("worker %s: could not put run %s back on the queue: %s", self.id, run_id, exc)
-        finally:
-            self._requeues.pop(entry_id, None)
-
-    async def _requeue_now(self) -> None:
-        """Stopping: put back at once the runs left for another worker (not after their delay)."""
-        pending = list(self._requeues.items())
-        for _, (_, _, task) in pending:
-            task.cancel()
-        await asyncio.gather(*(task for _, (_, _, task) in pending), return_exceptions=True)
-        for entry_id, (lane, run_id, _) in pending:
-            with contextlib.suppress(OutlastError):
-                await self.queue.requeue(lane.stream, entry_id, self.id, run_id)
 
     async def _settle_unclaimed(self, lane: Lane, run_id: str, claim: Claim) -> None:
         """Act on a claim that did not give us the run."""
@@ -390,7 +348,7 @@ class Worker(Upkeep, Launching):
             try:
                 wf = self.registry.get(record.workflow)
             except WorkflowNotFound:  # (CLAIM checks the name: only a registry changed since)
-                self._leave_unserved(job.lane, run_id, None, record.workflow)
+                self.unserved.leave(job.lane, run_id, None, record.workflow)
                 await self.leases.release(run_id, claim.attempt, self.id)
                 await guard(self.redis.zadd(job.lane.index, {run_id: 0}))
                 job.indexed = False
