@@ -218,7 +218,7 @@ async def check(dispatcher: Dispatcher, readers: list[Reader], fleet: Fleet, too
     statuses: Counter[str] = Counter()
     for reader in readers:
         record = await dispatcher.store.get_run(reader.run_id)
-        statuses[record.status] += 1
+        statuses[str(record.status)] += 1
         if record.status != "completed":
             problems.append(f"{reader.run_id}: {record.status} {record.error}")
         stored = [e async for e in dispatcher.store.read_events(reader.run_id, follow=False)]
