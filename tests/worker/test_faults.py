@@ -12,7 +12,7 @@ import redis.asyncio as aioredis
 from outlast import events as ev
 from outlast.control import Dispatcher
 
-from .app import hang, multi
+from .app import gated, hang, multi
 from .conftest import LEASE, SpawnWorker
 
 pytestmark = pytest.mark.timeout(120)
@@ -125,26 +125,29 @@ async def test_sigterm_drains_in_flight_runs_then_exits_zero(
 
 
 async def test_short_drain_hands_runs_to_another_worker(
-    spawn_worker: SpawnWorker, dispatcher: Dispatcher
+    spawn_worker: SpawnWorker, dispatcher: Dispatcher, redis: aioredis.Redis
 ) -> None:
     leaving = await spawn_worker("--drain-timeout", "0.2")
-    runs = [
-        (await dispatcher.start(multi, {"tag": f"h{n}", "steps": 20, "delay": 0.1})).run_id for n in range(3)
-    ]
+    # Gated runs cannot finish inside the drain window however slowly the second worker starts.
+    runs = [(await dispatcher.start(gated, {"tag": f"h{n}"})).run_id for n in range(3)]
     for run_id in runs:
-        await wait_event(dispatcher, run_id, ev.STEP_COMPLETED)
+        await wait_event(dispatcher, run_id, ev.STEP_COMPLETED)  # the first step, then the gate holds
     staying = await spawn_worker()
     leaving.signal(signal.SIGTERM)
     assert await leaving.wait() == 0
     handed_over_at = time.time()
     for run_id in runs:
-        assert await dispatcher.result(run_id, timeout=60) == sum(range(20))
+        second = await wait_event(dispatcher, run_id, ev.RUN_STARTED, attempt=2)
+        assert second.data["worker"] == staying.id
+        # Released, not timed out: picked up well before a lease would have expired.
+        assert second.ts - handed_over_at < LEASE
+    for n in range(3):
+        await redis.rpush(f"gate:h{n}", "go")
+    for run_id in runs:
+        assert await dispatcher.result(run_id, timeout=60) == "open"
         events = await events_of(dispatcher, run_id)
         check_stream(events)
-        second = [e for e in events if e.type == ev.RUN_STARTED and e.attempt == 2]
-        assert second[0].data["worker"] == staying.id
-        # Released, not timed out: picked up well before a lease would have expired.
-        assert second[0].ts - handed_over_at < LEASE
+        assert [e.step for e in events if e.type == ev.STEP_COMPLETED].count("work#0") == 1
 
 
 async def test_run_fails_when_attempts_are_exhausted(
