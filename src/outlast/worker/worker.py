@@ -35,7 +35,7 @@ from outlast.control.registry import register_workflows, workflows_digest
 from outlast.core.runner import Outcome, Runner
 from outlast.core.workflow import Registry, Workflow
 from outlast.errors import ConfigError, OutlastError, StaleAttemptError, WorkflowNotFound
-from outlast.events import AttemptStatus, ClaimStatus, ErrorInfo, Reason, RunStatus
+from outlast.events import AttemptStatus, ClaimStatus, RunStatus
 from outlast.sizes import cap_text
 from outlast.store import keys
 from outlast.store.base import AttemptStart
@@ -44,6 +44,7 @@ from outlast.store.leases import Claim, RunLeases
 from outlast.store.queue import RunQueue
 from outlast.store.redis import RedisStore
 from outlast.store.waits import RedisWaits
+from outlast.worker.bookkeeping import Bookkeeping
 from outlast.worker.heartbeat import LeaseRenewer
 from outlast.worker.jobs import SETTLED, SKIPPED, STARTED, Job, Lane, redis_url_of
 from outlast.worker.launcher import Launcher
@@ -54,8 +55,14 @@ from outlast.worker.upkeep import Upkeep
 log = logging.getLogger("outlast.worker")
 
 
-class Worker(Upkeep, Launching):
-    """Runs workflows of one version from Redis. ``await worker.run()``; ``worker.stop()`` drains."""
+class Worker:
+    """Runs workflows of one version from Redis. ``await worker.run()``; ``worker.stop()`` drains.
+
+    Built from collaborators sharing its ``jobs``: :class:`Bookkeeping` (batched acks, runs a
+    claim did not give it), :class:`Upkeep` (beat, takeovers, notices, lease news),
+    :class:`UnservedRuns` (runs of workflows its code lacks) and, with a launcher,
+    :class:`Launching`.
+    """
 
     def __init__(
         self,
@@ -89,7 +96,7 @@ class Worker(Upkeep, Launching):
         self.max_attempts = max_attempts
         self.id = worker_id or f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
         self.store = RedisStore(redis, max_stream_len=max_stream_len)
-        self.waits = RedisWaits(redis, on_armed=self._timer_armed)
+        self.waits = RedisWaits(redis, on_armed=lambda delay: self.upkeep.timer_armed(delay))
         self.leases = RunLeases(redis, retention=retention, waits=self.waits)
         # hold: a wait due within this many seconds keeps its run here; a longer one suspends it.
         self.runner = Runner(self.store, retention=retention, worker_id=self.id, waits=self.waits, hold=hold)
@@ -110,20 +117,32 @@ class Worker(Upkeep, Launching):
         self.unserved = UnservedRuns(
             self.queue, self.id, self.version, self.served, first=heartbeat, most=lease_timeout
         )
-        #: When set, runs are executed by what it launches (``outlast execute``), not in here.
-        self.launcher = launcher
-        self.started_runs = 0
+        self._executed = 0
         self._stopping = asyncio.Event()
         self._slot_free = asyncio.Event()
         self._hard_stop = False
-        self._takeover_wanted = False
-        self._acks: dict[str, list[Any]] = {}
-        self._zrems: dict[str, list[Any]] = {}
-        self._bookkeeping = asyncio.Event()
-        self._beat_wake = asyncio.Event()
-        self._loop: asyncio.AbstractEventLoop | None = None
+        self.books = Bookkeeping(
+            redis, self.leases, worker_id=self.id, lanes=self.lanes, max_attempts=max_attempts,
+            retry_after=heartbeat,
+        )  # fmt: skip
+        self.upkeep = Upkeep(
+            redis, self.waits, worker_id=self.id, version=self.version, served=self.served,
+            digest=self.digest, concurrency=concurrency, heartbeat=heartbeat, lease_ms=self.lease_ms,
+            lanes=self.lanes, jobs=self.jobs, stopping=self._stopping, books=self.books,
+            claim=self._try_claim, dispatch=self._dispatch,
+        )  # fmt: skip
+        #: With a launcher, runs are executed by what it launches (``outlast execute``), not in here.
+        self.launching = None if launcher is None else Launching(
+            launcher, redis, self.store, self.leases, self.books, worker_id=self.id, jobs=self.jobs,
+            slot_free=self._slot_free,
+        )  # fmt: skip
         #: Set once the worker registered itself and its workflows and listens for runs.
         self.ready = asyncio.Event()
+
+    @property
+    def started_runs(self) -> int:
+        """Runs started here (executed, or handed to the launcher) since the worker was made."""
+        return self._executed + (self.launching.launched if self.launching is not None else 0)
 
     # -- lifecycle -----------------------------------------------------------------------------
 
@@ -135,18 +154,14 @@ class Worker(Upkeep, Launching):
 
     async def run(self, *, burst: bool = False) -> None:
         """Work until :meth:`stop` (or, with ``burst``, until nothing is queued or running)."""
-        self._loop = asyncio.get_running_loop()
+        self.upkeep.bind()
         await self._prepare()
-        url = redis_url_of(self.redis)
-        renewer = LeaseRenewer(
-            url, self.id, interval=self.heartbeat, lease_ms=self.lease_ms,
-            held=self._held, on_renewed=self._renewed,
-        )  # fmt: skip
+        renewer = self._renewer()
         renewer.start()
         background = [
-            asyncio.create_task(self._beat_loop(), name="outlast-beat"),
-            asyncio.create_task(self._notice_listener(), name="outlast-notices"),
-            asyncio.create_task(self._bookkeeping_loop(), name="outlast-bookkeeping"),
+            asyncio.create_task(self.upkeep.beat(), name="outlast-beat"),
+            asyncio.create_task(self.upkeep.notices(), name="outlast-notices"),
+            asyncio.create_task(self.books.loop(), name="outlast-bookkeeping"),
         ]
         self.ready.set()
         try:
@@ -158,7 +173,7 @@ class Worker(Upkeep, Launching):
             await asyncio.gather(*background, return_exceptions=True)
             await self.unserved.flush()
             with contextlib.suppress(OutlastError):
-                await self._flush_bookkeeping()
+                await self.books.flush()
             renewer.stop()
             await asyncio.to_thread(renewer.join)
             with contextlib.suppress(OutlastError):
@@ -166,6 +181,13 @@ class Worker(Upkeep, Launching):
 
     async def run_until_idle(self) -> None:
         await self.run(burst=True)
+
+    def _renewer(self) -> LeaseRenewer:
+        """The heartbeat thread renewing this worker's leases (on its own connection)."""
+        return LeaseRenewer(
+            redis_url_of(self.redis), self.id, interval=self.heartbeat, lease_ms=self.lease_ms,
+            held=self.upkeep.held, on_renewed=self.upkeep.renewed,
+        )  # fmt: skip
 
     async def _create_groups(self) -> None:
         for lane in self.lanes:
@@ -178,8 +200,8 @@ class Worker(Upkeep, Launching):
     async def _prepare(self) -> None:
         await self._create_groups()
         # Refused (ConfigError) when a live worker of this version runs other code.
-        await register_workflows(self.redis, self.version, self.registry, worker=self._info())
-        await self._report()
+        await register_workflows(self.redis, self.version, self.registry, worker=self.upkeep.info())
+        await self.upkeep.report()
 
     # -- dispatch ------------------------------------------------------------------------------
 
@@ -189,10 +211,10 @@ class Worker(Upkeep, Launching):
         stopping = asyncio.ensure_future(self._stopping.wait())  # one waiter for the whole loop
         try:
             while not self._stopping.is_set():
-                if self._takeover_wanted:  # runs already under way go before new ones
-                    self._takeover_wanted = False
+                if self.upkeep.takeover_wanted:  # runs already under way go before new ones
+                    self.upkeep.takeover_wanted = False
                     try:
-                        await self._takeover_scan()
+                        await self.upkeep.takeover_scan()
                     except OutlastError as exc:
                         log.warning("worker %s: takeover scan failed: %s", self.id, exc)
                 free = self.concurrency - len(self.jobs)
@@ -224,7 +246,7 @@ class Worker(Upkeep, Launching):
                     for entry_id, fields in entries
                 ]
                 await self._dispatch(batch)
-                if burst and not batch and not self.jobs and not await self._takeover_scan():
+                if burst and not batch and not self.jobs and not await self.upkeep.takeover_scan():
                     break
         finally:
             stopping.cancel()
@@ -252,7 +274,7 @@ class Worker(Upkeep, Launching):
                 # Unknown whether the claim ran: leave the entry pending, XAUTOCLAIM retries it.
                 log.warning("worker %s: claiming run %s failed: %s", self.id, run_id, outcome)
             elif outcome == SETTLED:
-                self._later(self._acks, lane.stream, entry_id)
+                self.books.ack(lane.stream, entry_id)
 
     async def _try_claim(self, lane: Lane, run_id: str, entry_id: bytes | None = None) -> str:
         """Claim and start ``run_id`` if nobody holds a live lease on it.
@@ -264,8 +286,8 @@ class Worker(Upkeep, Launching):
             return SETTLED  # a duplicate entry for a run this worker already executes
         if self._stopping.is_set():
             return SKIPPED
-        if self.launcher is not None:
-            return await self._launch(lane, run_id, entry_id)
+        if self.launching is not None:
+            return await self.launching.launch(lane, run_id, entry_id)
         claim = await self.leases.claim(run_id, self.id, self.lease_ms, self.max_attempts, self.served)
         if claim.status == ClaimStatus.OK:
             self._start(lane, run_id, claim, entry_id)
@@ -273,40 +295,8 @@ class Worker(Upkeep, Launching):
         if claim.status == ClaimStatus.UNSERVED:
             self.unserved.leave(lane, run_id, entry_id, claim.detail)
             return SKIPPED
-        await self._settle_unclaimed(lane, run_id, claim)
+        await self.books.settle_unclaimed(lane, run_id, claim)
         return SETTLED
-
-    async def _settle_unclaimed(self, lane: Lane, run_id: str, claim: Claim) -> None:
-        """Act on a claim that did not give us the run."""
-        if claim.status == ClaimStatus.ALIVE:
-            await guard(self.redis.zadd(lane.index, {run_id: claim.lease_until}))
-        elif claim.status in (ClaimStatus.TERMINAL, ClaimStatus.GONE, ClaimStatus.WAITING):
-            self._later(self._zrems, lane.index, run_id)
-        elif claim.status == ClaimStatus.CANCELLED:
-            await self.leases.cancel_unleased(run_id, claim.attempt)
-            self._later(self._zrems, lane.index, run_id)
-        elif claim.status == ClaimStatus.EXHAUSTED:
-            await self._fail_exhausted(lane, run_id, claim)
-
-    async def _fail_exhausted(self, lane: Lane, run_id: str, claim: Claim) -> None:
-        lost = [w for w in claim.detail.split(",") if w]
-        times = "once" if claim.losses == 1 else f"{claim.losses} times in a row"
-        message = (
-            f"the run lost its worker {times} without making progress (max_attempts={self.max_attempts}); "
-            "a step that kills its worker each time it runs is the usual cause"
-        )
-        error: ErrorInfo = {
-            "type": "AttemptsExhausted",
-            "message": message,
-            "lost_workers": lost,
-            "losses": claim.losses,
-            "reason": Reason.ATTEMPTS_EXHAUSTED,
-        }
-        data = {"error": error, "reason": Reason.ATTEMPTS_EXHAUSTED, "lost_workers": lost}
-        await self.leases.finish(run_id, claim.attempt, RunStatus.FAILED, ev.RUN_FAILED, data, error)
-        log.warning("worker %s: run %s failed: %s", self.id, run_id, message)
-        for each in {lane, *self.lanes}:
-            self._later(self._zrems, each.index, run_id)
 
     def _start(self, lane: Lane, run_id: str, claim: Claim, entry_id: bytes | None) -> None:
         # A run found through the lease index (a takeover) is listed there already.
@@ -315,7 +305,7 @@ class Worker(Upkeep, Launching):
         if claim.detail:  # (found by a takeover scan, or its entry re-read after its worker died)
             log.info("worker %s: took over run %s (attempt %s) from lost worker %s", self.id, run_id,
                      claim.attempt, claim.detail)  # fmt: skip
-        self.started_runs += 1
+        self._executed += 1
         job.task = asyncio.create_task(self._execute(job, claim), name=f"outlast-run-{run_id}")
 
     async def _execute(self, job: Job, claim: Claim) -> None:
@@ -324,7 +314,7 @@ class Worker(Upkeep, Launching):
         except asyncio.CancelledError:
             # Drain or hard stop: _drain releases and re-queues the run; this entry is done.
             if job.entry_id is not None:
-                self._later(self._acks, job.lane.stream, job.entry_id)
+                self.books.ack(job.lane.stream, job.entry_id)
             raise
         finally:
             self.jobs.pop(job.run_id, None)
@@ -332,11 +322,11 @@ class Worker(Upkeep, Launching):
         if not settled:
             # The store failed under this attempt (not a takeover): hand the run on now rather
             # than leave it looking alive, and keep its entry unless the hand-off is recorded.
-            settled = await self._hand_off(job)
+            settled = await self.hand_off(job)
         if settled and job.entry_id is not None:
-            self._later(self._acks, job.lane.stream, job.entry_id)
+            self.books.ack(job.lane.stream, job.entry_id)
         if settled and job.indexed:
-            self._later(self._zrems, job.lane.index, job.run_id)
+            self.books.unlist(job.lane.index, job.run_id)
 
     async def _run_claimed(self, job: Job, claim: Claim) -> bool:
         """Execute a claimed run. True when the run is settled (ended, or fenced off: its new
@@ -388,13 +378,17 @@ class Worker(Upkeep, Launching):
         else:
             log.info("worker %s: run %s %s (attempt %s)", self.id, run_id, outcome.status, attempt)
 
-    async def _hand_off(self, job: Job) -> bool:
+    async def hand_off(self, job: Job, *, draining: bool = False) -> bool:
         """Release a run's lease and list it as expired so any worker takes it over at once.
 
-        The attempt failed here, so this counts as a loss of the run's worker (max_attempts)."""
+        Draining, the run is also queued again and the hand-off is no loss of its worker;
+        otherwise the attempt failed here, which counts as one (max_attempts). False when the
+        hand-off could not be recorded."""
         try:
-            if await self.leases.release(job.run_id, job.attempt_no, self.id, lost=True):
+            if await self.leases.release(job.run_id, job.attempt_no, self.id, lost=not draining):
                 await guard(self.redis.zadd(job.lane.index, {job.run_id: 0}))
+                if draining:
+                    await self.queue.add(job.lane.stream, job.run_id)
             job.indexed = False  # listed for the next owner, not ours to remove
             return True
         except OutlastError as exc:
@@ -421,13 +415,48 @@ class Worker(Upkeep, Launching):
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
         for job in leftovers:
-            # Hand the run over now instead of after the lease times out.
-            with contextlib.suppress(OutlastError):
-                if await self.leases.release(job.run_id, job.attempt_no, self.id):
-                    await guard(self.redis.zadd(job.lane.index, {job.run_id: 0}))
-                    await self.queue.add(job.lane.stream, job.run_id)
+            await self.hand_off(job, draining=True)  # now, instead of after the lease times out
 
     async def _wait_hard_stop(self) -> None:
         while not self._hard_stop:
             self._slot_free.clear()
             await self._slot_free.wait()
+
+    # -- one run (``outlast execute``: what a launcher starts) ---------------------------------
+
+    async def execute_one(self, run_id: str) -> str:
+        """Claim ``run_id`` and execute it here, heartbeating its lease (``outlast execute``).
+
+        Returns how it ended: completed/failed/cancelled/waiting/abandoned, or why nothing ran
+        (``alive``: someone else holds it; ``terminal``; ``gone``).
+        """
+        self.upkeep.bind()
+        claim = await self.leases.claim(run_id, self.id, self.lease_ms, self.max_attempts, self.served)
+        if claim.status != ClaimStatus.OK or claim.record is None:
+            await self.books.settle_unclaimed(self.lanes[0], run_id, claim)
+            return claim.status
+        lane_version = claim.record.lane or claim.record.version
+        lane = Lane(keys.work_stream(lane_version), keys.lease_index(lane_version))
+        job = Job(run_id, claim.attempt, lane, indexed=True)
+        await guard(self.redis.zadd(lane.index, {run_id: claim.lease_until}))  # findable if we die
+        renewer = self._renewer()
+        self.jobs[run_id] = job
+        renewer.start()
+        # Cancels and settled waits reach this run at once, as in a worker's pool.
+        notices = asyncio.create_task(self.upkeep.notices(), name="outlast-notices")
+        try:
+            # A task, so that a lost lease (seen by the renewer) can cancel it.
+            job.task = asyncio.create_task(self._execute(job, claim), name=f"outlast-run-{run_id}")
+            with contextlib.suppress(asyncio.CancelledError):
+                await job.task
+            await self.books.flush()
+        finally:
+            notices.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await notices
+            renewer.stop()
+            await asyncio.to_thread(renewer.join)
+        record = await self.store.get_run(run_id)
+        if record.status in ev.TERMINAL_STATUSES or record.status == RunStatus.WAITING:
+            return record.status
+        return AttemptStatus.ABANDONED
