@@ -87,3 +87,16 @@ def test_layers_import_only_downward(layer: str) -> None:
 def test_bottom_modules_import_no_layer(name: str) -> None:
     imported = {layer_of(module) for module in outlast_imports(SRC / f"{name}.py")}
     assert imported <= set(BOTTOM)
+
+
+def test_the_worker_is_built_from_collaborators_not_mixins() -> None:
+    from outlast.worker.bookkeeping import Bookkeeping
+    from outlast.worker.launching import Launching
+    from outlast.worker.upkeep import Upkeep
+    from outlast.worker.worker import Worker
+
+    assert Worker.__mro__ == (Worker, object)
+    for part in (Bookkeeping, Upkeep, Launching):
+        assert part.__mro__ == (part, object)
+    stubs = [p.name for p in (SRC / "worker").glob("*.py") if "NotImplementedError" in p.read_text()]
+    assert stubs == []

@@ -19,17 +19,15 @@ import math
 import random
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import redis.asyncio as aioredis
-from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import RedisError
-from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from outlast.errors import ConfigError, OutlastError, StoreError, StoreUnavailable
+from outlast.errors import ConfigError, OutlastError
 from outlast.llm import limit_scripts
+from outlast.store.errors import guard
 from outlast.store.keys import llm_concurrency_key, llm_cost_key, llm_window_key
 
 DEFAULT_COMPLETION_TOKENS = 1024
@@ -141,16 +139,6 @@ class RateLimiter:
     def _keys(key: LimitKey) -> list[str]:
         return [f(key.provider, key.model) for f in (llm_window_key, llm_cost_key, llm_concurrency_key)]
 
-    @staticmethod
-    async def _guard(what: str, call: Awaitable[Any]) -> Any:
-        """Await a redis call, mapping redis errors to the Outlast tree."""
-        try:
-            return await call
-        except (RedisConnectionError, RedisTimeoutError) as exc:
-            raise StoreUnavailable(f"rate limiter {what} failed: {exc}") from exc
-        except RedisError as exc:
-            raise StoreError(f"rate limiter {what} failed: {exc}") from exc
-
     async def acquire(
         self,
         key: LimitKey,
@@ -168,7 +156,7 @@ class RateLimiter:
         grant_id = uuid.uuid4().hex
         caps = [-1 if v is None else v for v in (limits.rpm, limits.tpm, limits.max_concurrency)]
         args: list[str | int] = [grant_id, requests, tokens, *caps, _ms(limits.window_s), _ms(lease_ttl)]
-        res = await self._guard("acquire", self._acquire(keys=self._keys(key), args=args))
+        res: Any = await guard(self._acquire(keys=self._keys(key), args=args), "rate limiter acquire")
         if int(res[0]) == 1:
             lease_until = None if int(res[2]) < 0 else int(res[2]) / 1000
             return Grant(grant_id, key, requests, tokens, int(res[1]) / 1000, lease_until)
@@ -222,7 +210,9 @@ class RateLimiter:
         if actual_tokens < 0:
             raise ConfigError(f"actual_tokens must be >= 0, got {actual_tokens}")
         cost = llm_cost_key(grant.key.provider, grant.key.model)
-        return bool(await self._guard("settle", self._settle(keys=[cost], args=[grant.id, actual_tokens])))
+        return bool(
+            await guard(self._settle(keys=[cost], args=[grant.id, actual_tokens]), "rate limiter settle")
+        )
 
     async def finish(self, grant: Grant, actual_tokens: int) -> tuple[bool, bool]:
         """:meth:`settle` and :meth:`release` in one script (one round trip), for a finished call.
@@ -232,7 +222,9 @@ class RateLimiter:
         if actual_tokens < 0:
             raise ConfigError(f"actual_tokens must be >= 0, got {actual_tokens}")
         _, cost, lease = self._keys(grant.key)
-        res = await self._guard("finish", self._finish(keys=[cost, lease], args=[grant.id, actual_tokens]))
+        res: Any = await guard(
+            self._finish(keys=[cost, lease], args=[grant.id, actual_tokens]), "rate limiter finish"
+        )
         # a grant without a lease never entered the lease set: its ZREM found nothing
         return bool(int(res[0])), bool(int(res[1]))
 
@@ -241,19 +233,23 @@ class RateLimiter:
         if grant.lease_expires_at is None:
             return False
         lease = llm_concurrency_key(grant.key.provider, grant.key.model)
-        return bool(await self._guard("release", self._redis.zrem(lease, grant.id)))
+        return bool(await guard(self._redis.zrem(lease, grant.id), "rate limiter release"))
 
     async def renew(self, grant: Grant, lease_ttl: float = 120.0) -> float | None:
         """Extend a live lease (long streaming calls); returns the new expiry or None if it lapsed."""
         if grant.lease_expires_at is None:
             return None
         lease = llm_concurrency_key(grant.key.provider, grant.key.model)
-        until = int(await self._guard("renew", self._renew(keys=[lease], args=[grant.id, _ms(lease_ttl)])))
+        until = int(
+            await guard(self._renew(keys=[lease], args=[grant.id, _ms(lease_ttl)]), "rate limiter renew")
+        )
         return None if until < 0 else until / 1000
 
     async def usage(self, key: LimitKey, limits: Limits) -> Usage:
         """Requests and tokens in the current window, and live concurrency leases."""
-        res = await self._guard("usage", self._usage(keys=self._keys(key), args=[_ms(limits.window_s)]))
+        res: Any = await guard(
+            self._usage(keys=self._keys(key), args=[_ms(limits.window_s)]), "rate limiter usage"
+        )
         return Usage(requests=int(res[0]), tokens=int(res[1]), in_flight=int(res[2]))
 
 

@@ -18,17 +18,18 @@ BUSYGROUP = "BUSYGROUP"
 NOGROUP = "NOGROUP"
 
 
-async def guard(pending: Awaitable[T] | T) -> T:
-    """Await one store call, mapping redis-py errors into the OutlastError tree.
+async def guard(pending: Awaitable[T] | T, what: str = "") -> T:
+    """Await one store call, mapping redis-py errors into the OutlastError tree (``what``: the
+    operation, named in the message).
 
     (redis-py's asyncio methods are typed ``Awaitable[X] | X``; at run time they are awaitable.)
     """
     try:
         return await cast(Awaitable[T], pending)
     except (redis_errors.ConnectionError, redis_errors.TimeoutError) as exc:
-        raise StoreUnavailable(f"Redis unreachable: {exc}") from exc
+        raise StoreUnavailable(f"{what} failed: {exc}" if what else f"Redis unreachable: {exc}") from exc
     except redis_errors.RedisError as exc:
-        raise StoreError(f"Redis error: {exc}") from exc
+        raise StoreError(f"{what} failed: {exc}" if what else f"Redis error: {exc}") from exc
 
 
 def reply_code(exc: BaseException) -> str:
