@@ -100,3 +100,24 @@ def test_the_worker_is_built_from_collaborators_not_mixins() -> None:
         assert part.__mro__ == (part, object)
     stubs = [p.name for p in (SRC / "worker").glob("*.py") if "NotImplementedError" in p.read_text()]
     assert stubs == []
+
+
+def private_from_elsewhere(path: Path, module: str) -> bool:
+    """``module`` names something private (``_x``) of a package other than the importer's own (a
+    package may use its private modules, e.g. ``outlast.client`` re-exporting ``_async``)."""
+    parts = module.split(".")
+    importer = ["outlast", *path.relative_to(SRC).with_suffix("").parts]
+    for i, part in enumerate(parts):
+        if part.startswith("_") and not part.startswith("__") and parts[:i] != importer[:i]:
+            return True
+    return False
+
+
+def test_no_module_imports_another_modules_private_names() -> None:
+    private = {
+        f"{path.relative_to(SRC)} imports {module}"
+        for path in SRC.rglob("*.py")
+        for module in outlast_imports(path)
+        if private_from_elsewhere(path, module)
+    }
+    assert sorted(private) == []
