@@ -97,11 +97,12 @@ class ApiServer:
     """An API in its own uvicorn process on a loopback port; ``restart`` reuses the port."""
 
     def __init__(self, redis_url: str, port: int | None = None, *, factory_env: dict[str, str] | None = None,
-                 **options: Any) -> None:  # fmt: skip
+                 env: dict[str, str] | None = None, **options: Any) -> None:  # fmt: skip
         self.redis_url = redis_url
         self.port = port or free_port()
         self.options = {**FAST, **options}
         self.factory_env = factory_env
+        self.env = env or {}
         self.base_url = f"http://127.0.0.1:{self.port}"
         self.proc = self._spawn()
 
@@ -111,7 +112,8 @@ class ApiServer:
                    "--host", "127.0.0.1", "--port", str(self.port)]  # fmt: skip
             return Proc(cmd, child_env(self.redis_url, **self.factory_env), b"Uvicorn running on")
         config = json.dumps({"url": self.redis_url, "port": self.port, "options": self.options})
-        return Proc([sys.executable, "-c", LAUNCH, config], child_env(self.redis_url), b"Uvicorn running on")
+        env = child_env(self.redis_url, **self.env)
+        return Proc([sys.executable, "-c", LAUNCH, config], env, b"Uvicorn running on")
 
     def kill(self) -> None:
         self.proc.stop(signal.SIGKILL)

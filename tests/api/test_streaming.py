@@ -3,18 +3,28 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import random
 import re
 import socket
+import time
 import uuid
+from pathlib import Path
+from typing import Any
 
 import httpx
 import redis.asyncio as aioredis
 from httpx_sse import aconnect_sse
 
+from outlast import events as ev
 from outlast.client import AsyncClient
+from outlast.core import serde
 from outlast.events import Event
+from outlast.store.base import OP_META, AppendItem, NewRun
+from outlast.store.client import redis_from_url
+from outlast.store.embedded import EmbeddedServer
 from outlast.store.keys import run_keys
+from outlast.store.redis import RedisStore
 
 from .support import ApiServer, ChaosProxy, assert_exactly_once, read_sse, until
 
@@ -68,8 +78,19 @@ async def test_join_after_completion_replays_everything(http: httpx.AsyncClient,
     ) as r:
         lines = [Event.model_validate_json(line) async for line in r.aiter_lines() if line]
     assert_exactly_once(lines, 203)
-    # A finished run's history with nothing left after the cursor: an empty stream that ends.
-    assert await read_sse(http, f"/v1/runs/{run_id}/events", params={"after": 203}) == []
+    # A finished run read at its end: 204, which tells EventSource to stop reconnecting (an empty
+    # 200 makes it reconnect for ever), in either format, following or not.
+    for accept in ("text/event-stream", "application/x-ndjson"):
+        for follow in ("true", "false"):
+            params = {"after": "203", "follow": follow}
+            at_end = await http.get(f"/v1/runs/{run_id}/events", params=params, headers={"Accept": accept})
+            assert (at_end.status_code, at_end.content) == (204, b""), at_end.text
+            assert at_end.headers["x-outlast-run-id"] == run_id
+        at_end = await http.get(
+            f"/v1/runs/{run_id}/events", headers={"Accept": accept, "Last-Event-ID": "203"}
+        )
+        assert at_end.status_code == 204
+    assert [e async for e in client.events(run_id, after=203)] == []  # the client stops at once too
 
 
 async def test_async_client_resumes_through_20_cut_connections(
@@ -196,3 +217,109 @@ async def test_a_client_that_stops_reading_is_dropped(
         await until(dropped, timeout=20, what="the server to drop the stalled stream")
     finally:
         sock.close()
+
+
+# -- the store going away mid-stream ----------------------------------------------------------
+
+
+class _Outage:
+    """A private Valkey (the shared one must not be killed), an API on it, and one run whose events
+    the test writes through the real store, as its worker would."""
+
+    def __init__(self, tmp_path: Path, **options: Any) -> None:
+        self.valkey = EmbeddedServer(tmp_path / "valkey").start()
+        self.api = ApiServer(self.valkey.url, **options)
+        self.run_id = f"outage-{uuid.uuid4().hex[:8]}"
+        self.redis = redis_from_url(self.valkey.url)
+        self.store = RedisStore(self.redis)
+
+    async def start(self) -> int:
+        run = NewRun(run_id=self.run_id, workflow="w", input={})
+        await self.store.create_run(run, run.queued_event())
+        attempt = (await self.store.begin_attempt(self.run_id)).attempt
+        await self.redis.execute_command("WAITAOF", 1, 0, 0)  # on disk: it survives a SIGKILL
+        self.api.proc.wait_ready()
+        return attempt
+
+    async def append(self, attempt: int, seq: int, type: str, **meta: str) -> None:
+        payload = serde.dumps(ev.envelope(
+            seq=seq, type=type, run_id=self.run_id, attempt=attempt, step=None, ts=time.time(), data={}
+        ))  # fmt: skip
+        await self.store.append(self.run_id, attempt, [AppendItem(seq, payload, tuple(
+            (OP_META, k, v) for k, v in meta.items()
+        ))])  # fmt: skip
+
+    async def close(self) -> None:
+        self.api.stop()
+        await self.redis.aclose()
+        self.valkey.stop()
+
+
+async def _stream_lines(base_url: str, path: str, accept: str, first: asyncio.Event) -> list[str]:
+    lines: list[str] = []
+    async with (
+        httpx.AsyncClient(base_url=base_url, timeout=30) as http,
+        http.stream("GET", path, headers={"Accept": accept}) as response,
+    ):
+        assert response.status_code == 200
+        async for line in response.aiter_lines():
+            lines.append(line)
+            if '"seq":1,' in line:
+                first.set()
+    return lines
+
+
+async def test_a_store_that_stays_down_ends_the_stream_with_an_error_event(tmp_path: Path) -> None:
+    outage = _Outage(tmp_path, store_retry=1.0)
+    try:
+        await outage.start()
+        path = f"/v1/runs/{outage.run_id}/events"
+        seen = [asyncio.Event(), asyncio.Event()]
+        readers = [
+            asyncio.create_task(_stream_lines(outage.api.base_url, path, accept, first))
+            for accept, first in zip(("text/event-stream", "application/x-ndjson"), seen, strict=True)
+        ]
+        for first in seen:
+            await asyncio.wait_for(first.wait(), 20)
+        outage.valkey.kill()  # SIGKILL: the feeds' blocking reads break at once
+        sse, ndjson = await asyncio.wait_for(asyncio.gather(*readers), 30)
+    finally:
+        await outage.close()
+    # SSE: an `error` event (no id: Last-Event-ID stays at the last real seq), then the end.
+    error_at = sse.index("event: error")
+    error = json.loads(sse[error_at + 1].removeprefix("data: "))["error"]
+    assert error["code"] == "store_unavailable"
+    assert "the stream ended before the run did" in error["message"]
+    assert not any(line.startswith("id:") for line in sse[error_at:])
+    # NDJSON: an {"error": ...} line (an envelope never has that key) as its last line.
+    last = json.loads([line for line in ndjson if line][-1])
+    assert last["error"]["code"] == "store_unavailable"
+    assert "store unreachable, retrying" in outage.api.proc.output
+
+
+async def test_a_store_back_within_store_retry_loses_nothing(tmp_path: Path) -> None:
+    outage = _Outage(tmp_path, store_retry=30.0)
+    try:
+        attempt = await outage.start()
+        got: list[Event] = []
+        path = f"/v1/runs/{outage.run_id}/events"
+        async with (
+            httpx.AsyncClient(base_url=outage.api.base_url, timeout=30) as http,
+            aconnect_sse(http, "GET", path) as source,
+        ):
+            async for sse in source.aiter_sse():
+                assert sse.event != "error", sse.data
+                if not sse.data:
+                    continue
+                got.append(Event.model_validate_json(sse.data))
+                if got[-1].seq == 1:
+                    outage.valkey.kill()
+                    outage.valkey.start()  # same port and data dir (AOF): the run is back
+                    await outage.append(attempt, 2, ev.CUSTOM)
+                    done = {"status": "completed", "finished_at": str(time.time())}
+                    await outage.append(attempt, 3, ev.RUN_COMPLETED, **done)
+                if got[-1].terminal:
+                    break
+    finally:
+        await outage.close()
+    assert_exactly_once(got, 3)

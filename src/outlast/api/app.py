@@ -13,9 +13,10 @@ import os
 from collections.abc import AsyncIterator
 from typing import Any
 
-from fastapi import FastAPI
+from fastapi import FastAPI, Request
 from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse
+from fastapi_offline import FastAPIOffline
 from starlette.responses import Response
 
 from outlast.api import assets, runs, streaming, workflows
@@ -44,6 +45,20 @@ reconnects) or `?after=SEQ` (after a page refresh, keep the cursor yourself). Br
 HTTP/1.1 connections per origin: serve through HTTP/2 or keep few streams open per page."""
 
 
+ENV_MAX_CONNECTIONS = "OUTLAST_API_MAX_CONNECTIONS"
+DEFAULT_MAX_CONNECTIONS = 256
+
+
+def max_connections_from_env() -> int:
+    """``$OUTLAST_API_MAX_CONNECTIONS``, else the default cap of the API's Redis pool."""
+    raw = os.environ.get(ENV_MAX_CONNECTIONS, "").strip()
+    if not raw:
+        return DEFAULT_MAX_CONNECTIONS
+    if not raw.isdigit() or int(raw) < 2:
+        raise ConfigError(f"{ENV_MAX_CONNECTIONS}={raw!r}: need a whole number >= 2")
+    return int(raw)
+
+
 def create_app(
     redis_url: str | None = None,
     *,
@@ -55,6 +70,9 @@ def create_app(
     send_timeout: float = 30.0,
     retention: float = 7 * 24 * 3600,
     max_connections: int | None = None,
+    store_retry: float = 30.0,
+    body_timeout: float = 30.0,
+    metrics_token: str | None = None,
 ) -> FastAPI:
     """The Outlast HTTP API.
 
@@ -64,18 +82,28 @@ def create_app(
     reading is only noticed by TCP); ``retry_ms``: the SSE reconnect hint; ``block_ms``:
     how long one blocking XREAD waits before re-checking its run; ``send_timeout``: a client that
     accepts no stream bytes for this long is dropped. ``max_connections`` caps the Redis pool
-    (default unbounded: each watched run holds one connection while its XREAD blocks).
+    (default ``$OUTLAST_API_MAX_CONNECTIONS``, else 256): each run being tailed holds one connection
+    while its XREAD blocks, other commands borrow one briefly; when all are in use a command waits
+    for one (runs tailed beyond the cap take turns, up to ``block_ms`` each). ``store_retry``: how
+    long a stream keeps retrying an unreachable store before it ends with an ``error`` event;
+    ``body_timeout``: a request body that stops arriving for this long is answered 408;
+    ``metrics_token``: the bearer token ``/metrics`` needs (default ``$OUTLAST_METRICS_TOKEN``; see
+    :class:`~outlast.api.auth.Authenticator`).
     """
     url = redis_url or os.environ.get(ENV_URL)
     if not url:
         raise ConfigError(f"the API needs a Redis URL: pass redis_url or set {ENV_URL}")
     if max_body < 1 or keepalive < 0 or retry_ms < 0 or block_ms < 1 or send_timeout <= 0:
         raise ConfigError("API settings: need max_body >= 1, keepalive >= 0, retry_ms >= 0, block_ms >= 1")
+    if store_retry < 0 or body_timeout <= 0:
+        raise ConfigError("API settings: need store_retry >= 0 and body_timeout > 0")
+    max_connections = max_connections or max_connections_from_env()
     settings = Settings(
         redis_url=url, max_body=max_body, keepalive=keepalive, retry_ms=retry_ms, block_ms=block_ms,
         send_timeout=send_timeout, retention=retention, max_connections=max_connections,
+        store_retry=store_retry,
     )  # fmt: skip
-    auth = Authenticator(api_keys if api_keys is not None else keys_from_env())
+    auth = Authenticator(api_keys if api_keys is not None else keys_from_env(), metrics_token)
     holder: dict[str, Hub] = {}
     metrics = ApiMetrics(lambda: holder["hub"].feeds if "hub" in holder else 0)
 
@@ -87,6 +115,8 @@ def create_app(
             socket_connect_timeout=5,
             socket_timeout=block_ms / 1000 + 10,
             max_connections=max_connections,
+            # Every blocked XREAD returns within block_ms, so a waiter gets a connection by then.
+            wait_for_connection=block_ms / 1000 + 5,
         )
         hub = Hub(client, block_ms=block_ms)
         holder["hub"] = hub
@@ -100,11 +130,17 @@ def create_app(
             await dispatcher.aclose()
             await client.aclose()
 
-    app = FastAPI(
+    # Swagger UI and ReDoc are served from fastapi-offline's copy of their files: /docs works
+    # without a CDN. No redirect for a trailing slash: Starlette's would answer 307 with an
+    # absolute Location built from the client's Host header, before any auth (a 404 instead).
+    app = FastAPIOffline(
         title="Outlast API",
         version="1",
         description=DESCRIPTION,
         lifespan=lifespan,
+        redirect_slashes=False,
+        static_url="/docs/assets",
+        swagger_ui_parameters={"validatorUrl": None},  # (the validator badge calls a public server)
     )
     install_error_handlers(app)
     install_log_redaction()
@@ -131,9 +167,11 @@ def create_app(
             return error_response(503, "store_unavailable", "Redis is unreachable")
         return JSONResponse({"status": "ok"})
 
-    @app.get("/metrics", tags=["operations"], response_class=Response)
-    async def prometheus_metrics() -> Response:
-        """Prometheus text format."""
+    @app.get("/metrics", tags=["operations"], response_class=Response, responses=errors_doc(401))
+    async def prometheus_metrics(request: Request) -> Response:
+        """Prometheus text format. Needs `Authorization: Bearer` with `$OUTLAST_METRICS_TOKEN` when
+        one is set, else any API key when keys are configured (open otherwise)."""
+        auth.check_metrics(request.headers.get("authorization"))
         return Response(metrics.render(), media_type="text/plain; version=0.0.4; charset=utf-8")
 
     def openapi() -> dict[str, Any]:
@@ -153,6 +191,6 @@ def create_app(
 
     app.openapi = openapi  # type: ignore[method-assign]
     # Outermost first: latency sees everything, then the body limit guards the routes.
-    app.add_middleware(BodyLimitMiddleware, max_body=max_body)
+    app.add_middleware(BodyLimitMiddleware, max_body=max_body, timeout=body_timeout)
     app.add_middleware(LatencyMiddleware, metrics=metrics)
     return app

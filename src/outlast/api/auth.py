@@ -17,12 +17,14 @@ import os
 import re
 from collections.abc import Mapping
 from pathlib import Path
+from urllib.parse import unquote_plus
 
 from outlast.api.errors import ApiError
 from outlast.errors import ConfigError
 
 ENV_KEYS = "OUTLAST_API_KEYS"
 ENV_KEYS_FILE = "OUTLAST_API_KEYS_FILE"
+ENV_METRICS_TOKEN = "OUTLAST_METRICS_TOKEN"
 _TENANT = re.compile(r"^[A-Za-z0-9_.:-]{1,128}$")
 
 
@@ -62,13 +64,32 @@ def keys_from_env(environ: Mapping[str, str] | None = None) -> dict[str, str] | 
 
 
 class Authenticator:
-    """Maps a presented key to its tenant. ``tenant_for`` returns None in open mode."""
+    """Maps a presented key to its tenant. ``tenant_for`` returns None in open mode.
 
-    def __init__(self, keys: Mapping[str, str] | None) -> None:
+    ``metrics_token`` (default ``$OUTLAST_METRICS_TOKEN``): the bearer token ``/metrics`` needs.
+    Without one, ``/metrics`` is open in open mode and needs any API key when keys are set (its
+    counts span every tenant, so give a scraper its own token where tenants are strangers).
+    """
+
+    def __init__(self, keys: Mapping[str, str] | None, metrics_token: str | None = None) -> None:
         self._keys = [(key.encode(), tenant) for key, tenant in (keys or {}).items()]
         if keys is not None and not self._keys:
             raise ConfigError("API keys: an empty key set would lock every client out; omit it for open mode")
         self.open = not self._keys
+        token = os.environ.get(ENV_METRICS_TOKEN, "") if metrics_token is None else metrics_token
+        self._metrics_token = token.strip().encode() or None
+
+    def check_metrics(self, authorization: str | None) -> None:
+        """Raise 401 unless ``authorization`` may read ``/metrics`` (see the class docstring)."""
+        if self._metrics_token is None:
+            self.tenant_for(authorization)
+            return
+        scheme, _, value = (authorization or "").partition(" ")
+        if scheme.lower() != "bearer" or not value.strip():
+            message = "/metrics needs 'Authorization: Bearer <metrics token>'"
+            raise _unauthorized("missing_metrics_token", message)
+        if not hmac.compare_digest(value.strip().encode("utf-8", "surrogateescape"), self._metrics_token):
+            raise _unauthorized("invalid_metrics_token", f"not the metrics token (${ENV_METRICS_TOKEN})")
 
     def tenant_for(self, authorization: str | None, token: str | None = None) -> str | None:
         if self.open:
@@ -97,19 +118,30 @@ def _unauthorized(code: str, message: str) -> ApiError:
     return ApiError(401, code, message, headers={"WWW-Authenticate": "Bearer"})
 
 
-class RedactTokens(logging.Filter):
-    """Strips ``token=`` query values from uvicorn's access log lines (EventSource keys)."""
+def redact_query(text: str) -> str:
+    """``text`` (a path or log word) with every query value whose *decoded* name is ``token``
+    replaced by ``[redacted]``: ``?%74oken=KEY`` authenticates just like ``?token=KEY``."""
+    path, sep, query = text.partition("?")
+    if not sep:
+        return text
+    parts = query.split("&")
+    for i, part in enumerate(parts):
+        name = part.partition("=")[0]
+        if unquote_plus(name).strip().lower() == "token":
+            parts[i] = f"{name}=[redacted]"
+    return f"{path}?{'&'.join(parts)}"
 
-    _pattern = re.compile(r"(token=)[^&\s]*")
+
+class RedactTokens(logging.Filter):
+    """Hides ``token`` query values in uvicorn's access log lines (EventSource keys)."""
 
     def filter(self, record: logging.LogRecord) -> bool:
         if isinstance(record.args, tuple):
             record.args = tuple(
-                self._pattern.sub(r"\1[redacted]", arg) if isinstance(arg, str) else arg
-                for arg in record.args
+                redact_query(arg) if isinstance(arg, str) and "?" in arg else arg for arg in record.args
             )
-        elif isinstance(record.msg, str):
-            record.msg = self._pattern.sub(r"\1[redacted]", record.msg)
+        elif isinstance(record.msg, str) and "?" in record.msg:
+            record.msg = " ".join(redact_query(word) for word in record.msg.split(" "))
         return True
 
 

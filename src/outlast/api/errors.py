@@ -6,6 +6,7 @@ response never carries a traceback.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Mapping
 from typing import Any
@@ -37,6 +38,7 @@ _HTTP_CODES = {
     404: "not_found",
     405: "method_not_allowed",
     406: "not_acceptable",
+    408: "request_timeout",
     409: "conflict",
     413: "payload_too_large",
     415: "unsupported_media_type",
@@ -99,6 +101,9 @@ async def _on_api_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, StarletteHTTPException)
     code = _HTTP_CODES.get(exc.status_code, "http_error")
     message = exc.detail if isinstance(exc.detail, str) else code.replace("_", " ")
+    path = request.url.path
+    if exc.status_code == 404 and len(path) > 1 and path.endswith("/"):
+        message = f"no route {path}: paths take no trailing slash (try {path.rstrip('/') or '/'})"
     return error_response(exc.status_code, code, message, None, exc.headers)
 
 
@@ -137,11 +142,14 @@ def install_error_handlers(app: FastAPI) -> None:
 
 class BodyLimitMiddleware:
     """413 for a body over ``max_body`` bytes: by Content-Length up front, and by counting the bytes
-    actually received (a chunked or lying client sends no or a wrong Content-Length)."""
+    actually received (a chunked or lying client sends no or a wrong Content-Length). 408 when the
+    body stops arriving for ``timeout`` seconds (``Content-Length: 1000`` and 2 bytes sent would
+    otherwise hold the connection for ever)."""
 
-    def __init__(self, app: ASGIApp, max_body: int) -> None:
+    def __init__(self, app: ASGIApp, max_body: int, timeout: float = 30.0) -> None:
         self.app = app
         self.max_body = max_body
+        self.timeout = timeout
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -157,14 +165,29 @@ class BodyLimitMiddleware:
                     await self._too_large()(scope, receive, send)
                     return
         received = 0
+        complete = False  # once the body is in, receive() only waits for a disconnect: no timeout
 
         async def limited() -> Message:
-            nonlocal received
-            message = await receive()
+            nonlocal received, complete
+            if complete:
+                return await receive()
+            try:
+                async with asyncio.timeout(self.timeout):
+                    message = await receive()
+            except TimeoutError:
+                raise ApiError(
+                    408,
+                    "request_timeout",
+                    f"the request body stopped arriving: nothing for {self.timeout:g} s",
+                    headers={"Connection": "close"},
+                ) from None
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
                 if received > self.max_body:
                     raise ApiError(413, "payload_too_large", self._message())
+                complete = not message.get("more_body", False)
+            else:
+                complete = True
             return message
 
         await self.app(scope, limited, send)

@@ -204,15 +204,20 @@ def _nested_deeper_than(value: Any, limit: int) -> bool:
     return any(isinstance(node, dict | list) for node in level)
 
 
-async def input_value(request: Request) -> Any:
-    """The request body as one JSON value: 415 for a non-JSON Content-Type, 400 when empty or bad."""
+async def require_json(request: Request) -> None:
+    """415 for a body declared as something other than JSON; no Content-Type is read as JSON."""
     media = request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
     if media and media != "application/json" and not media.endswith("+json"):
         raise ApiError(
             415,
             "unsupported_media_type",
-            f"send the input value as JSON with Content-Type: application/json, not {media!r}",
+            f"send the body as JSON with Content-Type: application/json, not {media!r}",
         )
+
+
+async def input_value(request: Request) -> Any:
+    """The request body as one JSON value: 415 for a non-JSON Content-Type, 400 when empty or bad."""
+    await require_json(request)
     raw = await request.body()
     if not raw.strip():
         raise ApiError(

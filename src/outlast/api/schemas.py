@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic_core import PydanticCustomError
 
 from outlast.core.trace import Span
 from outlast.events import RunStatus
@@ -37,6 +38,22 @@ class StartRun(BaseModel):
         pattern=r"^[A-Za-z0-9_.:-]+$",
         description="Deployment version to run on (default: the active one).",
     )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _input_goes_under_input(cls, data: Any) -> Any:
+        """``{"topic": "x"}`` is the commonest mistake: say where the workflow's input goes."""
+        if isinstance(data, dict):
+            unknown = sorted(str(k) for k in data if k not in cls.model_fields)
+            if unknown:
+                names = ", ".join(repr(k.encode("utf-8", "backslashreplace").decode()) for k in unknown)
+                hint = (
+                    'the workflow\'s input goes under "input": {"input": {...}}'
+                    if "input" not in data
+                    else 'a start body has only "input", "idempotency_key" and "version"'
+                )
+                raise PydanticCustomError("input_not_wrapped", f"unknown field(s) {names}: {hint}")
+        return data
 
 
 class StartedRun(BaseModel):

@@ -28,6 +28,7 @@ class Settings:
     send_timeout: float
     retention: float
     max_connections: int | None
+    store_retry: float = 30.0
 
 
 @dataclass
@@ -56,14 +57,14 @@ class ApiState:
             raise RunNotFound(f"no run {run_id!r}")
         return self._visible(run_id, await self.dispatcher.reader.record(run_id), tenant)
 
-    async def last_seq(self, run_id: str, tenant: str | None) -> int:
-        """The run's last seq (what a stream checks before it starts: no full record needed)."""
+    async def position(self, run_id: str, tenant: str | None) -> tuple[int, str]:
+        """The run's last seq and status (what a stream checks before it starts: no full record)."""
         if not valid_run_id(run_id):
             raise RunNotFound(f"no run {run_id!r}")
         status, last_seq, owner = await self.dispatcher.reader.position(run_id)
         if status is None or (tenant is not None and owner != tenant):
             raise RunNotFound(f"no run {run_id!r}")
-        return last_seq
+        return last_seq, status
 
     @staticmethod
     def _visible(run_id: str, record: RunRecord | None, tenant: str | None) -> RunRecord:

@@ -7,13 +7,21 @@ event. NDJSON sends one envelope per line and a blank line as keep-alive. Neithe
 ``X-Accel-Buffering: no`` and ``Cache-Control: no-store`` so proxies pass frames through at once.
 An SSE client that stops reading is dropped by the next keep-alive's ``send_timeout``; an NDJSON
 one only when TCP gives up.
+
+When the store fails mid-stream, the stream is reopened from the last seq sent for up to
+``store_retry`` seconds (the client meanwhile gets keep-alives); after that it ends with an
+``error`` event (SSE) or an ``{"error": …}`` line (NDJSON), never silently. A stream with nothing
+to send (the run ended at the cursor) is a 204, which tells EventSource to stop reconnecting.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import json
 import logging
-from collections.abc import AsyncGenerator, AsyncIterator
+import time
+from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from typing import Any
 
 from fastapi import APIRouter, Request
@@ -22,11 +30,12 @@ from sse_starlette import EventSourceResponse, ServerSentEvent
 from starlette.responses import Response
 from starlette.types import Message, Send
 
-from outlast.api.errors import ApiError
+from outlast.api.errors import ApiError, error_body
 from outlast.api.hub import Frame
 from outlast.api.schemas import errors_doc
 from outlast.api.state import ApiState
-from outlast.errors import OutlastError
+from outlast.errors import OutlastError, StoreUnavailable
+from outlast.events import TERMINAL_STATUSES
 
 log = logging.getLogger("outlast.api")
 
@@ -134,15 +143,52 @@ async def _encode(
                     yield b"".join(frame.ndjson for frame in batch)
                 served.inc(len(batch))
     except OutlastError as exc:
-        # Headers are sent: the only honest signal left is to end the stream; the client resumes.
+        # Headers are sent: say why the stream ends before its run did, then end it (the client
+        # may resume from its last seq; a store still down then answers 503).
         log.warning("event stream ended early: %s", exc)
+        code = "store_unavailable" if isinstance(exc, StoreUnavailable) else "stream_failed"
+        body = json.dumps(error_body(code, f"the stream ended before the run did: {exc}")).encode()
+        yield prefix + (b"event: error\ndata: %s\n\n" % body if fmt == "sse" else body + b"\n")
     finally:
         active.dec()
 
 
+async def retrying(
+    state: ApiState, run_id: str, after: int, reopen: Callable[[int], AsyncGenerator[list[Frame], None]]
+) -> AsyncGenerator[list[Frame], None]:
+    """The batches of ``reopen(after)``; when the store fails, reopened from the last seq sent,
+    until it has failed for ``store_retry`` seconds in a row (then StoreUnavailable propagates).
+    While it retries, empty batches keep an NDJSON client's connection alive."""
+    cursor, delay, failing_since = after, 0.05, None
+    while True:
+        try:
+            async with contextlib.aclosing(reopen(cursor)) as batches:
+                async for batch in batches:
+                    if batch:
+                        cursor, delay, failing_since = batch[-1].seq, 0.05, None
+                    yield batch
+            return
+        except StoreUnavailable as exc:
+            now = time.monotonic()
+            if failing_since is None:
+                failing_since = now
+                log.warning("events of run %s: store unreachable, retrying for %gs: %s",
+                            run_id, state.settings.store_retry, exc)  # fmt: skip
+            left = failing_since + state.settings.store_retry - now
+            if left <= 0:
+                raise
+            yield []
+            await asyncio.sleep(min(delay, left))
+            delay = min(delay * 2, 1.0)
+
+
 def live_frames(state: ApiState, run_id: str, after: int, fmt: str) -> AsyncGenerator[list[Frame], None]:
     idle = state.settings.keepalive if fmt == "ndjson" and state.settings.keepalive > 0 else None
-    return state.hub.frames(run_id, after, idle=idle)
+    return retrying(state, run_id, after, lambda cursor: state.hub.frames(run_id, cursor, idle=idle))
+
+
+def stored_frames(state: ApiState, run_id: str, after: int) -> AsyncGenerator[list[Frame], None]:
+    return retrying(state, run_id, after, lambda cursor: state.hub.history(run_id, cursor))
 
 
 # Reconnect storms (an API restart, a proxy cycling connections) make this the hottest route:
@@ -181,7 +227,9 @@ async def run_events(run_id: str, request: Request) -> Response:
     """History then live events, through the terminal event. ``?token=`` authenticates EventSource.
 
     A cursor behind the retained window yields a ``stream.gap`` event; one past the run's last
-    seq is a 400.
+    seq is a 400. 204 when there is nothing to send: the run ended at the cursor (or, with
+    ``follow=false``, nothing is stored after it). If the store stays unreachable mid-stream for
+    ``store_retry`` seconds, the stream ends with an ``error`` event (NDJSON: an ``{"error"}`` line).
     """
     state: ApiState = request.app.state.outlast
     query, headers = request.query_params, request.headers
@@ -198,7 +246,7 @@ async def run_events(run_id: str, request: Request) -> Response:
         raise ApiError(
             422, "validation_error", "follow must be true or false", [{"loc": ["query", "follow"]}]
         )
-    last_seq = await state.last_seq(run_id, tenant)
+    last_seq, status = await state.position(run_id, tenant)
     if cursor > last_seq:
         raise ApiError(
             400,
@@ -206,6 +254,10 @@ async def run_events(run_id: str, request: Request) -> Response:
             f"cursor {cursor} is past the end of run {run_id} (last seq {last_seq})",
             {"cursor": cursor, "last_seq": last_seq},
         )
+    if cursor == last_seq and (status in TERMINAL_STATUSES or not follow):
+        # Nothing will ever be sent: 204 tells EventSource to stop (an empty 200 makes it
+        # reconnect for ever).
+        return Response(status_code=204, headers={**STREAM_HEADERS, "X-Outlast-Run-Id": run_id})
     fmt = stream_format(headers.get("accept")) or "sse"
-    frames = live_frames(state, run_id, cursor, fmt) if follow else state.hub.history(run_id, cursor)
+    frames = live_frames(state, run_id, cursor, fmt) if follow else stored_frames(state, run_id, cursor)
     return stream_response(state, frames, fmt, run_id)

@@ -7,12 +7,14 @@ from functools import lru_cache
 from typing import Annotated, Any
 
 import jsonschema
-from fastapi import APIRouter, Header, Query, status
+from fastapi import APIRouter, Depends, Header, Query, status
 from fastapi.responses import JSONResponse
+from pydantic_core import PydanticSerializationError
 from starlette.responses import Response
 
+from outlast import serde
 from outlast.api.errors import ApiError
-from outlast.api.runs import run_detail
+from outlast.api.runs import require_json, run_detail
 from outlast.api.schemas import RunDetail, StartedRun, StartRun, WorkflowInfo, WorkflowList, errors_doc
 from outlast.api.state import ApiState, StateDep, TenantDep, run_urls
 from outlast.api.streaming import live_frames, stream_format, stream_response
@@ -49,6 +51,45 @@ def validate_input(name: str, schema: dict[str, Any], value: dict[str, Any]) -> 
     raise ApiError(422, "invalid_input", f"invalid input for workflow {name!r}: {summary}", errors)
 
 
+def _not_unicode(value: Any, loc: list[Any]) -> list[Any] | None:
+    """Where the first string (or object key) of ``value`` that UTF-8 cannot encode is (a lone
+    surrogate such as ``"\\ud800"``, which JSON allows), or None. Keys are shown escaped."""
+    if isinstance(value, str):
+        try:
+            value.encode()
+        except UnicodeEncodeError:
+            return loc
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            shown = key.encode("utf-8", "backslashreplace").decode()
+            if shown != key:
+                return [*loc, shown]
+            found = _not_unicode(item, [*loc, key])
+            if found is not None:
+                return found
+    elif isinstance(value, list):
+        for i, item in enumerate(value):
+            found = _not_unicode(item, [*loc, i])
+            if found is not None:
+                return found
+    return None
+
+
+def check_unicode(value: dict[str, Any]) -> None:
+    """422 naming the input field holding text that cannot be stored (before anything is written;
+    pydantic already refuses such text in the body's own string fields)."""
+    try:
+        serde.dumps(value)
+        return
+    except PydanticSerializationError:  # (UnicodeEncodeError inside): find where the text is
+        loc = _not_unicode(value, ["input"])
+    if loc is None:  # not a text problem: let the start fail with its own error
+        return
+    where = ".".join(map(str, loc))
+    msg = "not valid Unicode text (a lone surrogate such as \\ud800): send UTF-8 text"
+    raise ApiError(422, "invalid_input", f"{where}: {msg}", [{"loc": loc, "msg": msg, "type": "unicode"}])
+
+
 async def workflow_schema(state: ApiState, name: str, version: str | None) -> tuple[str, dict[str, Any]]:
     """The version a new run of ``name`` goes to (``version`` or the active one) and its input schema."""
     version = version or await state.dispatcher.active_version() or "dev"
@@ -74,6 +115,7 @@ async def launch(
     if schema is None:
         version, schema = await workflow_schema(state, name, version)
     validate_input(name, schema, input)
+    check_unicode(input)
     idem = None
     if idempotency_key is not None:
         # Scoped by tenant, so one tenant's key can never return another tenant's run.
@@ -133,8 +175,9 @@ async def list_workflows(state: StateDep, tenant: TenantDep) -> WorkflowList:
             "application/x-ndjson: the new run's events.",
             "content": {"text/event-stream": {}, "application/x-ndjson": {}},
         },
-        **errors_doc(400, 401, 404, 409, 413, 422, 503),
+        **errors_doc(400, 401, 404, 409, 413, 415, 422, 503),
     },
+    dependencies=[Depends(require_json)],
 )
 async def start_run(
     name: str,

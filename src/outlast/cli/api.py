@@ -35,14 +35,20 @@ def serve(
     max_body: int = 1 << 20,
     log_level: str = "info",
     access_log: bool = True,
+    max_header_bytes: int = 16 * 1024,
+    head_timeout: float = 30.0,
     **options: Any,
 ) -> None:
-    """Build the app (``options`` go to ``create_app``) and run it under uvicorn until SIGTERM."""
+    """Build the app (``options`` go to ``create_app``) and run it under uvicorn until SIGTERM.
+
+    A request line plus headers over ``max_header_bytes`` is answered 431, and one not complete
+    ``head_timeout`` seconds after its first byte 408 (see :mod:`outlast.api.protocol`)."""
     import gc
 
     import uvicorn
 
     from outlast.api import create_app
+    from outlast.api.protocol import bounded_httptools
 
     application = create_app(url, api_keys=api_keys, max_body=max_body, **options)
     # Take everything imported so far out of the cyclic GC: with thousands of open streams, full
@@ -51,7 +57,7 @@ def serve(
     gc.freeze()
     uvicorn.run(
         application, host=host, port=port, log_level=log_level, access_log=access_log,
-        timeout_graceful_shutdown=5, loop="uvloop", http="httptools",
+        timeout_graceful_shutdown=5, loop="uvloop", http=bounded_httptools(max_header_bytes, head_timeout),
     )  # fmt: skip
 
 
@@ -75,6 +81,18 @@ def register(app: typer.Typer) -> None:
             ),
         ] = None,
         max_body: Annotated[int, typer.Option(min=1, help="Largest request body, bytes.")] = 1 << 20,
+        max_header_bytes: Annotated[
+            int, typer.Option(min=256, help="Largest request line + headers, bytes (else 431).")
+        ] = 16 * 1024,
+        body_timeout: Annotated[
+            float, typer.Option(min=0.1, help="Seconds a request body may stall (else 408).")
+        ] = 30.0,
+        max_connections: Annotated[
+            int | None,
+            typer.Option(
+                min=2, help="Redis connections per process (default: $OUTLAST_API_MAX_CONNECTIONS or 256)."
+            ),
+        ] = None,
         log_level: Annotated[str, typer.Option(help="uvicorn log level.")] = "info",
     ) -> None:
         """Serve the HTTP API (OpenAPI at /openapi.json, docs at /docs). Stateless: run any number."""
@@ -106,7 +124,10 @@ def register(app: typer.Typer) -> None:
         mode = "open mode (no API keys)" if keys is None else f"{len(keys)} API keys"
         _err().print(f"outlast api on http://{host}:{port} ({mode}), Redis {url.split('@')[-1]}")
         try:
-            serve(url, host=host, port=port, api_keys=keys, max_body=max_body, log_level=log_level)
+            serve(
+                url, host=host, port=port, api_keys=keys, max_body=max_body, log_level=log_level,
+                max_header_bytes=max_header_bytes, body_timeout=body_timeout, max_connections=max_connections,
+            )  # fmt: skip
         except OutlastError as exc:
             _err().print(f"[red]error:[/red] {exc}")
             raise typer.Exit(2) from None

@@ -199,6 +199,8 @@ class AsyncClient:
                     self._http, "GET", path, headers=headers, params=params, timeout=self.stream_timeout
                 ) as source:
                     response = source.response
+                    if response.status_code == 204:  # the run ended at the cursor: nothing to send
+                        return
                     if response.status_code >= 400:
                         await response.aread()
                         if response.status_code < 500:
@@ -209,6 +211,8 @@ class AsyncClient:
                             hint = max(sse.retry / 1000, 0.01)
                         if not sse.data:
                             continue
+                        if sse.event == "error":  # the server gave up on its store: resume later
+                            raise _Retry(sse.data)
                         event = Event.model_validate_json(sse.data)
                         if event.seq <= cursor:
                             continue

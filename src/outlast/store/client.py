@@ -18,6 +18,7 @@ from typing import Any
 
 import redis.asyncio as aioredis
 from redis.asyncio.connection import (
+    BlockingConnectionPool,
     Connection,
     ConnectionPool,
     SSLConnection,
@@ -71,6 +72,11 @@ class OutlastPool(ConnectionPool):
             await self.multiplexer.aclose()
 
 
+class OutlastBlockingPool(OutlastPool, BlockingConnectionPool):
+    """A pool of at most ``max_connections``: a command waits (up to ``timeout`` seconds) for a
+    free connection instead of failing with "Too many connections"."""
+
+
 def multiplexer_of(redis: aioredis.Redis) -> Multiplexer | None:
     """The client's multiplexed connection: None for a client not made by :func:`redis_from_url`,
     or when ``OUTLAST_MULTIPLEX=0`` (its commands then go through redis-py alone)."""
@@ -80,10 +86,14 @@ def multiplexer_of(redis: aioredis.Redis) -> Multiplexer | None:
     return pool.multiplexer
 
 
-def redis_from_url(url: str, **options: Any) -> aioredis.Redis:
+def redis_from_url(url: str, *, wait_for_connection: float | None = None, **options: Any) -> aioredis.Redis:
     """``redis.asyncio.Redis.from_url`` with hiredis packing for the connection type it picked,
-    and a :class:`~outlast.store.mux.Multiplexer` beside its pool."""
-    pool = OutlastPool.from_url(url, **options)
+    and a :class:`~outlast.store.mux.Multiplexer` beside its pool. ``wait_for_connection``: with
+    ``max_connections``, how long a command waits for a free connection (default: it fails at once)."""
+    if wait_for_connection is None:
+        pool: OutlastPool = OutlastPool.from_url(url, **options)
+    else:
+        pool = OutlastBlockingPool.from_url(url, timeout=wait_for_connection, **options)
     pool.connection_class = _FASTER.get(pool.connection_class, pool.connection_class)
     client = aioredis.Redis(connection_pool=pool)
     client.auto_close_connection_pool = True  # as from_url does: aclose() closes the pool

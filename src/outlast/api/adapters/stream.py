@@ -62,7 +62,7 @@ def request_cursor(request: Request) -> Cursor:
 
 async def check_cursor(state: ApiState, run_id: str, tenant: str | None, cursor: Cursor) -> None:
     """404 for a run the caller cannot see; 400 for a cursor past the run's last event."""
-    last_seq = await state.last_seq(run_id, tenant)
+    last_seq, _ = await state.position(run_id, tenant)
     if cursor.seq > last_seq:
         raise ApiError(
             400,
