@@ -23,7 +23,8 @@ from outlast.errors import WorkflowNotFound
 from outlast.events import TERMINAL_STATUSES, RunStatus
 from outlast.store.base import RunRecord
 
-router = APIRouter()
+# A start body without Content-Type is read as JSON; require_json refuses any non-JSON type.
+router = APIRouter(strict_content_type=False)
 
 
 @lru_cache(maxsize=256)
