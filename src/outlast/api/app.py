@@ -25,7 +25,7 @@ from outlast.api.auth import Authenticator, install_log_redaction, keys_from_env
 from outlast.api.errors import BodyLimitMiddleware, error_response, install_error_handlers
 from outlast.api.hub import Hub
 from outlast.api.metrics import ApiMetrics, LatencyMiddleware
-from outlast.api.schemas import Health, errors_doc
+from outlast.api.schemas import EventEnvelope, Health, StreamError, errors_doc
 from outlast.api.state import ApiState, Settings, StateDep
 from outlast.control import Dispatcher
 from outlast.errors import ConfigError
@@ -179,7 +179,12 @@ def create_app(
             schema = get_openapi(
                 title=app.title, version=app.version, description=app.description, routes=app.routes
             )
-            schema.setdefault("components", {})["securitySchemes"] = {
+            components = schema.setdefault("components", {})
+            for model in (EventEnvelope, StreamError):  # referenced by the stream responses
+                found = model.model_json_schema(ref_template="#/components/schemas/{model}")
+                found.pop("$defs", None)  # (ErrorDetail is there already, from the error bodies)
+                components["schemas"][model.__name__] = found
+            components["securitySchemes"] = {
                 "bearer": {"type": "http", "scheme": "bearer", "description": "KEY from OUTLAST_API_KEYS"}
             }
             for path, operations in schema["paths"].items():

@@ -156,6 +156,27 @@ class Trace(BaseModel):
     spans: list[Span]
 
 
+class EventEnvelope(BaseModel):
+    """One event of a run (docs/protocol.md §1): an SSE frame's ``data:`` (its ``id:`` is ``seq``,
+    its ``event:`` is ``type``), or one NDJSON line."""
+
+    v: int = Field(description="Schema version, 1.")
+    seq: int = Field(description="Position in the run's log: 1, 2, 3… with no gaps; resume after it.")
+    type: str = Field(description="Event type, e.g. run.started, output, run.completed (protocol §3).")
+    run_id: str
+    attempt: int = Field(description="The attempt that wrote it (0 for run.queued and stream.gap).")
+    step: str | None = Field(description="The step it belongs to; null for run-level events.")
+    ts: float = Field(description="Unix time in seconds, taken by the writer.")
+    data: dict[str, Any] = Field(description="Type-specific payload, secrets masked.")
+
+
+class StreamError(BaseModel):
+    """Why a stream ended before its run did: the ``data:`` of an SSE ``error`` event, or an NDJSON
+    line with this ``error`` key (an envelope never has one). Resume from the last seq received."""
+
+    error: ErrorDetail
+
+
 class Health(BaseModel):
     status: Literal["ok"]
 

@@ -45,11 +45,19 @@ SSE = "text/event-stream"
 NDJSON = "application/x-ndjson"
 STREAM_HEADERS = {"Cache-Control": "no-store", "X-Accel-Buffering": "no"}
 
+#: Each frame (SSE) or line (NDJSON) of a stream is one envelope; a stream ended by the store
+#: failing ends with a StreamError. (The models are added to the components in app.py.)
+STREAM_CONTENT: dict[str, Any] = {
+    media: {"schema": {"$ref": "#/components/schemas/EventEnvelope"}} for media in (SSE, NDJSON)
+}
 _STREAM_DOC: dict[int | str, dict[str, Any]] = {
     200: {
-        "description": "The run's events: SSE by default, NDJSON with Accept: application/x-ndjson.",
-        "content": {SSE: {"schema": {"type": "string"}}, NDJSON: {"schema": {"type": "string"}}},
-    }
+        "description": "The run's events: SSE by default, NDJSON with Accept: application/x-ndjson. "
+        "Each SSE frame's data (each NDJSON line) is an EventEnvelope; a stream the store ended early "
+        "ends with an SSE `error` event (an NDJSON line) holding a StreamError.",
+        "content": STREAM_CONTENT,
+    },
+    204: {"description": "Nothing to send: the run ended at the cursor (EventSource stops on 204)."},
 }
 
 

@@ -17,7 +17,7 @@ from outlast.api.errors import ApiError
 from outlast.api.runs import require_json, run_detail
 from outlast.api.schemas import RunDetail, StartedRun, StartRun, WorkflowInfo, WorkflowList, errors_doc
 from outlast.api.state import ApiState, StateDep, TenantDep, run_urls
-from outlast.api.streaming import live_frames, stream_format, stream_response
+from outlast.api.streaming import STREAM_CONTENT, live_frames, stream_format, stream_response
 from outlast.control import Started
 from outlast.errors import WorkflowNotFound
 from outlast.events import TERMINAL_STATUSES, RunStatus
@@ -174,7 +174,7 @@ async def list_workflows(state: StateDep, tenant: TenantDep) -> WorkflowList:
             "model": RunDetail,
             "description": "With ?wait=: the run finished in time. With Accept: text/event-stream or "
             "application/x-ndjson: the new run's events.",
-            "content": {"text/event-stream": {}, "application/x-ndjson": {}},
+            "content": STREAM_CONTENT,
         },
         **errors_doc(400, 401, 404, 409, 413, 415, 422, 503),
     },
