@@ -22,6 +22,8 @@ from outlast.api.errors import error_body
 
 DEFAULT_MAX_HEAD = 16 * 1024
 DEFAULT_HEAD_TIMEOUT = 30.0
+#: Seconds a rejected connection is kept half-open, reading and dropping, before it is closed.
+LINGER = 2.0
 
 
 class _HeadTooLarge(Exception):
@@ -41,12 +43,15 @@ class BoundedHttpTools(HttpToolsProtocol):
         self._head_size = 0  # exact bytes of the URL and headers parsed so far
         self._head_timer: asyncio.TimerHandle | None = None
         self._too_large = False
+        self._discarding = False  # answered and closing: what still arrives is dropped unread
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._stop_head_timer()
         super().connection_lost(exc)
 
     def data_received(self, data: bytes) -> None:
+        if self._discarding:
+            return
         if self._in_head:
             self._head_bytes += len(data)
             if self._head_timer is None:
@@ -119,7 +124,14 @@ class BoundedHttpTools(HttpToolsProtocol):
             b"connection: close\r\n\r\n",
         ]
         self.transport.write(b"".join(head) + body)
-        self.transport.close()
+        # A lingering close: closing with unread data makes the kernel answer RST, and a client
+        # still sending (the endless header) would lose the answer. Send FIN, drop what still
+        # arrives, and close after LINGER seconds.
+        self._in_head, self._discarding = False, True
+        self._stop_head_timer()
+        if self.transport.can_write_eof():
+            self.transport.write_eof()
+        self.loop.call_later(LINGER, self.transport.close)
 
 
 def bounded_httptools(
