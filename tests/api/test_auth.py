@@ -15,7 +15,7 @@ from outlast.client import AsyncClient, ClientError
 from outlast.errors import ConfigError
 
 from .conftest import KEYS, Servers
-from .support import read_sse
+from .support import read_sse, until
 
 
 async def test_tenants_are_isolated(servers: Servers) -> None:
@@ -76,3 +76,22 @@ def test_open_mode_refuses_a_public_address() -> None:
     assert is_loopback("localhost")
     assert not is_loopback("0.0.0.0")
     assert not is_loopback("example.com")
+
+
+async def test_a_percent_encoded_token_name_is_redacted_too(servers: Servers) -> None:
+    """``?%74oken=KEY`` authenticates like ``?token=KEY``: the access log must hide it as well."""
+    base = servers.keyed.base_url
+    async with AsyncClient(base, "key-b") as b, httpx.AsyncClient(base_url=base) as http:
+        run = await b.start("noop3", {}, wait=20)
+        path = f"/v1/runs/{run.run_id}/events"
+        for name in ("%74oken", "toke%6E", "%74%6F%6B%65%6E", "t%6Fken"):
+            response = await http.get(f"{path}?follow=false&{name}=key-b")
+            assert response.status_code == 200, (name, response.text)  # it did authenticate
+
+        async def logged() -> bool:
+            return servers.keyed.proc.output.count(path) >= 4
+
+        await until(logged, what="the access log lines")
+    lines = [line for line in servers.keyed.proc.output.splitlines() if path in line]
+    assert all("=[redacted]" in line for line in lines), lines
+    assert not any("key-b" in line for line in lines), "an API key reached the log"

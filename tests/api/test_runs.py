@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import uuid
+from pathlib import Path
+from typing import Any
 
 import httpx
 import jsonpatch
@@ -14,9 +17,14 @@ from httpx_sse import aconnect_sse
 from outlast.client import AsyncClient
 from outlast.errors import RunFailed
 from outlast.events import Event
+from outlast.store import keys
+from outlast.store.base import NewRun
+from outlast.store.client import redis_from_url
+from outlast.store.embedded import EmbeddedServer
+from outlast.store.queue import RunQueue
 
 from .conftest import Servers
-from .support import assert_exactly_once, read_sse, spawn_worker
+from .support import ApiServer, assert_exactly_once, read_sse, spawn_worker
 
 
 def gate() -> str:
@@ -181,3 +189,48 @@ async def test_trace_and_metrics(http: httpx.AsyncClient, client: AsyncClient) -
     assert 'outlast_api_streams_active{format="sse"}' in text
     assert 'route="/v1/workflows/{name}/runs",status="200"' in text
     assert json.loads((await http.get("/healthz")).text) == {"status": "ok"}
+
+
+async def test_a_tenants_listing_reads_only_its_own_run_index(tmp_path: Path) -> None:
+    """~900 other-tenant runs newer than this tenant's: its listing reads its own index only, so
+    it neither scans their entries nor hands out a cursor holding one of their run ids."""
+    valkey = EmbeddedServer(tmp_path / "valkey").start()
+    api = ApiServer(valkey.url, api_keys={"k-mine": "mine", "k-other": "other"})
+    redis = redis_from_url(valkey.url)
+    try:
+        queue = RunQueue(redis)  # the real START script; version "nobody" has no worker: runs stay queued
+        mine: list[str] = []
+        for i in range(3):
+            mine.append(f"mine-{i}")
+            await queue.enqueue(
+                NewRun(f"mine-{i}", "w", {}, version="nobody", tenant="mine"), b"{}", "nobody"
+            )
+            for j in range(300):
+                run = NewRun(f"other-{i}-{j}", "w", {}, version="nobody", tenant="other")
+                await queue.enqueue(run, b"{}", "nobody")
+        assert await redis.zrevrange(keys.tenant_runs_index("mine"), 0, -1) == [
+            m.encode() for m in mine[::-1]
+        ]
+        assert await redis.zcard(keys.tenant_runs_index("other")) == 900
+        assert await redis.zcard(keys.RUNS_INDEX) == 903
+        api.proc.wait_ready()
+        reads_before = await _hmget_calls(redis)
+        async with AsyncClient(api.base_url, "k-mine") as client:
+            first = await client.list_runs(limit=2)
+            assert [r.run_id for r in first.runs] == ["mine-2", "mine-1"]
+            assert first.next_cursor is not None
+            cursor = base64.urlsafe_b64decode(first.next_cursor + "==").decode()
+            assert cursor.endswith(":mine-1"), cursor
+            rest = await client.list_runs(limit=2, cursor=first.next_cursor)
+            assert ([r.run_id for r in rest.runs], rest.next_cursor) == (["mine-0"], None)
+        # One HMGET per summary read (plus the API's own): not one per foreign entry.
+        assert await _hmget_calls(redis) - reads_before < 20
+    finally:
+        api.stop()
+        await redis.aclose()
+        valkey.stop()
+
+
+async def _hmget_calls(redis: aioredis.Redis) -> int:
+    stats: dict[str, Any] = await redis.info("commandstats")
+    return int(stats.get("cmdstat_hmget", {}).get("calls", 0))

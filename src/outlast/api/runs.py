@@ -110,6 +110,7 @@ async def list_runs(
     """Runs newest first, filtered by workflow and status; cursor pagination.
 
     A page may be short (with a next_cursor) when filters skip many runs: keep following the cursor.
+    With API keys, a tenant's listing reads only its own run index.
     """
     reader = state.dispatcher.reader
     pos = _decode_cursor(cursor) if cursor else None
@@ -118,7 +119,7 @@ async def list_runs(
     scanned = 0
     exhausted = False
     while len(found) < limit and scanned < SCAN_LIMIT:
-        batch = await reader.index_page(pos, min(500, max(2 * limit, 100)))
+        batch = await reader.index_page(pos, min(500, max(2 * limit, 100)), tenant)
         if not batch:
             exhausted = True
             break
@@ -139,8 +140,8 @@ async def list_runs(
             found.append(RunSummary.model_validate(values))
             if len(found) >= limit:
                 break
-    # The index outlives expired runs: prune them (their keys are gone for good).
-    await reader.forget(expired)
+    # The indexes outlive expired runs: prune them (their keys are gone for good).
+    await reader.forget(expired, tenant)
     more = not exhausted and pos is not None
     return RunPage(runs=found, next_cursor=_encode_cursor(*pos) if more and pos is not None else None)
 

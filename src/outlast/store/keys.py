@@ -55,6 +55,11 @@ Compute-plane keys (global, one per deployment version where named so):
 ``outlast:runs``                 zset    run id → created ms: the run index for listing.
                                          Writer: start. Pruned by API listings (ZREM of ids
                                          whose run expired).
+``outlast:runs:tenant:<tenant>`` zset    the same, for one tenant's runs only (runs started
+                                         with a tenant, and their children): a tenant's
+                                         listing never reads another tenant's entries.
+                                         Writer: start, in the same script as ``outlast:runs``.
+                                         Pruned with it by API listings.
 ``outlast:idem:{<workflow>}:<key>`` string  run id started for an idempotency key. TTL 24 h.
 ``outlast:chat:{<workflow>}:<scope>:<chat_id>``  string  the run answering the latest message of a
                                          chat (the AI SDK chat endpoints; ``scope`` is ``t<len>:<tenant>``,
@@ -140,6 +145,11 @@ def check_version(version: str) -> str:
     if not VERSION_PATTERN.match(version):
         raise ConfigError(f"version {version!r}: use 1-128 letters, digits, '_', '.', ':' or '-'")
     return version
+
+
+def tenant_runs_index(tenant: str) -> str:
+    """The run index of one tenant (``tenant`` is non-empty: the global index serves open mode)."""
+    return f"{RUNS_INDEX}:tenant:{tenant}"
 
 
 def idempotency_key(workflow: str, key: str) -> str:

@@ -41,6 +41,8 @@ class RunQueue:
         """True when the run was created, False when it already existed (idempotent start)."""
         run_keys = keys.run_keys(run.run_id)
         script_keys = [run_keys.meta, run_keys.events, keys.work_stream(lane), keys.RUNS_INDEX, keys.VERSIONS]
+        if run.tenant:
+            script_keys.append(keys.tenant_runs_index(run.tenant))
         if run.parent:
             script_keys.append(keys.run_keys(run.parent).children)
         args = create_run_args(run, queued_event, int(time.time() * 1000), WORK_STREAM_MAXLEN)

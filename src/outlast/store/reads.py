@@ -81,14 +81,16 @@ class RunReader:
 
     # -- the run index ------------------------------------------------------------------------
 
-    async def index_page(self, pos: tuple[int, str] | None, size: int) -> list[tuple[str, int]]:
+    async def index_page(
+        self, pos: tuple[int, str] | None, size: int, tenant: str | None = None
+    ) -> list[tuple[str, int]]:
         """The next ``size`` (or a few more) run index entries after ``pos``, newest first, as
-        (run_id, created ms).
+        (run_id, created ms); with ``tenant``, of that tenant's own index only.
 
         Members sharing the cursor's score are ordered by member (ZREVRANGE order), so they are
         read whole and filtered before moving to strictly older scores.
         """
-        index = keys.RUNS_INDEX
+        index = keys.tenant_runs_index(tenant) if tenant else keys.RUNS_INDEX
         if pos is None:
             raw: list[Any] = await guard(
                 self.redis.zrevrangebyscore(index, "+inf", "-inf", start=0, num=size, withscores=True)
@@ -115,10 +117,16 @@ class RunReader:
             for row in rows
         ]
 
-    async def forget(self, run_ids: Sequence[str]) -> None:
-        """Drop expired runs from the run index (it outlives their keys)."""
-        if run_ids:
-            await guard(self.redis.zrem(keys.RUNS_INDEX, *run_ids))
+    async def forget(self, run_ids: Sequence[str], tenant: str | None = None) -> None:
+        """Drop expired runs from the run index, and from ``tenant``'s (both outlive their keys)."""
+        if not run_ids:
+            return
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.zrem(keys.RUNS_INDEX, *run_ids)
+        if tenant:
+            pipe.zrem(keys.tenant_runs_index(tenant), *run_ids)
+        removed: list[int] = await guard(pipe.execute())
+        del removed
 
     # -- the workflow registry ----------------------------------------------------------------
 

@@ -31,13 +31,14 @@ redis.call('XADD', KEYS[2], '0-1', 'e', ARGV[7])
 # Returns 1 when created, 0 when the run already existed (idempotent start).
 CREATE_RUN: Final = "local first_extra = 8\n" + _CREATE + "return 1\n"
 
-# KEYS: meta, events, work stream (the run's lane), runs index, versions[, parent's children]
+# KEYS: meta, events, work stream (the run's lane), runs index, versions[, the tenant's runs
+#       index when tenant is not ''][, parent's children]
 # ARGV: run_id, workflow, version, tenant, input_json, now, queued_envelope, now_ms,
 #       work_maxlen, [field, value]*
-# Starting a run: records it (as CREATE_RUN), puts its id on the work stream, indexes it and
-# its version, and lists a child run on its parent, all at once, so no half-written run can
-# exist. A run that already exists is left alone and not queued again. One command, where a
-# MULTI/EXEC of the same five writes costs the client seven replies to parse.
+# Starting a run: records it (as CREATE_RUN), puts its id on the work stream, indexes it (and in
+# its tenant's index) and its version, and lists a child run on its parent, all at once, so no
+# half-written run can exist. A run that already exists is left alone and not queued again.
+# One command, where a MULTI/EXEC of the same writes costs the client a reply per write to parse.
 # Returns 1 when created, 0 when the run already existed.
 START: Final = (
     "local first_extra = 10\n"
@@ -46,7 +47,12 @@ START: Final = (
 redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[9], '*', 'run', ARGV[1])
 redis.call('ZADD', KEYS[4], 'NX', ARGV[8], ARGV[1])
 redis.call('ZADD', KEYS[5], 'NX', ARGV[8], ARGV[3])
-if KEYS[6] then redis.call('SADD', KEYS[6], ARGV[1]) end
+local k = 6
+if ARGV[4] ~= '' then
+  redis.call('ZADD', KEYS[6], 'NX', ARGV[8], ARGV[1])
+  k = 7
+end
+if KEYS[k] then redis.call('SADD', KEYS[k], ARGV[1]) end
 return 1
 """
 )
