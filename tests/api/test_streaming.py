@@ -17,8 +17,8 @@ import redis.asyncio as aioredis
 from httpx_sse import aconnect_sse
 
 from outlast import events as ev
+from outlast import serde
 from outlast.client import AsyncClient
-from outlast.core import serde
 from outlast.events import Event
 from outlast.store.base import OP_META, AppendItem, NewRun
 from outlast.store.client import redis_from_url
