@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
+import time
+
 import pytest
 from redis.exceptions import DataError
 
@@ -29,3 +32,23 @@ async def test_commands_round_trip_through_hiredis_packing(redis_url: str) -> No
             await client.set("none", None)  # type: ignore[arg-type]
     finally:
         await client.aclose()
+
+
+async def test_a_capped_pool_hands_connections_round_robin(redis_url: str) -> None:
+    """Three tails looping on blocking reads (as the API's feeds do) share two connections: each
+    gets its turns. (redis-py's own hand-over lets a releasing task take its connection straight
+    back, so the third tail got one turn in the whole period.)"""
+    client = redis_from_url(redis_url, max_connections=2, wait_for_connection=10.0)
+    turns = [0, 0, 0]
+    until = time.monotonic() + 1.5
+
+    async def tail(i: int) -> None:
+        while time.monotonic() < until:
+            await client.xread({f"fair:{i}": "$"}, block=100)
+            turns[i] += 1
+
+    try:
+        await asyncio.gather(*(tail(i) for i in range(3)))
+    finally:
+        await client.aclose()
+    assert min(turns) >= 3, turns

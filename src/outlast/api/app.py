@@ -115,8 +115,9 @@ def create_app(
             socket_connect_timeout=5,
             socket_timeout=block_ms / 1000 + 10,
             max_connections=max_connections,
-            # Every blocked XREAD returns within block_ms, so a waiter gets a connection by then.
-            wait_for_connection=block_ms / 1000 + 5,
+            # Every blocked XREAD returns within block_ms, so a waiter gets a connection within
+            # a few turns even when more runs are tailed than there are connections.
+            wait_for_connection=max(30.0, 3 * block_ms / 1000),
         )
         hub = Hub(client, block_ms=block_ms)
         holder["hub"] = hub

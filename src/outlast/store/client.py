@@ -13,11 +13,13 @@ uses for its script calls; closing the client closes it too.
 
 from __future__ import annotations
 
+import asyncio
 import os
 from typing import Any
 
 import redis.asyncio as aioredis
 from redis.asyncio.connection import (
+    AbstractConnection,
     BlockingConnectionPool,
     Connection,
     ConnectionPool,
@@ -74,7 +76,17 @@ class OutlastPool(ConnectionPool):
 
 class OutlastBlockingPool(OutlastPool, BlockingConnectionPool):
     """A pool of at most ``max_connections``: a command waits (up to ``timeout`` seconds) for a
-    free connection instead of failing with "Too many connections"."""
+    free connection instead of failing with "Too many connections".
+
+    Hand-over is fair: redis-py's release wakes a waiter, but the releasing task (a feed looping
+    on XREAD BLOCK) would take the connection back before the waiter runs, starving the others;
+    yielding once after a release that woke someone lets the waiter take it first.
+    """
+
+    async def release(self, connection: AbstractConnection) -> None:
+        await super().release(connection)
+        if getattr(self._condition, "_waiters", True):  # someone waits (or we cannot tell)
+            await asyncio.sleep(0)
 
 
 def multiplexer_of(redis: aioredis.Redis) -> Multiplexer | None:
