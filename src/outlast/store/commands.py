@@ -55,3 +55,19 @@ class HotPath:
             raw: dict[bytes, bytes] = await self.redis.hgetall(key)  # type: ignore[misc]
             return raw
         return hash_reply(await self._mux.execute("HGETALL", key))
+
+    async def hmget(self, key: str, fields: list[str]) -> list[bytes | None]:
+        """HMGET: the values of ``fields`` (None where missing)."""
+        if self._mux is None:
+            raw: list[bytes | None] = await self.redis.hmget(key, fields)  # type: ignore[misc]
+            return raw
+        return list(await self._mux.execute("HMGET", key, *fields))
+
+    async def xrange(self, key: str, after: str, count: int) -> list[tuple[bytes, dict[bytes, bytes]]]:
+        """XRANGE ``key`` from the exclusive id ``after`` (e.g. ``(0-5``), at most ``count`` entries,
+        as redis-py returns them: (entry id, fields)."""
+        if self._mux is None:
+            raw: list[tuple[bytes, dict[bytes, bytes]]] = await self.redis.xrange(key, min=after, count=count)
+            return raw
+        reply = await self._mux.execute("XRANGE", key, after, "+", "COUNT", count)
+        return [(entry_id, hash_reply(flat)) for entry_id, flat in reply]

@@ -56,17 +56,17 @@ class RunReader:
 
     async def position(self, run_id: str) -> tuple[str | None, int, str]:
         """(status, last_seq, tenant) without the whole record; status None: no such run."""
-        raw: list[Any] = await guard(
-            self.redis.hmget(keys.run_keys(run_id).meta, ["status", "last_seq", "tenant"])
-        )
+        # Short reads go over the multiplexed connection: a reconnect storm of stream clients
+        # then needs no pooled connection (the pool is left to the blocking tails).
+        fields = ["status", "last_seq", "tenant"]
+        raw: list[bytes | None] = await guard(self._hot.hmget(keys.run_keys(run_id).meta, fields))
         if raw[0] is None:
             return None, 0, ""
         return raw[0].decode(), int(raw[1] or 0), (raw[2] or b"").decode()
 
     async def page(self, run_id: str, after: int, count: int) -> list[Entry]:
         """Up to ``count`` stored entries with seq > ``after`` (XRANGE; never blocks)."""
-        raw = await guard(self.redis.xrange(keys.run_keys(run_id).events, min=f"(0-{after}", count=count))
-        return entries_of(raw)
+        return entries_of(await guard(self._hot.xrange(keys.run_keys(run_id).events, f"(0-{after}", count)))
 
     async def tail(self, run_id: str, after: int, count: int, block_ms: int) -> list[Entry]:
         """Entries with seq > ``after``, waiting up to ``block_ms`` for one (XREAD BLOCK).
