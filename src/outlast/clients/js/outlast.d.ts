@@ -152,6 +152,9 @@ export interface StartedRun {
 
 export interface RunSummary {
   run_id: string;
+  /** LLM tokens (in + out) of its completed steps, and their estimated cost in US dollars. */
+  tokens: number;
+  cost: number;
   workflow: string;
   version: string;
   status: RunStatus;
@@ -195,6 +198,63 @@ export interface WorkflowList {
   active_version: string | null;
   versions: string[];
   workflows: WorkflowInfo[];
+}
+
+export interface Span {
+  step_id: string;
+  name: string;
+  parent: string | null;
+  position: string;
+  /** "step", or a wait of the workflow body: "input", "sleep", "child", "child_start". */
+  kind: string;
+  args: Record<string, unknown>;
+  status: string;
+  result: unknown;
+  error: ErrorInfo | null;
+  fallback: boolean;
+  tries: number;
+  retries: { try: number; error: ErrorInfo | null; delay: number | null }[];
+  attempt: number;
+  started_at: number;
+  ended_at: number | null;
+  usage: { tokens_in: number; tokens_out: number; cost: number | null } | null;
+  children: Span[];
+}
+
+export interface Attempt {
+  attempt: number;
+  worker: string | null;
+  started_at: number;
+  ended_at: number | null;
+  outcome: "running" | "waiting" | "lost" | "completed" | "failed" | "cancelled";
+  reason: string | null;
+}
+
+export interface Trace {
+  run_id: string;
+  spans: Span[];
+  attempts: Attempt[];
+  usage: { tokens_in: number; tokens_out: number; cost: number };
+}
+
+export interface WorkerInfo {
+  id: string;
+  host: string;
+  pid: number;
+  version: string;
+  /** Runs it may execute at once. */
+  slots: number;
+  running: number;
+  draining: boolean;
+  /** Seconds since its last heartbeat. */
+  heartbeat_age: number;
+}
+
+export interface DeployStatus {
+  active: string | null;
+  versions: { version: string; workers: number; in_flight: number; queued: number; state: "active" | "draining" | "drained" }[];
+  /** Whether this key may promote and roll back. */
+  can_deploy: boolean;
 }
 
 /** What sessionStorage offers (getItem/setItem/removeItem). */
@@ -275,9 +335,13 @@ export declare class OutlastClient {
   getRun(runId: string): Promise<RunDetail>;
   listRuns(query?: { workflow?: string; status?: RunStatus; limit?: number; cursor?: string }): Promise<RunPage>;
   listWorkflows(): Promise<WorkflowList>;
-  getTrace(runId: string): Promise<{ run_id: string; spans: unknown[] }>;
+  getTrace(runId: string): Promise<Trace>;
   sendInput(runId: string, key: string, value: unknown): Promise<{ run_id: string; key: string; status: "resumed" | "delivered" }>;
   cancelRun(runId: string): Promise<{ run_id: string; status: "cancelled" | "cancelling" }>;
+  listWorkers(): Promise<{ workers: WorkerInfo[] }>;
+  getDeploy(): Promise<DeployStatus>;
+  promote(version: string): Promise<{ active: string; previous: string | null }>;
+  rollback(): Promise<{ active: string; previous: string | null }>;
   eventsUrl(runId: string, after?: number): string;
   storageKey(runId: string): string;
   loadState(runId: string): RunState | null;

@@ -625,6 +625,26 @@ export class OutlastClient {
     return this.request("POST", `/v1/runs/${encodeURIComponent(runId)}/cancel`);
   }
 
+  /** Live workers: {workers: [{id, host, pid, version, slots, running, draining, heartbeat_age}]}. */
+  listWorkers() {
+    return this.request("GET", "/v1/workers");
+  }
+
+  /** The active version and, per version, workers, runs in flight and queue depth; `can_deploy`. */
+  getDeploy() {
+    return this.request("GET", "/v1/deploy");
+  }
+
+  /** Send new runs to `version` (403 unless this key's tenant is an admin): {active, previous}. */
+  promote(version) {
+    return this.request("POST", "/v1/deploy/promote", { version });
+  }
+
+  /** Make the previously active version active again: {active, previous}; 409 if there was none. */
+  rollback() {
+    return this.request("POST", "/v1/deploy/rollback");
+  }
+
   /** The SSE URL of a run's events after `after` (the token rides in the query: EventSource cannot send headers). */
   eventsUrl(runId, after = 0) {
     const query = new URLSearchParams({ after: String(after) });
