@@ -19,9 +19,9 @@ from fastapi.responses import JSONResponse
 from fastapi_offline import FastAPIOffline
 from starlette.responses import Response
 
-from outlast.api import assets, runs, streaming, workflows
+from outlast.api import assets, console, fleet, runs, streaming, workflows
 from outlast.api.adapters import ag_ui_routes, ui_routes
-from outlast.api.auth import Authenticator, install_log_redaction, keys_from_env
+from outlast.api.auth import Authenticator, admins_from_env, install_log_redaction, keys_from_env
 from outlast.api.errors import BodyLimitMiddleware, error_response, install_error_handlers
 from outlast.api.hub import Hub
 from outlast.api.metrics import ApiMetrics, LatencyMiddleware
@@ -63,6 +63,7 @@ def create_app(
     redis_url: str | None = None,
     *,
     api_keys: dict[str, str] | None = None,
+    admin_tenants: frozenset[str] | None = None,
     max_body: int = 1 << 20,
     keepalive: float = 15.0,
     retry_ms: int = 2_000,
@@ -77,7 +78,8 @@ def create_app(
     """The Outlast HTTP API.
 
     ``redis_url`` defaults to ``$OUTLAST_REDIS_URL``; ``api_keys`` ({key: tenant}) to
-    ``$OUTLAST_API_KEYS`` / ``$OUTLAST_API_KEYS_FILE`` (neither = open mode). ``keepalive``: seconds
+    ``$OUTLAST_API_KEYS`` / ``$OUTLAST_API_KEYS_FILE`` (neither = open mode); ``admin_tenants`` (who
+    may promote and roll back) to ``$OUTLAST_ADMIN_TENANTS``. ``keepalive``: seconds
     between keep-alive comments on idle streams (0 = none, and then an SSE client that stopped
     reading is only noticed by TCP); ``retry_ms``: the SSE reconnect hint; ``block_ms``:
     how long one blocking XREAD waits before re-checking its run; ``send_timeout``: a client that
@@ -103,7 +105,11 @@ def create_app(
         send_timeout=send_timeout, retention=retention, max_connections=max_connections,
         store_retry=store_retry,
     )  # fmt: skip
-    auth = Authenticator(api_keys if api_keys is not None else keys_from_env(), metrics_token)
+    auth = Authenticator(
+        api_keys if api_keys is not None else keys_from_env(),
+        metrics_token,
+        admins=admin_tenants if admin_tenants is not None else admins_from_env(),
+    )
     holder: dict[str, Hub] = {}
     metrics = ApiMetrics(lambda: holder["hub"].feeds if "hub" in holder else 0)
 
@@ -150,7 +156,9 @@ def create_app(
     app.include_router(streaming.router, tags=["runs"])
     app.include_router(ui_routes.router, tags=["ui protocols"])
     app.include_router(ag_ui_routes.router, tags=["ui protocols"])
+    app.include_router(fleet.router, tags=["fleet"])
     app.include_router(assets.router, tags=["browser client"])
+    app.include_router(console.router, tags=["console"])
 
     @app.get(
         "/healthz",

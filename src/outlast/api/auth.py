@@ -6,6 +6,9 @@ tenants. With keys, every ``/v1`` call needs ``Authorization: Bearer KEY``; the 
 also accepts ``?token=KEY`` because a browser's EventSource cannot set headers. Without keys the
 API is in open mode: no auth, no tenancy.
 
+``OUTLAST_ADMIN_TENANTS="ops,acme"`` names the tenants whose keys may change the fleet
+(``POST /v1/deploy/promote`` and ``/rollback``); other keys get 403. In open mode anyone may.
+
 Keys are compared in constant time against every configured key, and are never logged.
 """
 
@@ -25,6 +28,7 @@ from outlast.errors import ConfigError
 ENV_KEYS = "OUTLAST_API_KEYS"
 ENV_KEYS_FILE = "OUTLAST_API_KEYS_FILE"
 ENV_METRICS_TOKEN = "OUTLAST_METRICS_TOKEN"
+ENV_ADMINS = "OUTLAST_ADMIN_TENANTS"
 _TENANT = re.compile(r"^[A-Za-z0-9_.:-]{1,128}$")
 
 
@@ -63,19 +67,36 @@ def keys_from_env(environ: Mapping[str, str] | None = None) -> dict[str, str] | 
     return parse_api_keys(text)
 
 
+def admins_from_env(environ: Mapping[str, str] | None = None) -> frozenset[str]:
+    """The tenants named by ``OUTLAST_ADMIN_TENANTS`` (comma-separated; empty: none)."""
+    env = os.environ if environ is None else environ
+    names = frozenset(t.strip() for t in env.get(ENV_ADMINS, "").split(",") if t.strip())
+    bad = sorted(t for t in names if not _TENANT.match(t))
+    if bad:
+        raise ConfigError(f"{ENV_ADMINS}: tenant {bad[0]!r} must be 1-128 of [A-Za-z0-9_.:-]")
+    return names
+
+
 class Authenticator:
     """Maps a presented key to its tenant. ``tenant_for`` returns None in open mode.
 
     ``metrics_token`` (default ``$OUTLAST_METRICS_TOKEN``): the bearer token ``/metrics`` needs.
     Without one, ``/metrics`` is open in open mode and needs any API key when keys are set (its
     counts span every tenant, so give a scraper its own token where tenants are strangers).
+    ``admins``: tenants whose keys may promote and roll back versions (open mode: everyone).
     """
 
-    def __init__(self, keys: Mapping[str, str] | None, metrics_token: str | None = None) -> None:
+    def __init__(
+        self,
+        keys: Mapping[str, str] | None,
+        metrics_token: str | None = None,
+        admins: frozenset[str] = frozenset(),
+    ) -> None:
         self._keys = [(key.encode(), tenant) for key, tenant in (keys or {}).items()]
         if keys is not None and not self._keys:
             raise ConfigError("API keys: an empty key set would lock every client out; omit it for open mode")
         self.open = not self._keys
+        self.admins = admins
         token = os.environ.get(ENV_METRICS_TOKEN, "") if metrics_token is None else metrics_token
         self._metrics_token = token.strip().encode() or None
 
@@ -90,6 +111,10 @@ class Authenticator:
             raise _unauthorized("missing_metrics_token", message)
         if not hmac.compare_digest(value.strip().encode("utf-8", "surrogateescape"), self._metrics_token):
             raise _unauthorized("invalid_metrics_token", f"not the metrics token (${ENV_METRICS_TOKEN})")
+
+    def can_deploy(self, tenant: str | None) -> bool:
+        """Whether the caller (``tenant_for``'s answer) may promote and roll back."""
+        return self.open or (tenant is not None and tenant in self.admins)
 
     def tenant_for(self, authorization: str | None, token: str | None = None) -> str | None:
         if self.open:

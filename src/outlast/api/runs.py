@@ -19,10 +19,11 @@ from outlast.api.schemas import (
     RunPage,
     RunSummary,
     Trace,
+    Usage,
     errors_doc,
 )
 from outlast.api.state import ApiState, StateDep, TenantDep, run_urls
-from outlast.core.trace import load_trace
+from outlast.core.trace import load_history
 from outlast.core.waiting import INPUT_KEY_PATTERN
 from outlast.events import TERMINAL_STATUSES, RunStatus
 from outlast.store.base import RunRecord
@@ -33,7 +34,7 @@ router = APIRouter()
 SCAN_LIMIT = 5_000
 _SUMMARY_FIELDS = (
     "run_id", "workflow", "version", "status", "attempt", "created_at", "updated_at", "finished_at",
-    "last_seq", "tenant",
+    "last_seq", "tenant", "tokens", "cost",
 )  # fmt: skip
 
 
@@ -71,6 +72,8 @@ async def run_detail(state: ApiState, record: RunRecord, objects: dict[str, Any]
         finished_at=record.finished_at,
         started_at=record.started_at,
         last_seq=record.last_seq,
+        tokens=int(record.tokens),
+        cost=record.cost,
         input=await state.masked_input(record),
         result=record.result,
         error=record.error,
@@ -269,6 +272,20 @@ async def supply_input(
 
 @router.get("/v1/runs/{run_id}/trace", response_model=Trace, responses=errors_doc(401, 404, 503))
 async def run_trace(run_id: str, state: StateDep, tenant: TenantDep) -> Trace:
-    """The run's span tree, rebuilt from its events (secrets were masked when they were written)."""
+    """The run's span tree, attempts and LLM usage, rebuilt from its events.
+
+    Secrets were masked when the events were written.
+    """
     await state.get_run(run_id, tenant)
-    return Trace(run_id=run_id, spans=await load_trace(state.dispatcher.store, run_id))
+    spans, attempts = await load_history(state.dispatcher.store, run_id)
+    usage = Usage()
+    stack = list(spans)
+    while stack:
+        span = stack.pop()
+        stack.extend(span.children)
+        if span.usage:
+            usage.tokens_in += int(span.usage.get("tokens_in") or 0)
+            usage.tokens_out += int(span.usage.get("tokens_out") or 0)
+            usage.cost += float(span.usage.get("cost") or 0.0)
+    usage.cost = round(usage.cost, 8)
+    return Trace(run_id=run_id, spans=spans, attempts=attempts, usage=usage)

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from pydantic_core import PydanticCustomError
 
-from outlast.core.trace import Span
+from outlast.core.trace import Attempt, Span
 from outlast.events import RunStatus
 
 
@@ -74,6 +74,13 @@ class RunSummary(BaseModel):
     updated_at: float | None = None
     finished_at: float | None = None
     last_seq: int
+    tokens: int = Field(default=0, description="LLM tokens (in + out) of the run's completed steps.")
+    cost: float = Field(default=0.0, description="Their estimated cost in US dollars (priced providers).")
+
+    @field_validator("tokens", mode="before")
+    @classmethod
+    def _whole(cls, value: Any) -> Any:
+        return int(float(value)) if isinstance(value, str | float) else value  # Redis sums as floats
 
 
 class PendingWait(BaseModel):
@@ -151,9 +158,57 @@ class WorkflowList(BaseModel):
     workflows: list[WorkflowInfo]
 
 
+class Usage(BaseModel):
+    tokens_in: int = 0
+    tokens_out: int = 0
+    cost: float = 0.0
+
+
 class Trace(BaseModel):
     run_id: str
     spans: list[Span]
+    attempts: list[Attempt] = Field(description="Each attempt: its worker and why it ended.")
+    usage: Usage = Field(description="LLM tokens and estimated cost of the run's completed steps.")
+
+
+class WorkerInfo(BaseModel):
+    id: str
+    host: str
+    pid: int
+    version: str
+    slots: int = Field(description="How many runs it executes at once (its concurrency).")
+    running: int = Field(description="Runs it executes now.")
+    draining: bool = Field(description="It takes no new runs and hands its runs off (shutting down).")
+    heartbeat_age: float = Field(description="Seconds since its last heartbeat.")
+
+
+class WorkerList(BaseModel):
+    workers: list[WorkerInfo]
+
+
+class VersionStatus(BaseModel):
+    version: str
+    workers: int = Field(description="Live workers of this version.")
+    in_flight: int = Field(description="Runs a worker of this version holds a lease on.")
+    queued: int = Field(description="Queue depth: runs waiting for a worker of this version.")
+    state: Literal["active", "draining", "drained"]
+
+
+class DeployStatus(BaseModel):
+    active: str | None = Field(description="The version new runs go to (null: none promoted yet).")
+    versions: list[VersionStatus]
+    can_deploy: bool = Field(description="Whether this caller may promote and roll back.")
+
+
+class Promote(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    version: str = Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9_.:-]+$")
+
+
+class DeployChange(BaseModel):
+    active: str
+    previous: str | None = Field(description="The version that was active before.")
 
 
 class EventEnvelope(BaseModel):

@@ -28,7 +28,7 @@ from outlast.errors import ConfigError, NonDeterminismError, SerializationError
 from outlast.events import ErrorInfo
 from outlast.masking import MASK
 from outlast.sizes import MAX_ERROR_MESSAGE_CHARS, MAX_TRACEBACK_CHARS, cap_text
-from outlast.store.base import OP_META, OP_STEP, Op
+from outlast.store.base import OP_ADD, OP_META, OP_STEP, Op
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -67,8 +67,12 @@ class Component(Generic[P, R]):
         timeout: float | None = None,
         fallback: Any = _UNSET,
         secret_args: tuple[str, ...] = (),
+        usage: Callable[[Any], dict[str, Any] | None] | None = None,
     ) -> None:
         self.fn = fn
+        #: Reads ``{tokens_in, tokens_out, cost}`` from a result (LLM steps): recorded in
+        #: step.completed's ``usage`` and added to the run's ``tokens``/``cost`` with that event.
+        self.usage = usage
         self.name = name or fn.__name__
         self.retry = retry or NO_RETRY
         if timeout is not None and timeout <= 0:
@@ -315,6 +319,13 @@ class StepCall(Generic[R]):
         if fallback_error is not None:
             data["fallback"] = True
             data["error"] = fallback_error
+        # _PROGRESS: the run moved on, worker losses before it no longer count (max_attempts).
+        ops: list[Op] = [(OP_STEP, self.position, serde.dumps(checkpoint)), _PROGRESS]
+        usage = comp.usage(stored) if comp.usage is not None else None
+        if usage:
+            data["usage"] = usage
+            ops.append((OP_ADD, "tokens", str(int(usage.get("tokens_in", 0)) + int(usage.get("tokens_out", 0)))))
+            ops.append((OP_ADD, "cost", repr(float(usage.get("cost") or 0.0))))
         # Known done before the commit is awaited: if this task is cancelled while it waits, the
         # commit still lands, and a retried parent (or workflow) must find the step done.
         ctx.checkpoints[self.position] = Checkpoint(
@@ -323,19 +334,14 @@ class StepCall(Generic[R]):
         try:
             # Durable before the run's next side effect (the next step awaits the barrier), not
             # before the workflow code goes on: the last step shares run.completed's round trip.
-            writer.checkpoint(ev.STEP_COMPLETED, step_id, data, (
-                (OP_STEP, self.position, serde.dumps(checkpoint)),
-                _PROGRESS,  # the run moved on: worker losses before it no longer count (max_attempts)
-            ))  # fmt: skip
+            writer.checkpoint(ev.STEP_COMPLETED, step_id, data, tuple(ops))
         except SerializationError as exc:  # refused before anything was written (e.g. too large)
             if comp.streaming:
                 # Its output already went out frame by frame: the event can do without the joined
                 # result, which the checkpoint keeps for replays.
                 data["result"] = None
                 data["result_omitted"] = len(serde.dumps(stored))
-                writer.checkpoint(ev.STEP_COMPLETED, step_id, data, (
-                    (OP_STEP, self.position, serde.dumps(checkpoint)), _PROGRESS,
-                ))  # fmt: skip
+                writer.checkpoint(ev.STEP_COMPLETED, step_id, data, tuple(ops))
                 return cast(R, result)
             del ctx.checkpoints[self.position]
             failed = {"name": comp.name, "error": error_info(exc), "tries": tries}

@@ -36,7 +36,55 @@ class Span(BaseModel):
     attempt: int = 0
     started_at: float
     ended_at: float | None = None
+    #: An LLM step's ``{tokens_in, tokens_out, cost}`` (from its step.completed).
+    usage: dict[str, Any] | None = None
     children: list[Span] = []
+
+
+class Attempt(BaseModel):
+    """One attempt of a run: the worker that executed it, and why it ended.
+
+    ``outcome``: ``running`` (the current one), ``waiting`` (it suspended on a wait; the next
+    attempt resumes), ``lost`` (its worker stopped renewing the lease: another took the run
+    over), ``completed``, ``failed``, ``cancelled``.
+    """
+
+    attempt: int
+    worker: str | None = None
+    started_at: float
+    ended_at: float | None = None
+    outcome: str = "running"
+    reason: str | None = None
+
+
+def build_attempts(events: Iterable[ev.Event]) -> list[Attempt]:
+    """The run's attempts in order, from its ``run.started``, ``run.waiting`` and terminal events."""
+    attempts: list[Attempt] = []
+    for event in events:
+        current = attempts[-1] if attempts else None
+        if event.type == ev.RUN_STARTED:
+            if current is not None and current.outcome == "running":
+                current.outcome, current.ended_at = "lost", event.ts
+                current.reason = "its lease expired: another worker took the run over"
+            worker = event.data.get("worker")
+            attempts.append(
+                Attempt(attempt=event.attempt, worker=str(worker) if worker else None, started_at=event.ts)
+            )
+        elif current is not None and event.type == ev.RUN_WAITING:
+            current.outcome, current.ended_at = "waiting", event.ts
+            current.reason = "suspended until its waits settle"
+        elif event.type in _ENDINGS:
+            outcome = _ENDINGS[event.type]
+            reason = event.data.get("reason")
+            if current is None or current.outcome != "running":  # ended with no attempt running
+                current = Attempt(attempt=event.attempt, started_at=event.ts)
+                attempts.append(current)
+            current.outcome, current.ended_at = outcome, event.ts
+            current.reason = str(reason) if reason else None
+    return attempts
+
+
+_ENDINGS = {ev.RUN_COMPLETED: "completed", ev.RUN_FAILED: "failed", ev.RUN_CANCELLED: "cancelled"}
 
 
 def build_trace(events: Iterable[ev.Event]) -> list[Span]:
@@ -95,6 +143,7 @@ def build_trace(events: Iterable[ev.Event]) -> list[Span]:
             span.fallback = bool(data.get("fallback", False))
             span.error = data.get("error")
             span.ended_at = event.ts
+            span.usage = data.get("usage")
         elif event.type == ev.STEP_FAILED:
             span.status = "cancelled" if data.get("cancelled") else "failed"
             span.error = data.get("error")
@@ -127,3 +176,9 @@ def _position_key(span: Span) -> tuple[int, ...]:
 async def load_trace(store: RunStore, run_id: str) -> list[Span]:
     """The span tree of a run, read from the store."""
     return build_trace([event async for event in store.read_events(run_id, follow=False)])
+
+
+async def load_history(store: RunStore, run_id: str) -> tuple[list[Span], list[Attempt]]:
+    """The span tree and the attempts of a run, from one read of its events."""
+    events = [event async for event in store.read_events(run_id, follow=False)]
+    return build_trace(events), build_attempts(events)

@@ -84,6 +84,17 @@ T = TypeVar("T")
 _STATE: ContextVar[CallState | None] = ContextVar("outlast_llm_call", default=None)
 
 
+def completion_usage(result: Any) -> dict[str, Any] | None:
+    """The tokens and cost an LLM step's result (a dumped :class:`Completion`) records."""
+    if not isinstance(result, dict):
+        return None
+    return {
+        "tokens_in": int(result.get("tokens_in") or 0),
+        "tokens_out": int(result.get("tokens_out") or 0),
+        "cost": result.get("cost"),
+    }
+
+
 def _interrupted(exc: BaseException) -> bool:
     return isinstance(exc, StreamInterrupted)
 
@@ -129,7 +140,9 @@ class LLM(Router):
             attempts=self.retry.stream_attempts, retry_on=_interrupted, backoff=1.0,
             backoff_base=self.retry.stream_backoff, jitter=self.retry.jitter,
         )  # fmt: skip
-        self._component: Component[..., dict[str, Any]] = Component(self._step, name=name, retry=step_retry)
+        self._component: Component[..., dict[str, Any]] = Component(
+            self._step, name=name, retry=step_retry, usage=completion_usage
+        )
 
     def __repr__(self) -> str:
         return f"<LLM {self.name} providers={[p.name for p in self.providers]}>"

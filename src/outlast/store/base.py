@@ -27,6 +27,7 @@ OP_STEP = "C"  # HSET steps <field> <value>   (checkpoints and emission markers)
 OP_OBJECT = "O"  # HSET objects <name> <json>
 OP_WAIT = "W"  # HSET waits <position> <json>  (a wait is recorded)
 OP_EXPIRE = "X"  # EXPIRE every run key after <seconds>
+OP_ADD = "I"  # HINCRBYFLOAT meta <field> <amount>  (running totals: tokens, cost)
 
 
 def checked_retention(seconds: float) -> float:
@@ -55,7 +56,7 @@ CORE_META_FIELDS = frozenset(
     {"v", "run_id", "workflow", "version", "tenant", "input", "status", "attempt", "last_seq", "created_at",
      "updated_at", "started_at", "finished_at", "result", "error", "progress", "status_message",
      "lease_owner", "lease_until", "cancel_requested", "lost_workers", "lane", "parent", "resumes",
-     "losses"}
+     "losses", "tokens", "cost"}
 )  # fmt: skip
 
 
@@ -148,6 +149,8 @@ class RunRecord(BaseModel):
     parent: str = ""  # the parent run, for a child run
     resumes: int = 0  # attempts that resumed the run after it waited (not counted as restarts)
     losses: int = 0  # attempts in a row that lost their worker since the run last made progress
+    tokens: float = 0  # LLM tokens (in + out) of its completed steps, added with each step.completed
+    cost: float = 0  # their estimated cost in US dollars (steps with a known price)
 
     @classmethod
     def from_hash(cls, raw: dict[str, str]) -> RunRecord:

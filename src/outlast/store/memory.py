@@ -17,6 +17,7 @@ from outlast import events as ev
 from outlast import serde
 from outlast.errors import ProtocolViolation, RunEnded, RunNotFound, RunWaiting, StaleAttemptError
 from outlast.store.base import (
+    OP_ADD,
     OP_META,
     OP_OBJECT,
     OP_STEP,
@@ -111,6 +112,8 @@ class MemoryStore:
                         run.objects[a] = _bytes(b)
                     elif op == OP_WAIT:
                         run.waits[a] = _bytes(b)
+                    elif op == OP_ADD:
+                        run.meta[a] = repr(float(run.meta.get(a, 0)) + float(_text(b)))
         finally:
             # Also after a gap: what was written before it is kept, and readers are woken for it
             # (as the script does).
