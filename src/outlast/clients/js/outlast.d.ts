@@ -138,6 +138,8 @@ export declare function initialState(runId?: string | null): RunState;
 /** The pure reducer: the state after `event` (events at or below state.lastSeq change nothing). */
 export declare function reduce(state: RunState, event: RunEvent): RunState;
 /** Merge a GET /v1/runs/{id} snapshot (objects as of its last_seq, status, waits). */
+/** `events` reduced in order, as one batch: the same state as reduce() one by one, much cheaper for long batches. */
+export declare function reduceAll(state: RunState, events: readonly RunEvent[]): RunState;
 export declare function applySnapshot(state: RunState, detail: RunDetail): RunState;
 export declare function isTerminal(event: RunEvent | null | undefined): boolean;
 

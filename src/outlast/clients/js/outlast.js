@@ -197,6 +197,23 @@ export function initialState(runId = null) {
 
 const INTERRUPTIBLE = new Set(["running", "retrying", "cancelled"]);
 
+// Containers (steps map, stepOrder, outputBySteps) created by the reduceAll call in progress:
+// it may change them in place. Empty outside reduceAll, so reduce() copies on every write and
+// never touches a state it was given; reduceAll copies each container once per batch instead of
+// once per event (a 2,000-step run's 10,000 events otherwise copy a 2,000-key map 10,000 times).
+let owned = null;
+
+function own(container, copy) {
+  if (owned === null) return copy(container);
+  if (owned.has(container)) return container;
+  const mine = copy(container);
+  owned.add(mine);
+  return mine;
+}
+
+const copyObject = (o) => ({ ...o });
+const copyArray = (a) => a.slice();
+
 function isLive(step) {
   return step.status !== "completed";
 }
@@ -218,6 +235,7 @@ function withOutput(state) {
   const [output, outputBySteps] = joinOutput(state.steps, state.stepOrder);
   state.output = output;
   state.outputBySteps = outputBySteps;
+  owned?.add(outputBySteps);
   return state;
 }
 
@@ -260,8 +278,13 @@ function discardWhere(state, which) {
 }
 
 function putStep(state, id, step) {
-  state.steps = { ...state.steps, [id]: step };
-  if (!state.stepOrder.includes(id)) state.stepOrder = [...state.stepOrder, id];
+  const isNew = !Object.prototype.hasOwnProperty.call(state.steps, id);
+  state.steps = own(state.steps, copyObject);
+  state.steps[id] = step;
+  if (isNew && !state.stepOrder.includes(id)) {
+    state.stepOrder = own(state.stepOrder, copyArray);
+    state.stepOrder.push(id);
+  }
 }
 
 function addWait(state, wait) {
@@ -302,7 +325,8 @@ function onOutput(state, event) {
     putStep(state, id, step);
     if (last && !reset) {
       state.output += data.text; // the common case: the newest streaming step grows
-      state.outputBySteps = { ...state.outputBySteps, [id]: step.text };
+      state.outputBySteps = own(state.outputBySteps, copyObject);
+      state.outputBySteps[id] = step.text;
       return;
     }
   } else if (Array.isArray(data.items)) {
@@ -474,6 +498,22 @@ export function reduce(state, event) {
       break; // log, custom, child.started and future types change no state
   }
   return s;
+}
+
+/**
+ * `events` applied in order: the same state as reducing them one by one (and, like reduce,
+ * `state` is left untouched), at a fraction of the cost for long batches (a page catching up
+ * with thousands of events).
+ */
+export function reduceAll(state, events) {
+  owned = new WeakSet();
+  try {
+    let s = state;
+    for (const event of events) s = reduce(s, event);
+    return s;
+  } finally {
+    owned = null;
+  }
 }
 
 /**
@@ -736,6 +776,7 @@ export class RunStream {
     this._saveTimer = null;
     this._delay = client.retryMs;
     this._resyncing = null;
+    this._queue = []; // events received, not yet applied (see _flush)
     this.done = new Promise((resolve, reject) => {
       this._resolve = resolve;
       this._reject = reject;
@@ -812,11 +853,32 @@ export class RunStream {
     } catch {
       return;
     }
+    if (!this.options.onEvent) {
+      // Nobody needs the state after each event: apply what arrives together in one batch
+      // (a catch-up of thousands of events costs one state change, not thousands).
+      this._queue.push(event);
+      if (this._queue.length === 1) setTimeout(() => this._flush(source), 0);
+      return;
+    }
     const before = this.state;
     const after = reduce(before, event);
     if (after === before) return; // a seq already applied
     this.state = after;
-    this.options.onEvent?.(event, after);
+    this.options.onEvent(event, after);
+    this._applied(after);
+  }
+
+  _flush(source) {
+    const events = this._queue;
+    this._queue = [];
+    if (source !== this._source || this.closed || !events.length) return;
+    const before = this.state;
+    const after = reduceAll(before, events);
+    if (after !== before) this._applied(after);
+  }
+
+  _applied(after) {
+    this.state = after;
     this.options.onState?.(after);
     if (after.done) {
       this._finish();

@@ -7,6 +7,7 @@ import { schemaForm } from "./form.js";
 import { waterfall, spanDetail } from "./trace.js";
 
 const TRACE_EVERY_MS = 1000;
+const ENDED = new Set(["completed", "failed", "cancelled"]);
 
 export function runView(root, { client, onAuthError, runId }) {
   const t0 = performance.now();
@@ -14,7 +15,8 @@ export function runView(root, { client, onAuthError, runId }) {
   let trace = null;
   let traceTimer = null;
   let traceBusy = false;
-  let traceSteps = -1;
+  let traceKey = null;
+  let traceFinal = false; // the trace of an ended run: no need to read it again
   let lastOutput = null;
   let lastStep = null;
   const forms = new Map(); // wait step → its form element
@@ -119,13 +121,19 @@ export function runView(root, { client, onAuthError, runId }) {
     return form;
   }
 
-  function renderOutput() {
+  // The step picker's options are built when it is about to open (a 2,000-step run would
+  // otherwise rebuild 2,000 options on every frame while it catches up).
+  function fillStepFilter() {
     const ids = state.stepOrder.filter((id) => state.steps[id].text);
-    if (ids.length !== stepFilter.options.length - 1) {
-      const chosen = stepFilter.value;
-      clear(stepFilter).append(h("option", { value: "" }, "All steps"), ...ids.map((id) => h("option", { value: id }, id)));
-      stepFilter.value = ids.includes(chosen) ? chosen : "";
-    }
+    if (ids.length === stepFilter.options.length - 1) return;
+    const chosen = stepFilter.value;
+    clear(stepFilter).append(h("option", { value: "" }, "All steps"), ...ids.map((id) => h("option", { value: id }, id)));
+    stepFilter.value = ids.includes(chosen) ? chosen : "";
+  }
+  stepFilter.addEventListener("focus", fillStepFilter);
+  stepFilter.addEventListener("pointerdown", fillStepFilter);
+
+  function renderOutput() {
     const text = stepFilter.value ? state.outputBySteps[stepFilter.value] || "" : state.output;
     if (text !== lastOutput || stepFilter.value !== lastStep) {
       const stick = output.scrollTop + output.clientHeight >= output.scrollHeight - 8;
@@ -168,7 +176,9 @@ export function runView(root, { client, onAuthError, runId }) {
         : h("div", {}, h("h3", {}, "Result"), h("pre", { class: "json", id: "run-result" }, json(state.result))));
     }
     root.dataset.done = state.done ? "true" : "false";
+    if (state.done && !root.dataset.streamed) root.dataset.streamed = String(Math.round(performance.now() - t0));
     scheduleTrace();
+    markRendered();
   }
   const renderSoon = perFrame(render);
 
@@ -184,16 +194,24 @@ export function runView(root, { client, onAuthError, runId }) {
     }
     const u = trace.usage;
     usage.textContent = u.tokens_in || u.tokens_out ? `LLM: ${u.tokens_in} tokens in, ${u.tokens_out} out, ${money(u.cost)}` : "";
-    if (state?.done && !root.dataset.rendered) {
+    markRendered();
+  }
+
+  // Once the final state and the final trace are both on the page: how long it took (the test reads it).
+  function markRendered() {
+    if (state?.done && traceFinal && !root.dataset.rendered) {
       root.dataset.rendered = String(Math.round(performance.now() - t0));
       performance.mark("outlast:run-rendered");
     }
   }
 
+  const traceKeyOf = (s) => `${s.stepOrder.length}:${s.attempt}:${s.status}:${s.waits.length}:${s.lastSeq}`;
+
   // The trace is a snapshot (GET /trace): re-read when steps or attempts changed, at most once a second.
   function scheduleTrace() {
-    const key = `${state.stepOrder.length}:${state.attempt}:${state.status}:${state.waits.length}:${state.lastSeq}`;
-    if (key === traceSteps || traceTimer || traceBusy) return;
+    if (traceFinal) return;
+    const key = traceKeyOf(state);
+    if (key === traceKey || traceTimer || traceBusy) return;
     const wait = trace && !state.done ? TRACE_EVERY_MS : 0;
     traceTimer = setTimeout(async () => {
       traceTimer = null;
@@ -201,14 +219,16 @@ export function runView(root, { client, onAuthError, runId }) {
       const asOf = key;
       try {
         trace = await client.getTrace(runId);
-        traceSteps = asOf;
+        traceKey = asOf;
+        traceFinal = ENDED.has(trace.attempts.at(-1)?.outcome);
+        if (traceFinal) root.dataset.traced = String(Math.round(performance.now() - t0));
         renderTrace();
       } catch (err) {
         onAuthError(err);
       } finally {
         traceBusy = false;
       }
-      if (!gone && state && `${state.stepOrder.length}:${state.attempt}:${state.status}:${state.waits.length}:${state.lastSeq}` !== traceSteps) scheduleTrace();
+      if (!gone && state && traceKeyOf(state) !== traceKey) scheduleTrace();
     }, wait);
   }
 
@@ -222,6 +242,7 @@ export function runView(root, { client, onAuthError, runId }) {
     },
   });
   state = stream.state;
+  scheduleTrace(); // at once, alongside the stream: an ended run's trace is final already
   renderSoon();
 
   return {

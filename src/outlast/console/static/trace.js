@@ -125,13 +125,13 @@ export function spanDetail(panel, span, stepText) {
     usage ? [h("dt", {}, "Tokens"), h("dd", {}, `${usage.tokens_in} in · ${usage.tokens_out} out`),
       h("dt", {}, "Cost"), h("dd", {}, money(usage.cost))] : null,
     span.fallback ? [h("dt", {}, "Fallback"), h("dd", {}, "yes: the result is the fallback's")] : null);
-  panel.append(
+  panel.append(h("div", {},
     h("h3", { id: "detail-title", tabindex: "-1" }, span.name), dl,
     h("h4", {}, "Inputs (secrets masked)"), h("pre", { class: "json" }, json(span.args)),
     stepText ? [h("h4", {}, "Streamed output"), h("pre", { class: "json" }, stepText)] : null,
     span.result !== null && span.result !== undefined ? [h("h4", {}, "Output"), h("pre", { class: "json" }, json(span.result))] : null,
     span.error ? [h("h4", {}, "Error"), h("pre", { class: "json error" }, json(span.error))] : null,
-    span.retries?.length ? [h("h4", {}, "Retries"), h("pre", { class: "json" }, json(span.retries))] : null);
+    span.retries?.length ? [h("h4", {}, "Retries"), h("pre", { class: "json" }, json(span.retries))] : null));
   panel.hidden = false;
   panel.querySelector("#detail-title").focus();
 }

@@ -1,0 +1,102 @@
+"""Workflows the console's browser tests run in real worker processes.
+
+A gate is a Redis list: ``wait_gate`` blocks on BLPOP until the test pushes to it, so a test can
+hold a run mid-stream (to reload the page, or to kill the worker) without sleeping.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections.abc import AsyncIterator
+from typing import Annotated, Literal
+
+import redis.asyncio as aioredis
+from pydantic import BaseModel, Field
+
+import outlast
+from outlast import component, workflow
+
+_clients: dict[int, aioredis.Redis] = {}
+
+
+def _redis() -> aioredis.Redis:
+    loop = id(asyncio.get_running_loop())
+    if loop not in _clients:
+        _clients[loop] = aioredis.Redis.from_url(os.environ["OUTLAST_REDIS_URL"])
+    return _clients[loop]
+
+
+@component
+async def say(text: str) -> AsyncIterator[str]:
+    """Streams ``text`` word by word."""
+    for word in text.split(" "):
+        yield word + " "
+
+
+@component
+async def wait_gate(gate: str) -> bool:
+    reply = await _redis().blpop([gate], timeout=50)
+    return reply is not None
+
+
+class Address(BaseModel):
+    city: str
+    zip: str = ""
+
+
+@workflow
+async def story(
+    topic: str,
+    words: Annotated[int, Field(ge=1, le=500)] = 6,
+    tone: Literal["plain", "cheerful"] = "plain",
+    loud: bool = False,
+    tags: list[str] | None = None,
+    address: Address | None = None,
+    gate: str = "",
+) -> str:
+    """Tells a story in ``words`` streamed steps; waits for ``gate`` half-way (if given)."""
+    outlast.status(f"writing about {topic}")
+    outlast.publish("story", {"topic": topic, "tags": tags or [], "done": 0})
+    parts: list[str] = []
+    for i in range(words):
+        if gate and i == words // 2:
+            await wait_gate(gate)
+        word = f"{topic}-{i}" + ("!" if loud else "") + (" :)" if tone == "cheerful" else "")
+        parts.append(await say(word))
+        outlast.progress(done=i + 1, total=words, label="words")
+        outlast.publish("story", {"topic": topic, "tags": tags or [], "done": i + 1})
+    outlast.publish("address", address.model_dump() if address else None)
+    return "".join(parts)
+
+
+class Approval(BaseModel):
+    approved: bool
+    note: str = ""
+
+
+@workflow
+async def approve(item: str) -> dict[str, object]:
+    """Asks a human to approve ``item``, then for a secret code."""
+    await say(f"reviewing {item}")
+    answer = await outlast.wait_for_input("approval", Approval, prompt=f"Approve {item}?")
+    code = await outlast.wait_for_input("code", str, prompt="The release code", secret=True)
+    return {"approved": answer.approved, "note": answer.note, "code_length": len(code)}
+
+
+@workflow
+async def hold(gate: str) -> str:
+    """Streams a line, then waits for ``gate`` (to be cancelled)."""
+    await say("started and holding")
+    await wait_gate(gate)
+    return "released"
+
+
+@workflow
+async def big(steps: int = 2000) -> int:
+    """``steps`` streamed steps: a large run (events, trace rows) for the rendering figure."""
+    for i in range(steps):
+        await say(f"s{i} a b")
+        outlast.progress(done=i + 1, total=steps)
+        outlast.status(f"step {i + 1} of {steps}")
+    return steps
