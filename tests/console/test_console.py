@@ -52,7 +52,9 @@ def test_start_from_the_form_stream_and_reload_mid_run(page: Any, stack: Stack, 
     page.get_by_role("button", name="Start run").click()
     words = page.get_by_label("words")
     expect(words).to_have_attribute("aria-invalid", "true")
-    expect(page.locator(".field", has=words).locator(".field-error")).to_contain_text("less than the minimum of 1")
+    expect(page.locator(".field", has=words).locator(".field-error")).to_contain_text(
+        "less than the minimum of 1"
+    )
 
     words.fill("8")
     page.get_by_label("tone").select_option(label="cheerful")
@@ -76,10 +78,13 @@ def test_start_from_the_form_stream_and_reload_mid_run(page: Any, stack: Stack, 
     expect(page.locator("#main")).to_have_attribute("data-done", "true")
     expect(page.locator("#run-status")).to_have_text("completed")
     final = _run(stack, run_id)["result"]
-    assert final.startswith("moon-0! :) ") and final.count("moon-") == 8
+    assert final.startswith("moon-0! :) ")
+    assert final.count("moon-") == 8
     assert output.text_content() == final  # exactly: nothing duplicated or lost across the reload
     input_shown = _run(stack, run_id)["input"]
-    assert input_shown["tone"] == "cheerful" and input_shown["loud"] is True and input_shown["tags"] == ["space"]
+    assert input_shown["tone"] == "cheerful"
+    assert input_shown["loud"] is True
+    assert input_shown["tags"] == ["space"]
 
     # The trace: one row per step, a detail panel with its inputs and output.
     expect(page.locator(".wf-row").first).to_be_visible()
@@ -114,7 +119,8 @@ def test_worker_killed_mid_run_shows_both_attempts(page: Any, stack: Stack) -> N
         expect(rows.nth(0)).to_contain_text("another worker took the run over")
         expect(rows.nth(1)).to_contain_text("completed")
         workers = [rows.nth(i).locator("td").nth(1).text_content() for i in range(2)]
-        assert workers[0] != workers[1] and all(workers)
+        assert workers[0] != workers[1]
+        assert all(workers)
         assert output.text_content() == _run(stack, run_id)["result"]
     finally:
         first.stop(signal.SIGKILL)
@@ -172,7 +178,8 @@ def test_runs_list_filters_and_live_updates(page: Any, stack: Stack, artifacts: 
     expect(held_row).to_contain_text("completed")  # live: no reload
     page.get_by_label("Status").select_option("cancelled")
     expect(page.locator(f'a[href="#/runs/{held}"]')).to_have_count(0)
-    assert "workflow=hold" in page.url and "status=cancelled" in page.url
+    assert "workflow=hold" in page.url
+    assert "status=cancelled" in page.url
 
 
 def test_workers_and_deploys_page(page: Any, stack: Stack) -> None:
@@ -195,7 +202,8 @@ def test_a_10k_event_run_renders_and_the_figure_is_printed(page: Any, stack: Sta
         reply = http.post("/v1/workflows/big/runs?wait=120", json={"input": {"steps": 2000}}, timeout=150)
     assert reply.status_code == 200, reply.text
     run = reply.json()
-    assert run["status"] == "completed" and run["last_seq"] >= 10_000, run["last_seq"]
+    assert run["status"] == "completed"
+    assert run["last_seq"] >= 10_000, run["last_seq"]
     started = time.perf_counter()
     page.goto(f"/#/runs/{run['run_id']}")
     main = page.locator("#main")
@@ -206,7 +214,8 @@ def test_a_10k_event_run_renders_and_the_figure_is_printed(page: Any, stack: Sta
     rows = page.locator(".wf-row").count()
     assert rows < 100, f"{rows} rows in the DOM: the waterfall must be virtualised"
     text = page.locator("#output").text_content() or ""
-    assert text.startswith("s0 a b s1 a b ") and text.endswith("s1999 a b ")
+    assert text.startswith("s0 a b s1 a b ")
+    assert text.endswith("s1999 a b ")
     print(
         f"\nconsole: run of {run['last_seq']} events / 2000 steps rendered in {rendered_ms} ms "
         f"(view mounted → final state + trace drawn; events streamed and reduced by "

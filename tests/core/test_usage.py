@@ -38,7 +38,8 @@ async def test_usage_is_summed_on_the_run_with_each_step(any_store: RunStore) ->
     run_id = await runner.start(usage_wf, {})
     await runner.execute(usage_wf, run_id)
     record = await any_store.get_run(run_id)
-    assert record is not None and record.status == "completed"
+    assert record is not None
+    assert record.status == "completed"
     assert record.tokens == (5 + 7) + (2 + 7)  # "plain" did not count
     assert round(record.cost, 8) == 0.003
     events = [e async for e in any_store.read_events(run_id, follow=False)]

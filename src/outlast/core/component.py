@@ -324,7 +324,8 @@ class StepCall(Generic[R]):
         usage = comp.usage(stored) if comp.usage is not None else None
         if usage:
             data["usage"] = usage
-            ops.append((OP_ADD, "tokens", str(int(usage.get("tokens_in", 0)) + int(usage.get("tokens_out", 0)))))
+            spent = int(usage.get("tokens_in", 0)) + int(usage.get("tokens_out", 0))
+            ops.append((OP_ADD, "tokens", str(spent)))
             ops.append((OP_ADD, "cost", repr(float(usage.get("cost") or 0.0))))
         # Known done before the commit is awaited: if this task is cancelled while it waits, the
         # commit still lands, and a retried parent (or workflow) must find the step done.

@@ -82,7 +82,8 @@ return {'OK', attempt, tonumber(cur[2])}
 # per event ``>I4 seq, >I4 len, envelope, >H n_ops``, then per side effect ``opcode (1 byte),
 # >I4 len, a, >I4 len, b`` (big-endian unsigned, lengths in bytes). Opcodes: H = HSET meta a b
 # (collected into the final HSET of meta); C = HSET steps a b; O = HSET objects a b; W = HSET
-# waits a b (a wait is registered); I = HINCRBYFLOAT meta a b (running totals); X = PEXPIRE every run key a*1000 ms (terminal events).
+# waits a b (a wait is registered); I = HINCRBYFLOAT meta a b (running totals); X = PEXPIRE
+# every run key a*1000 ms (terminal events).
 # Events whose seq is already written are skipped with their side effects (a retried append).
 # Returns {'OK', last_seq} | {'STALE', current_attempt} | {'GAP', last_seq, seq} | {'GONE'}
 APPEND: Final = """
