@@ -290,6 +290,8 @@ export interface StreamOptions {
   after?: number;
   /** Start from this state instead. */
   state?: RunState;
+  /** First read the stored history in one NDJSON request (readEvents), then follow live (default false). */
+  catchUp?: boolean;
   /** Keep {cursor, state} in the client's storage (default true). */
   persist?: boolean;
   /** Each new event, once, with the state after it. */
@@ -344,6 +346,8 @@ export declare class OutlastClient {
   getDeploy(): Promise<DeployStatus>;
   promote(version: string): Promise<{ active: string; previous: string | null }>;
   rollback(): Promise<{ active: string; previous: string | null }>;
+  /** The events stored now after `after` (one NDJSON response, follow=false). */
+  readEvents(runId: string, after?: number): Promise<RunEvent[]>;
   eventsUrl(runId: string, after?: number): string;
   storageKey(runId: string): string;
   loadState(runId: string): RunState | null;
