@@ -233,6 +233,7 @@ export function runView(root, { client, onAuthError, runId }) {
   }
 
   const stream = client.streamRun(runId, {
+    catchUp: true,
     onState: (s) => { state = s; renderSoon(); },
     onEnd: (s) => { state = s; renderSoon(); },
     onError: (err) => {
