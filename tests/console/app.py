@@ -15,7 +15,15 @@ import redis.asyncio as aioredis
 from pydantic import BaseModel, Field
 
 import outlast
-from outlast import component, workflow
+from outlast import Retry, component, workflow
+from outlast.llm import LLM, OpenAIProvider, Price
+
+#: The LLM simulator the tests start (``outlast llm-sim`` serves the same), driven by the openai SDK.
+SIM = os.environ.get("OUTLAST_CONSOLE_LLM", "http://127.0.0.1:8100/v1")
+llm = LLM(
+    [OpenAIProvider("sim", "outlast-sim", base_url=SIM, api_key="sk-console-0123456789",
+                    price=Price(input_per_mtok=2.0, output_per_mtok=8.0))]
+)  # fmt: skip
 
 _clients: dict[int, aioredis.Redis] = {}
 
@@ -100,3 +108,47 @@ async def big(steps: int = 2000) -> int:
         outlast.progress(done=i + 1, total=steps)
         outlast.status(f"step {i + 1} of {steps}")
     return steps
+
+
+@workflow
+async def ask(question: str) -> str:
+    """Streams an LLM's answer (tokens and cost show in the runs list and the trace)."""
+    outlast.status("asking the model")
+    reply = await llm.stream([{"role": "user", "content": question}], max_tokens=40)
+    return reply.text
+
+
+@component
+async def inner(topic: str) -> str:
+    return topic.upper()
+
+
+@component
+async def outer(topic: str) -> str:
+    """A step that calls a step: nested in the trace."""
+    return await inner(topic) + "!"
+
+
+@component(retry=Retry(attempts=3, backoff_base=0.01, jitter=False))
+async def flaky(counter: str) -> int:
+    """Fails its first try (a Redis counter survives the retry)."""
+    tries = int(await _redis().incr(counter))
+    if tries == 1:
+        raise RuntimeError("first try fails")
+    return tries
+
+
+@component(fallback="the fallback")
+async def broken() -> str:
+    raise ValueError("always broken")
+
+
+@workflow
+async def tour(topic: str, counter: str) -> dict[str, object]:
+    """Nesting, a retry, a fallback, a durable sleep and a child run: every kind of trace span."""
+    shout = await outer(topic)
+    tries = await flaky(counter)
+    fallback = await broken()
+    await outlast.sleep(0.2)
+    child = await outlast.run_child(story, {"topic": topic, "words": 2})
+    return {"shout": shout, "tries": tries, "fallback": fallback, "child": child}

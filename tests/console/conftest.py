@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 import redis as redis_sync
 
+from outlast.llm.simulator import SimulatorServer
 from outlast.store.embedded import EmbeddedServer
 from tests.api.support import CLI, ROOT, ApiServer, Proc, child_env
 
@@ -30,12 +31,12 @@ ARGS = [
 ]  # fmt: skip
 
 
-def spawn_console_worker(redis_url: str, version: str) -> Proc:
+def spawn_console_worker(redis_url: str, version: str, llm_url: str = "") -> Proc:
     cmd = [
         sys.executable, "-c", CLI, "worker", APP, "--redis", redis_url, "--version", version,
         "--heartbeat", "0.2", "--lease-timeout", "1", "--concurrency", "20",
     ]  # fmt: skip
-    return Proc(cmd, child_env(redis_url), b"worker ")
+    return Proc(cmd, child_env(redis_url, OUTLAST_CONSOLE_LLM=llm_url), b"worker ")
 
 
 @dataclass
@@ -43,6 +44,7 @@ class Stack:
     redis_url: str
     api: ApiServer
     worker: Proc
+    llm_url: str
 
 
 def _browser_missing() -> str | None:
@@ -60,15 +62,16 @@ def stack(valkey_server: EmbeddedServer) -> Iterator[Stack]:
     url = valkey_server.url.rsplit("/", 1)[0] + f"/{DB}"
     with redis_sync.Redis.from_url(url) as client:
         client.flushdb()
-    worker = spawn_console_worker(url, "console")
-    worker.wait_ready()  # first: its version becomes the active one
-    api = ApiServer(url)
-    try:
-        api.proc.wait_ready()
-        yield Stack(url, api, worker)
-    finally:
-        api.stop()
-        worker.stop()
+    with SimulatorServer(seed=3) as sim:
+        worker = spawn_console_worker(url, "console", sim.base_url)
+        worker.wait_ready()  # first: its version becomes the active one
+        api = ApiServer(url)
+        try:
+            api.proc.wait_ready()
+            yield Stack(url, api, worker, sim.base_url)
+        finally:
+            api.stop()
+            worker.stop()
 
 
 @pytest.fixture(scope="package")

@@ -98,7 +98,7 @@ def test_start_from_the_form_stream_and_reload_mid_run(page: Any, stack: Stack, 
 
 def test_worker_killed_mid_run_shows_both_attempts(page: Any, stack: Stack) -> None:
     gate = f"gate-{uuid.uuid4().hex}"
-    first = spawn_console_worker(stack.redis_url, "kill")
+    first = spawn_console_worker(stack.redis_url, "kill", stack.llm_url)
     second: Any = None
     try:
         first.wait_ready()
@@ -108,7 +108,7 @@ def test_worker_killed_mid_run_shows_both_attempts(page: Any, stack: Stack) -> N
         expect(output).to_contain_text("sun-2")
         expect(page.locator("#attempts tr")).to_have_count(1)
         first.stop(signal.SIGKILL)
-        second = spawn_console_worker(stack.redis_url, "kill")
+        second = spawn_console_worker(stack.redis_url, "kill", stack.llm_url)
         second.wait_ready()
         # The takeover: attempt 2 on the new worker; attempt 1 lost with its worker.
         expect(page.locator("#attempts tr")).to_have_count(2, timeout=30_000)
@@ -223,3 +223,51 @@ def test_a_10k_event_run_renders_and_the_figure_is_printed(page: Any, stack: Sta
         f"page load to rendered {wall * 1000:.0f} ms"
     )
     (artifacts / "render-figure.txt").write_text(f"{run['last_seq']} events, 2000 spans: {rendered_ms} ms\n")
+
+
+def test_trace_shows_nesting_retries_fallbacks_waits_and_children(
+    page: Any, stack: Stack, artifacts: Path
+) -> None:
+    run_id = _start(stack, "tour", {"topic": "tour", "counter": f"counter-{uuid.uuid4().hex}"})
+    page.goto(f"/#/runs/{run_id}")
+    expect(page.locator("#main")).to_have_attribute("data-rendered", re.compile(r"^\d+$"), timeout=30_000)
+    rows = page.locator(".wf-row")
+    expect(rows.filter(has_text="outer")).to_have_count(1)
+    inner = rows.filter(has_text="inner")
+    indent = inner.locator(".wf-name").evaluate("el => parseFloat(el.style.paddingLeft)")
+    assert indent > 4  # nested under outer
+    expect(rows.filter(has_text="flaky").locator(".mark.retry")).to_have_text("↻1")
+    expect(rows.filter(has_text="broken").locator(".mark.fallback")).to_have_text("fallback")
+    expect(rows.filter(has_text="sleep").locator(".wf-bar.k-sleep")).to_have_count(1)
+    expect(rows.filter(has_text="child:story").locator(".wf-bar.k-child")).to_have_count(1)
+    rows.filter(has_text="broken").click()
+    detail = page.locator("#detail")
+    expect(detail).to_contain_text("always broken")  # the error the fallback answered
+    expect(detail).to_contain_text("the result is the fallback's")
+    page.locator(".wf-viewport").focus()
+    page.keyboard.press("Home")
+    page.keyboard.press("Enter")
+    expect(page.locator("#detail-title")).to_have_text("outer")  # the keyboard reaches every row
+    page.locator("section", has=page.locator("#tr-title")).screenshot(path=str(artifacts / "trace.png"))
+    rows.filter(has_text="child:story").click()
+    page.locator("#detail a").click()  # the child run's own page
+    expect(page.locator("#run-workflow")).to_have_text("story")
+    expect(page.locator("#output")).to_have_text("tour-0 tour-1 ")
+
+
+def test_llm_tokens_and_cost_in_the_list_and_the_trace(page: Any, stack: Stack) -> None:
+    run_id = _start(stack, "ask", {"question": "What outlasts a crash?"})
+    page.goto(f"/#/runs/{run_id}")
+    expect(page.locator("#main")).to_have_attribute("data-done", "true")
+    run = _run(stack, run_id)
+    assert run["status"] == "completed", run["error"]
+    assert page.locator("#output").text_content() == run["result"]  # the streamed tokens, once each
+    assert run["tokens"] > 0
+    assert run["cost"] > 0
+    expect(page.locator("#usage")).to_contain_text("tokens in")
+    page.locator(".wf-row").first.click()
+    expect(page.locator("#detail")).to_contain_text("Tokens")
+    page.goto("/#/runs?workflow=ask")
+    row = page.locator("tr", has=page.locator(f'a[href="#/runs/{run_id}"]'))
+    expect(row.locator("td").nth(6)).to_have_text(str(run["tokens"]))
+    expect(row.locator("td").nth(7)).to_contain_text("$")

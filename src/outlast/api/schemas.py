@@ -7,7 +7,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from pydantic_core import PydanticCustomError
 
-from outlast.core.trace import Attempt, Span
+from outlast.core.trace import AttemptInfo, Span
 from outlast.events import RunStatus
 
 
@@ -167,7 +167,7 @@ class Usage(BaseModel):
 class Trace(BaseModel):
     run_id: str
     spans: list[Span]
-    attempts: list[Attempt] = Field(description="Each attempt: its worker and why it ended.")
+    attempts: list[AttemptInfo] = Field(description="Each attempt: its worker and why it ended.")
     usage: Usage = Field(description="LLM tokens and estimated cost of the run's completed steps.")
 
 

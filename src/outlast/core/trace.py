@@ -41,7 +41,7 @@ class Span(BaseModel):
     children: list[Span] = []
 
 
-class Attempt(BaseModel):
+class AttemptInfo(BaseModel):
     """One attempt of a run: the worker that executed it, and why it ended.
 
     ``outcome``: ``running`` (the current one), ``waiting`` (it suspended on a wait; the next
@@ -57,9 +57,9 @@ class Attempt(BaseModel):
     reason: str | None = None
 
 
-def build_attempts(events: Iterable[ev.Event]) -> list[Attempt]:
+def build_attempts(events: Iterable[ev.Event]) -> list[AttemptInfo]:
     """The run's attempts in order, from its ``run.started``, ``run.waiting`` and terminal events."""
-    attempts: list[Attempt] = []
+    attempts: list[AttemptInfo] = []
     for event in events:
         current = attempts[-1] if attempts else None
         if event.type == ev.RUN_STARTED:
@@ -68,7 +68,7 @@ def build_attempts(events: Iterable[ev.Event]) -> list[Attempt]:
                 current.reason = "its lease expired: another worker took the run over"
             worker = event.data.get("worker")
             attempts.append(
-                Attempt(attempt=event.attempt, worker=str(worker) if worker else None, started_at=event.ts)
+                AttemptInfo(attempt=event.attempt, worker=str(worker) if worker else None, started_at=event.ts)
             )
         elif current is not None and event.type == ev.RUN_WAITING:
             current.outcome, current.ended_at = "waiting", event.ts
@@ -77,7 +77,7 @@ def build_attempts(events: Iterable[ev.Event]) -> list[Attempt]:
             outcome = _ENDINGS[event.type]
             reason = event.data.get("reason")
             if current is None or current.outcome != "running":  # ended with no attempt running
-                current = Attempt(attempt=event.attempt, started_at=event.ts)
+                current = AttemptInfo(attempt=event.attempt, started_at=event.ts)
                 attempts.append(current)
             current.outcome, current.ended_at = outcome, event.ts
             current.reason = str(reason) if reason else None
@@ -178,7 +178,7 @@ async def load_trace(store: RunStore, run_id: str) -> list[Span]:
     return build_trace([event async for event in store.read_events(run_id, follow=False)])
 
 
-async def load_history(store: RunStore, run_id: str) -> tuple[list[Span], list[Attempt]]:
+async def load_history(store: RunStore, run_id: str) -> tuple[list[Span], list[AttemptInfo]]:
     """The span tree and the attempts of a run, from one read of its events."""
     events = [event async for event in store.read_events(run_id, follow=False)]
     return build_trace(events), build_attempts(events)

@@ -77,6 +77,7 @@ export function waterfall(container, { onSelect }) {
     const last = Math.min(rows.length, Math.ceil((viewport.scrollTop + height) / ROW) + OVERSCAN);
     clear(inner);
     inner.style.height = `${rows.length * ROW}px`;
+    viewport.style.height = `${Math.max(3, Math.min(rows.length, 16)) * ROW + 2}px`; // no empty acres
     for (let i = first; i < last; i++) {
       const { span, depth } = rows[i];
       const el = h("div", {
@@ -115,6 +116,7 @@ export function waterfall(container, { onSelect }) {
 export function spanDetail(panel, span, stepText) {
   clear(panel);
   const usage = span.usage;
+  const child = span.args?.child_run_id ?? span.result?.child_run_id ?? null;
   const dl = h("dl", { class: "kv" },
     h("dt", {}, "Step"), h("dd", { class: "mono" }, span.step_id),
     h("dt", {}, "Kind"), h("dd", {}, span.kind),
@@ -124,7 +126,8 @@ export function spanDetail(panel, span, stepText) {
     h("dt", {}, "Duration"), h("dd", {}, duration((span.ended_at ?? Date.now() / 1000) - span.started_at)),
     usage ? [h("dt", {}, "Tokens"), h("dd", {}, `${usage.tokens_in} in · ${usage.tokens_out} out`),
       h("dt", {}, "Cost"), h("dd", {}, money(usage.cost))] : null,
-    span.fallback ? [h("dt", {}, "Fallback"), h("dd", {}, "yes: the result is the fallback's")] : null);
+    span.fallback ? [h("dt", {}, "Fallback"), h("dd", {}, "yes: the result is the fallback's")] : null,
+    child ? [h("dt", {}, "Child run"), h("dd", {}, h("a", { href: `#/runs/${encodeURIComponent(child)}`, class: "mono" }, child))] : null);
   panel.append(h("div", {},
     h("h3", { id: "detail-title", tabindex: "-1" }, span.name), dl,
     h("h4", {}, "Inputs (secrets masked)"), h("pre", { class: "json" }, json(span.args)),
