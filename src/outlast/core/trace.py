@@ -66,10 +66,8 @@ def build_attempts(events: Iterable[ev.Event]) -> list[AttemptInfo]:
             if current is not None and current.outcome == "running":
                 current.outcome, current.ended_at = "lost", event.ts
                 current.reason = "its lease expired: another worker took the run over"
-            worker = event.data.get("worker")
-            attempts.append(
-                AttemptInfo(attempt=event.attempt, worker=str(worker) if worker else None, started_at=event.ts)
-            )
+            worker = str(event.data.get("worker") or "") or None
+            attempts.append(AttemptInfo(attempt=event.attempt, worker=worker, started_at=event.ts))
         elif current is not None and event.type == ev.RUN_WAITING:
             current.outcome, current.ended_at = "waiting", event.ts
             current.reason = "suspended until its waits settle"
