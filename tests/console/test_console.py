@@ -16,6 +16,8 @@ import httpx
 import redis as redis_sync
 from playwright.sync_api import expect
 
+from tests.api.support import ApiServer
+
 from .conftest import Stack, spawn_console_worker
 
 
@@ -271,3 +273,60 @@ def test_llm_tokens_and_cost_in_the_list_and_the_trace(page: Any, stack: Stack) 
     row = page.locator("tr", has=page.locator(f'a[href="#/runs/{run_id}"]'))
     expect(row.locator("td").nth(6)).to_have_text(str(run["tokens"]))
     expect(row.locator("td").nth(7)).to_contain_text("$")
+
+
+def test_keyed_mode_asks_for_a_key_and_streams_with_it(page: Any, stack: Stack) -> None:
+    keys = {"OUTLAST_API_KEYS": "console-key:acme,other-key:globex", "OUTLAST_ADMIN_TENANTS": "globex"}
+    api = ApiServer(stack.redis_url, factory_env=keys)
+    try:
+        api.proc.wait_ready()
+        page.goto(f"{api.base_url}/#/start/story")
+        key = page.get_by_label("Key", exact=True)
+        key.fill("wrong-key")
+        page.get_by_role("button", name="Continue").click()
+        expect(page.get_by_role("alert")).to_contain_text("not valid")
+        key.fill("console-key")
+        page.get_by_role("button", name="Continue").click()
+        page.get_by_label("topic").fill("keyed")
+        page.get_by_label("words").fill("3")
+        page.get_by_role("button", name="Start run").click()
+        expect(page).to_have_url(re.compile(r"#/runs/"))
+        expect(page.locator("#main")).to_have_attribute("data-done", "true")
+        expect(page.locator("#output")).to_have_text("keyed-0 keyed-1 keyed-2 ")  # EventSource with ?token=
+        page.reload()  # the key stays in this tab's sessionStorage
+        expect(page.locator("#output")).to_have_text("keyed-0 keyed-1 keyed-2 ")
+        page.goto(f"{api.base_url}/#/workers")
+        expect(page.locator("#active-version")).to_contain_text("console")
+        expect(page.get_by_role("button", name="Roll back")).to_be_hidden()  # acme is no admin
+        page.get_by_role("button", name="Forget key").click()
+        expect(page.get_by_label("Key", exact=True)).to_be_visible()
+    finally:
+        api.stop()
+
+
+#: Accessible names, no sideways scrolling, WCAG AA contrast of the theme colours (a11y.js).
+_A11Y = (Path(__file__).parent / "a11y.js").read_text()
+
+
+def test_accessible_narrow_and_themed(browser: Any, stack: Stack, artifacts: Path) -> None:
+    run_id = _start(stack, "approve", {"item": "a11y"})  # waits: its page shows an input form
+    for scheme in ("light", "dark"):
+        context = browser.new_context(
+            base_url=stack.api.base_url, viewport={"width": 390, "height": 800}, color_scheme=scheme
+        )
+        page = context.new_page()
+        try:
+            for where, ready in [
+                ("/#/runs", "table.runs tbody tr"),
+                ("/#/start/story", "#s-workflow"),
+                (f"/#/runs/{run_id}", 'form[data-key="approval"]'),
+                ("/#/workers", "#workers tr"),
+            ]:
+                page.goto(where)
+                expect(page.locator(ready).first).to_be_visible()
+                assert page.evaluate(_A11Y) == [], f"{scheme} {where}"
+            page.goto(f"/#/runs/{run_id}")
+            expect(page.locator('form[data-key="approval"]')).to_be_visible()
+            page.screenshot(path=str(artifacts / f"run-narrow-{scheme}.png"), full_page=True)
+        finally:
+            context.close()
