@@ -916,7 +916,7 @@ export class RunStream {
     } catch {
       // Whatever failed (a 404, the network), the EventSource path finds out and reports it.
     }
-    if (!this.closed) this._connect();
+    if (!this.closed && !this.state.done) this._connect(); // (a done state is finishing)
   }
 
   _flush(source) {
