@@ -6,17 +6,16 @@ hold a run mid-stream (to reload the page, or to kill the worker) without sleepi
 
 from __future__ import annotations
 
-import asyncio
 import os
 from collections.abc import AsyncIterator
 from typing import Annotated, Literal
 
-import redis.asyncio as aioredis
 from pydantic import BaseModel, Field
 
 import outlast
 from outlast import Retry, component, workflow
 from outlast.llm import LLM, OpenAIProvider, Price
+from tests.api.app import _redis  # the worker runs from the repository root
 
 #: The LLM simulator the tests start (``outlast llm-sim`` serves the same), driven by the openai SDK.
 SIM = os.environ.get("OUTLAST_CONSOLE_LLM", "http://127.0.0.1:8100/v1")
@@ -24,15 +23,6 @@ llm = LLM(
     [OpenAIProvider("sim", "outlast-sim", base_url=SIM, api_key="sk-console-0123456789",
                     price=Price(input_per_mtok=2.0, output_per_mtok=8.0))]
 )  # fmt: skip
-
-_clients: dict[int, aioredis.Redis] = {}
-
-
-def _redis() -> aioredis.Redis:
-    loop = id(asyncio.get_running_loop())
-    if loop not in _clients:
-        _clients[loop] = aioredis.Redis.from_url(os.environ["OUTLAST_REDIS_URL"])
-    return _clients[loop]
 
 
 @component
