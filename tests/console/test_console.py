@@ -63,6 +63,7 @@ def test_start_from_the_form_stream_and_reload_mid_run(page: Any, stack: Stack, 
     page.get_by_label("loud").check()
     page.get_by_role("button", name="Add to tags").click()
     page.locator("fieldset.array input").first.fill("space")
+    page.get_by_label("city").fill("Paris")  # a nested object's field
     page.get_by_role("button", name="Start run").click()
     expect(page).to_have_url(re.compile(r"#/runs/"))
     run_id = page.url.rsplit("/", 1)[1]
@@ -83,6 +84,7 @@ def test_start_from_the_form_stream_and_reload_mid_run(page: Any, stack: Stack, 
     assert final.startswith("moon-0! :) ")
     assert final.count("moon-") == 8
     assert output.text_content() == final  # exactly: nothing duplicated or lost across the reload
+    expect(page.locator('[data-object="address"]')).to_contain_text('"city": "Paris"')
     input_shown = _run(stack, run_id)["input"]
     assert input_shown["tone"] == "cheerful"
     assert input_shown["loud"] is True
@@ -96,6 +98,23 @@ def test_start_from_the_form_stream_and_reload_mid_run(page: Any, stack: Stack, 
     expect(detail).to_contain_text("Streamed output")
     page.locator("#tr-title").scroll_into_view_if_needed()
     page.locator("section", has=page.locator("#tr-title")).screenshot(path=str(artifacts / "trace.png"))
+
+
+def test_raw_json_mode_round_trips_and_shows_422s(page: Any, stack: Stack) -> None:
+    page.goto("/#/start/story")
+    page.get_by_label("topic").fill("raw")
+    page.get_by_label("Edit as raw JSON").check()
+    raw = page.get_by_label("Value as JSON")
+    expect(raw).to_have_value(re.compile(r'"topic": "raw"'))
+    raw.fill('{"topic": 5}')
+    page.get_by_role("button", name="Start run").click()
+    expect(page.locator(".raw .field-error")).to_contain_text("topic: 5 is not of type 'string'")
+    raw.fill('{"topic": "raw", "words": 2}')
+    page.get_by_label("Edit as raw JSON").uncheck()  # back to the form, with the JSON's values
+    expect(page.get_by_label("words")).to_have_value("2")
+    page.get_by_role("button", name="Start run").click()
+    expect(page.locator("#main")).to_have_attribute("data-done", "true")
+    expect(page.locator("#output")).to_have_text("raw-0 raw-1 ")
 
 
 def test_worker_killed_mid_run_shows_both_attempts(page: Any, stack: Stack) -> None:
