@@ -96,8 +96,6 @@ def test_start_from_the_form_stream_and_reload_mid_run(page: Any, stack: Stack, 
     detail = page.locator("#detail")
     expect(detail).to_contain_text('"text": "moon-0! :)"')
     expect(detail).to_contain_text("Streamed output")
-    page.locator("#tr-title").scroll_into_view_if_needed()
-    page.locator("section", has=page.locator("#tr-title")).screenshot(path=str(artifacts / "trace.png"))
 
 
 def test_raw_json_mode_round_trips_and_shows_422s(page: Any, stack: Stack) -> None:
