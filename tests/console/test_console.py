@@ -85,6 +85,12 @@ def test_start_from_the_form_stream_and_reload_mid_run(page: Any, stack: Stack, 
     assert final.count("moon-") == 8
     assert output.text_content() == final  # exactly: nothing duplicated or lost across the reload
     expect(page.locator('[data-object="address"]')).to_contain_text('"city": "Paris"')
+    picker = page.get_by_label("Show output of")
+    picker.focus()  # its options are built when it is about to open
+    picker.select_option("say#1")
+    expect(output).to_have_text("moon-1! :) ")  # one step's output
+    picker.select_option("")
+    expect(output).to_have_text(final)
     input_shown = _run(stack, run_id)["input"]
     assert input_shown["tone"] == "cheerful"
     assert input_shown["loud"] is True
