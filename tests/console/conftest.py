@@ -31,10 +31,10 @@ ARGS = [
 ]  # fmt: skip
 
 
-def spawn_console_worker(redis_url: str, version: str, llm_url: str = "") -> Proc:
+def spawn_console_worker(redis_url: str, version: str, llm_url: str = "", *args: str) -> Proc:
     cmd = [
         sys.executable, "-c", CLI, "worker", APP, "--redis", redis_url, "--version", version,
-        "--heartbeat", "0.2", "--lease-timeout", "1", "--concurrency", "20",
+        "--heartbeat", "0.2", "--lease-timeout", "1", "--concurrency", "20", *args,
     ]  # fmt: skip
     return Proc(cmd, child_env(redis_url, OUTLAST_CONSOLE_LLM=llm_url), b"worker ")
 

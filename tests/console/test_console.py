@@ -222,6 +222,27 @@ def test_workers_and_deploys_page(page: Any, stack: Stack) -> None:
         expect(page.locator("#active-version")).to_contain_text("console")
 
 
+def test_a_draining_worker_is_shown_draining(page: Any, stack: Stack) -> None:
+    gate = f"gate-{uuid.uuid4().hex}"
+    worker = spawn_console_worker(stack.redis_url, "drain", stack.llm_url, "--drain-timeout", "30")
+    try:
+        worker.wait_ready()
+        run_id = _start(stack, "hold", {"gate": gate}, version="drain")
+        page.goto(f"/#/runs/{run_id}")
+        expect(page.locator("#output")).to_contain_text("started and holding")
+        worker.popen.send_signal(signal.SIGTERM)  # drains: finishes its run, takes no new one
+        page.goto("/#/workers")
+        row = page.locator("#workers tr", has=page.locator("td", has_text=re.compile(r"^drain$")))
+        expect(row.locator(".badge")).to_have_text("draining")
+        expect(row).to_contain_text("1 / 20")
+        expect(page.locator("#versions tr", has_text="drain").locator("td").nth(3)).to_have_text("1")
+        _open_gate(stack, gate)
+        expect(row).to_have_count(0)  # it finished the run and left
+        assert _run(stack, run_id)["status"] == "completed"
+    finally:
+        worker.stop()
+
+
 def test_a_10k_event_run_renders_and_the_figure_is_printed(page: Any, stack: Stack, artifacts: Path) -> None:
     with _api(stack) as http:
         reply = http.post("/v1/workflows/big/runs?wait=120", json={"input": {"steps": 2000}}, timeout=150)
