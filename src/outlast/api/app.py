@@ -42,7 +42,10 @@ for browsers' EventSource, which cannot send headers.
 
 Streams: `id:` is the event's seq. Resume with `Last-Event-ID` (EventSource does this on its own
 reconnects) or `?after=SEQ` (after a page refresh, keep the cursor yourself). Browsers allow six
-HTTP/1.1 connections per origin: serve through HTTP/2 or keep few streams open per page."""
+HTTP/1.1 connections per origin: serve through HTTP/2 or keep few streams open per page.
+
+The web console is served at `/` (it uses only this API). `POST /v1/deploy/promote` and
+`/rollback` need a key whose tenant is listed in `OUTLAST_ADMIN_TENANTS` (open mode: anyone)."""
 
 
 ENV_MAX_CONNECTIONS = "OUTLAST_API_MAX_CONNECTIONS"
