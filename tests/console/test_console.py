@@ -235,7 +235,8 @@ def test_a_draining_worker_is_shown_draining(page: Any, stack: Stack) -> None:
         row = page.locator("#workers tr", has=page.locator("td", has_text=re.compile(r"^drain$")))
         expect(row.locator(".badge")).to_have_text("draining")
         expect(row).to_contain_text("1 / 20")
-        expect(page.locator("#versions tr", has_text="drain")).to_have_count(1)
+        version = page.locator("#versions tr", has=page.locator("td", has_text=re.compile(r"^drain$")))
+        expect(version).to_have_count(1)
         _open_gate(stack, gate)
         expect(row).to_have_count(0)  # it finished the run and left
         assert _run(stack, run_id)["status"] == "completed"
