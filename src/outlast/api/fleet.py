@@ -89,7 +89,10 @@ async def promote(body: Promote, state: StateDep, tenant: TenantDep) -> DeployCh
             f"no worker ever registered version {body.version!r}; known: {', '.join(known) or 'none'}",
             {"versions": known},
         )
-    previous = await state.dispatcher.promote(body.version)
+    try:
+        previous = await state.dispatcher.promote(body.version)
+    except ConfigError as exc:  # (unregistered between the check and the switch)
+        raise ApiError(404, "version_not_found", str(exc)) from None
     return DeployChange(active=body.version, previous=previous)
 
 
