@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import ipaddress
-import os
+import socket
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -14,7 +14,9 @@ from outlast.errors import OutlastError
 
 
 def _err() -> Console:
-    return Console(stderr=True, highlight=False)  # created late: the terminal width is read now
+    from outlast.cli.main import make_console
+
+    return make_console(stderr=True)  # created late: the terminal width is read now
 
 
 def is_loopback(host: str) -> bool:
@@ -24,6 +26,20 @@ def is_loopback(host: str) -> bool:
         return ipaddress.ip_address(host.strip("[]")).is_loopback
     except ValueError:
         return False  # a host name: it may resolve to anything
+
+
+def port_free(host: str, port: int) -> bool:
+    """Whether ``host:port`` can be listened on now (checked before any URL is printed)."""
+    if port == 0:
+        return True
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn binds
+        try:
+            sock.bind((host, port))
+        except OSError:
+            return False
+    return True
 
 
 def serve(
@@ -69,7 +85,10 @@ def register(app: typer.Typer) -> None:
         host: Annotated[str, typer.Option(help="Address to bind.")] = "127.0.0.1",
         port: Annotated[int, typer.Option(min=0, max=65535, help="Port to bind.")] = 8000,
         redis: Annotated[
-            str | None, typer.Option("--redis", help="Redis URL (default: $OUTLAST_REDIS_URL).")
+            str | None,
+            typer.Option(
+                "--redis", help="Redis URL (default: $OUTLAST_REDIS_URL, else this folder's outlast server)."
+            ),
         ] = None,
         insecure: Annotated[
             bool, typer.Option(help="Allow a non-loopback address without API keys (open mode).")
@@ -97,7 +116,6 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Serve the HTTP API (OpenAPI at /openapi.json, docs at /docs). Stateless: run any number."""
         from outlast.api.auth import keys_from_env, parse_api_keys
-        from outlast.store.connect import ENV_URL
 
         try:
             keys = parse_api_keys(keys_file.read_text()) if keys_file else keys_from_env()
@@ -114,15 +132,22 @@ def register(app: typer.Typer) -> None:
                 "bind to 127.0.0.1, or pass --insecure if something in front of it authenticates."
             )
             raise typer.Exit(2)
-        url = redis or os.environ.get(ENV_URL)
-        if not url:
+        from outlast.cli.discover import find_redis
+
+        try:
+            found = find_redis(redis)
+        except OutlastError as exc:
+            _err().print(f"[red]error:[/red] {exc}")
+            raise typer.Exit(1) from None
+        url = found.url
+        if not port_free(host, port):
             _err().print(
-                f"[red]error:[/red] the API needs a Redis URL: pass --redis or set {ENV_URL} "
-                "(`outlast server` runs a local one)"
+                f"[red]error:[/red] port {port} on {host} is taken; stop what uses it or pass --port N"
             )
-            raise typer.Exit(2)
+            raise typer.Exit(1)
         mode = "open mode (no API keys)" if keys is None else f"{len(keys)} API keys"
-        _err().print(f"outlast api on http://{host}:{port} ({mode}), Redis {url.split('@')[-1]}")
+        where = f" ({found.source})" if found.source else ""
+        _err().print(f"outlast api on http://{host}:{port} ({mode}), Redis {url.split('@')[-1]}{where}")
         try:
             serve(
                 url, host=host, port=port, api_keys=keys, max_body=max_body, log_level=log_level,

@@ -16,9 +16,9 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from outlast.cli.main import RedisOption, app, console, err_console, run_async
+from outlast.cli.discover import connect
+from outlast.cli.main import RedisOption, app, console, err_console, fail, run_async
 from outlast.control import Dispatcher
-from outlast.store.connect import connect
 from outlast.worker.jobs import redis_url_of
 from outlast.worker.launcher import SubprocessLauncher
 from outlast.worker.loader import load_app
@@ -112,7 +112,10 @@ def execute(
             w = Worker(
                 registry, client, heartbeat=heartbeat, lease_timeout=lease_timeout, max_attempts=max_attempts
             )
-            console.print(f"run {run_id}: {await w.execute_one(run_id)}")
+            outcome = await w.execute_one(run_id)
+            if outcome == "gone":
+                fail(f"no run {run_id!r} in this store: nothing to execute")
+            console.print(f"run {run_id}: {outcome}")
 
     run_async(go())
 

@@ -1,21 +1,27 @@
-"""``outlast``: the command line. Errors are printed as one line saying what to do, never a traceback."""
+"""``outlast``: the command line.
+
+Every error is one line on stderr saying what to do; exit codes: 0 success, 1 an error (the store
+or API unreachable, an unknown run, a run that failed), 2 a usage mistake (a bad option or
+argument, malformed JSON), 130 interrupted. ``--debug`` adds the traceback.
+"""
 
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 import sys
+import traceback
 from collections.abc import Callable, Coroutine
-from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any, NoReturn, TypeVar
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from outlast.errors import OutlastError
 
 T = TypeVar("T")
+ENV_DEBUG = "OUTLAST_DEBUG"
 
 app = typer.Typer(
     name="outlast",
@@ -24,12 +30,46 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-console = Console(highlight=False)
-err_console = Console(stderr=True, highlight=False)
+
+
+def make_console(*, stderr: bool = False) -> Console:
+    """A console that wraps only on a terminal: piped output and logs keep whole lines."""
+    stream = sys.stderr if stderr else sys.stdout
+    tty = stream.isatty()
+    return Console(stderr=stderr, highlight=False, soft_wrap=not tty, width=None if tty else 10_000)
+
+
+console = make_console()
+err_console = make_console(stderr=True)
 
 RedisOption = Annotated[
-    str | None, typer.Option("--redis", help="Redis URL (default: $OUTLAST_REDIS_URL, else embedded Valkey).")
+    str | None,
+    typer.Option(
+        "--redis",
+        help="Redis URL (default: $OUTLAST_REDIS_URL, else the outlast dev/server of this folder).",
+    ),
 ]
+ApiOption = Annotated[
+    str | None,
+    typer.Option("--api", help="API URL (default: $OUTLAST_API_URL, else the outlast dev of this folder)."),
+]
+
+
+def debugging() -> bool:
+    return bool(os.environ.get(ENV_DEBUG))
+
+
+def fail(message: str, code: int = 1) -> NoReturn:
+    """Print ``error: message`` (one line) and exit with ``code``."""
+    if debugging() and sys.exc_info()[0] is not None:
+        traceback.print_exc()
+    err_console.print(f"[red]error:[/red] {escape(message)}")
+    raise typer.Exit(code)
+
+
+def note(message: str) -> None:
+    """A dim line on stderr (which store or API is used, what dev did): stdout stays parseable."""
+    err_console.print(f"[dim]{escape(message)}[/dim]")
 
 
 def loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
@@ -50,88 +90,72 @@ def run_async(coro: Coroutine[Any, Any, T]) -> T:
         with asyncio.Runner(loop_factory=loop_factory()) as runner:
             return runner.run(coro)
     except OutlastError as exc:
-        err_console.print(f"[red]error:[/red] {exc}")
-        raise typer.Exit(1) from None
+        fail(str(exc))
     except KeyboardInterrupt:
         raise typer.Exit(130) from None
 
 
-@app.command()
-def demo(
-    data_dir: Annotated[Path | None, typer.Option(help="Where the demo's Valkey keeps its data.")] = None,
-) -> None:
-    """Run a workflow, kill its process mid-way, and resume it from its checkpoints."""
-    from outlast.demo import run_demo
+def redis_url(option: str | None) -> str:
+    """The store this command uses (see :mod:`outlast.cli.discover`), said on stderr when found."""
+    from outlast.cli.discover import find_redis
 
-    run_async(run_demo(console, data_dir))
-
-
-@app.command()
-def events(
-    run_id: str,
-    after: Annotated[int, typer.Option(help="Print events with seq greater than this.")] = 0,
-    follow: Annotated[bool, typer.Option(help="Keep tailing until the run ends.")] = True,
-    redis: RedisOption = None,
-) -> None:
-    """Print a run's events as JSON lines (history, then live)."""
-    from outlast.store.connect import connect
-    from outlast.store.redis import RedisStore
-
-    if after < 0:
-        err_console.print("[red]error:[/red] --after must be 0 or more")
-        raise typer.Exit(2)
-
-    async def tail() -> None:
-        async with connect(redis) as client:
-            async for event in RedisStore(client).read_events(run_id, after, follow=follow):
-                sys.stdout.write(json.dumps(event.model_dump()) + "\n")
-                sys.stdout.flush()
-
-    run_async(tail())
-
-
-@app.command()
-def server(
-    data_dir: Annotated[Path, typer.Option(help="Data directory (AOF).")] = Path(".outlast/data"),
-    port: Annotated[int, typer.Option(help="Port on 127.0.0.1 (0 = a free one).")] = 0,
-) -> None:
-    """Run the embedded Valkey in the foreground and print its URL (Ctrl-C stops it)."""
-    import signal
-    import threading
-
-    from outlast.store.embedded import EmbeddedServer
-
-    embedded = EmbeddedServer(data_dir, port=port or None)
     try:
-        embedded.start()
+        found = find_redis(option)
     except OutlastError as exc:
-        err_console.print(f"[red]error:[/red] {exc}")
-        raise typer.Exit(1) from None
-    console.print(f"export OUTLAST_REDIS_URL={embedded.url}")
-    stop = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+        fail(str(exc))
+    if found.source:
+        note(f"using Redis {found.url} ({found.source})")
+    return found.url
+
+
+def api_url(option: str | None) -> str:
+    from outlast.cli.discover import find_api
+
     try:
-        stop.wait()
-    except KeyboardInterrupt:
-        pass
-    finally:
-        embedded.stop()
+        found = find_api(option)
+    except OutlastError as exc:
+        fail(str(exc))
+    if found.source:
+        note(f"using API {found.url} ({found.source})")
+    return found.url
+
+
+def _version(value: bool) -> None:
+    if value:
+        from outlast import __version__
+
+        console.print(f"outlast {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks with errors.")] = False,
+    version: Annotated[
+        bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version.")
+    ] = False,
+) -> None:
+    """Durable, streaming workflows for long-running AI apps."""
+    if debug:
+        os.environ[ENV_DEBUG] = "1"
 
 
 def main() -> None:
-    from outlast.cli import api, compute, llm  # noqa: F401  (compute and llm register on `app`)
+    from outlast.cli import api, compute, dev, devworker, live, llm, local, top  # noqa: F401  (register on `app`)
 
     api.register(app)
     try:
         app()
     except OutlastError as exc:  # raised outside a command's event loop (e.g. loading the app)
-        err_console.print(f"[red]error:[/red] {exc}")
+        if debugging():
+            traceback.print_exc()
+        err_console.print(f"[red]error:[/red] {escape(str(exc))}")
         sys.exit(1)
     except Exception as exc:
-        if os.environ.get("OUTLAST_DEBUG"):
+        if debugging():
             raise
         err_console.print(
-            f"[red]internal error:[/red] {type(exc).__name__}: {exc} "
-            "(set OUTLAST_DEBUG=1 for the traceback, and please report it)"
+            f"[red]internal error:[/red] {type(exc).__name__}: {escape(str(exc))} "
+            "(run with --debug for the traceback, and please report it)"
         )
-        sys.exit(2)
+        sys.exit(1)

@@ -11,7 +11,7 @@ from pathlib import Path
 import redis.asyncio as aioredis
 from redis import exceptions as redis_errors
 
-from outlast.errors import StoreUnavailable
+from outlast.errors import ConfigError, StoreUnavailable
 from outlast.store.client import redis_from_url
 from outlast.store.embedded import DEFAULT_DATA_DIR, EmbeddedServer
 
@@ -34,12 +34,19 @@ async def connect(
         server = EmbeddedServer(Path(data_dir) if data_dir else DEFAULT_DATA_DIR)
         await asyncio.to_thread(server.start)
         url = server.url
-    client = redis_from_url(url)
+    try:
+        client = redis_from_url(url)
+    except ValueError as exc:
+        raise ConfigError(f"{url!r} is not a Redis URL ({exc})") from None
     try:
         try:
             await client.ping()
         except (redis_errors.ConnectionError, redis_errors.TimeoutError, OSError) as exc:
-            raise StoreUnavailable(f"cannot reach Redis at {url}: {exc}; is the server running?") from exc
+            reason = str(exc).strip().rstrip(".") or type(exc).__name__
+            raise StoreUnavailable(
+                f"cannot reach Redis at {url} ({reason}); start `outlast dev` or `outlast server` "
+                f"in your project folder, or set {ENV_URL} to a running server"
+            ) from exc
         yield client
     finally:
         await client.aclose()

@@ -127,8 +127,13 @@ class EmbeddedServer:
     def start(self) -> EmbeddedServer:
         if self.running:
             return self
-        self.data_dir.mkdir(parents=True, exist_ok=True)
-        self._lock()
+        try:
+            self.data_dir.mkdir(parents=True, exist_ok=True)
+            self._lock()
+        except OSError as exc:
+            raise StoreUnavailable(
+                f"cannot use data dir {self.data_dir}: {exc.strerror or exc}; pick a writable one"
+            ) from None
         args = [
             self.binary,
             "--port", str(self.port),
@@ -143,8 +148,13 @@ class EmbeddedServer:
             "--logfile", str((self.data_dir / "server.log").resolve()),
         ]  # fmt: skip
         try:
+            # Its own session: a terminal's Ctrl-C goes to our process, which stops it in order.
             self.process = subprocess.Popen(
-                args, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+                args,
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.PIPE,
+                start_new_session=True,
             )
         except OSError as exc:
             self._unlock()

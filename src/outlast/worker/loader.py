@@ -1,4 +1,5 @@
-"""Loading a user's app: a module path (``myapp.flows``) or a file (``flows.py``) defining workflows."""
+"""Loading a user's app: a module path (``myapp.flows``), a file (``flows.py``) or a folder (a package,
+or one holding ``app.py``/``workflows.py``/``flows.py``/``main.py``) defining workflows."""
 
 from __future__ import annotations
 
@@ -24,8 +25,22 @@ def load_app(target: str) -> Registry:
     return found
 
 
+APP_FILES = ("app.py", "workflows.py", "flows.py", "main.py")
+
+
 def _import(target: str) -> ModuleType:
     path = Path(target)
+    if path.is_dir():  # a package, or a folder holding one of APP_FILES
+        if (path / "__init__.py").is_file():
+            sys.path.insert(0, str(path.resolve().parent))
+            try:
+                return importlib.import_module(path.resolve().name)
+            except Exception as exc:
+                raise ConfigError(f"{target}: importing it failed: {type(exc).__name__}: {exc}") from exc
+        for name in APP_FILES:
+            if (path / name).is_file():
+                return _import(str(path / name))
+        raise ConfigError(f"{target}: a folder with neither __init__.py nor {', '.join(APP_FILES)}")
     if target.endswith(".py") or path.is_file():
         if not path.is_file():
             raise ConfigError(f"{target}: no such file")
