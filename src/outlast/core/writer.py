@@ -165,9 +165,10 @@ class EventWriter:
         )  # fmt: skip
         if len(payload) > self.max_event_bytes:
             # A Redis stream entry this large would be kept for days and streamed to every reader.
+            where = f"step {step!r}" if step else "from the workflow body"
             raise SerializationError(
                 f"{type} event of {len(payload):,} bytes exceeds the {self.max_event_bytes:,}-byte limit "
-                f"(step {step!r}); store large payloads elsewhere and pass a reference"
+                f"({where}); store large payloads elsewhere and pass a reference"
             )
         return payload
 
