@@ -126,7 +126,8 @@ class Dev:
             [*CLI, "dev", "flows.py", "--port", "0", *args],
             cwd=folder, env=clean_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
         )  # fmt: skip
-        assert self.proc.stdout is not None and self.proc.stderr is not None
+        assert self.proc.stdout is not None
+        assert self.proc.stderr is not None
         self.out = Lines(self.proc.stdout)
         self.err = Lines(self.proc.stderr)
 

@@ -69,13 +69,15 @@ def test_dev_serves_reloads_keeps_history_and_stops_clean(tmp_path: Path) -> Non
                 client.result(waiting, timeout=60)
             ended = client.get(waiting)
             assert ended.status == "failed"
-            assert ended.error is not None and ended.error["reason"] == "non_determinism"
+            assert ended.error is not None
+            assert ended.error["reason"] == "non_determinism"
             assert "prepare" in ended.error["message"]
             assert ended.error["step"] == "prepare#0"
 
         # Ctrl-C stops everything it started, by pid.
         children = descendants(dev.proc.pid)
-        assert state["valkey_pid"] in children and set(dev.state["worker_pids"]) <= children
+        assert state["valkey_pid"] in children
+        assert set(dev.state["worker_pids"]) <= children
         assert dev.stop() == 0
         assert not _gone(children, timeout=5), "processes left behind"
         assert not (tmp_path / ".outlast" / "dev.json").exists()
