@@ -101,10 +101,8 @@ def test_dev_port_taken_is_one_line_before_any_url(tmp_path: Path) -> None:
         (tmp_path / "flows.py").write_text(Path(__file__).with_name("dev_app.py").read_text())
         result = cli("dev", "flows.py", "--port", str(port), cwd=tmp_path)
     line = one_line_error(result)
-    assert (
-        line
-        == f"error: port {port} on 127.0.0.1 is taken (Address already in use); stop what uses it or pass --port N"
-    )
+    taken_msg = f"error: port {port} on 127.0.0.1 is taken (Address already in use); "
+    assert line == taken_msg + "stop what uses it or pass --port N"
     assert result.returncode == 1
     assert "http://" not in result.stdout
     assert not (tmp_path / ".outlast" / "data").exists()  # nothing was started
