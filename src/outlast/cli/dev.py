@@ -32,6 +32,12 @@ from outlast.store.connect import ENV_URL
 from outlast.store.embedded import DEFAULT_DATA_DIR, EmbeddedServer
 
 SIM_KEY = "outlast-simulator"  # the simulator accepts any key; the SDKs insist on one
+#: Model names the dev simulator answers to, so apps written for a real provider run unchanged.
+SIM_MODELS = (
+    "outlast-sim", "gpt-4o-mini", "gpt-4o", "gpt-4.1-mini", "gpt-4.1", "gpt-4.1-nano", "gpt-5-mini", "gpt-5",
+    "o4-mini", "claude-haiku-4-5", "claude-sonnet-4-5", "claude-opus-4-1", "claude-3-5-haiku-latest",
+    "claude-3-5-sonnet-latest", "claude-3-7-sonnet-latest",
+)  # fmt: skip
 ENV_SIM = "OUTLAST_LLM_SIMULATOR"
 
 
@@ -71,7 +77,7 @@ def start_simulator() -> Any:
         return None
     from outlast.llm.simulator import SimulatorServer
 
-    return SimulatorServer().start()
+    return SimulatorServer(models=list(SIM_MODELS)).start()
 
 
 def llm_env(sim: Any) -> dict[str, str]:

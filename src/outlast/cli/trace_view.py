@@ -43,7 +43,7 @@ def llm_usage(span: dict[str, Any]) -> dict[str, Any] | None:
 
 
 def _cost(value: float | None) -> str:
-    return "cost unknown (no price)" if value is None else f"${value:.6f}".rstrip("0").rstrip(".")
+    return "cost unknown (no price)" if value is None else f"${value:.8f}".rstrip("0").rstrip(".")
 
 
 def _args(args: Any) -> str:
