@@ -16,9 +16,10 @@ import pytest
 import redis.asyncio as aioredis
 
 import outlast
+from outlast.control import Dispatcher
 from outlast.core.runner import run_local
 from outlast.store.embedded import EmbeddedServer
-from outlast.worker import Dispatcher, Worker
+from outlast.worker import Worker
 from tests.cli.support import CLI, Lines, clean_env, cli, one_line_error
 
 APP = "tests/cli/dev_app.py"
