@@ -13,6 +13,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from api_latency import main as api_latency
+from dev_start import main as dev_start
 from fan_out import main as fan_out
 from llm_limits import main as llm_limits
 from mux_ab import main as mux_ab
@@ -28,6 +29,7 @@ BENCHES: dict[str, Callable[[], Awaitable[None]]] = {
     "fanout": fan_out,
     "llm": llm_limits,
     "ui": ui_latency,
+    "dev": dev_start,
 }
 
 

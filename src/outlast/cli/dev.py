@@ -71,13 +71,14 @@ def watch_roots(targets: list[str]) -> list[Path]:
     return [r for r in unique if not any(o != r and o in r.parents for o in unique)]
 
 
-def start_simulator() -> Any:
-    """The LLM simulator on a free port, unless a provider key is set (then None)."""
+def simulator() -> Any:
+    """The LLM simulator (not started yet) on a free port, unless a provider key is set (then None)."""
     if os.environ.get("OPENAI_API_KEY") or os.environ.get("ANTHROPIC_API_KEY"):
         return None
     from outlast.llm.simulator import SimulatorServer
+    from outlast.store.embedded import free_port
 
-    return SimulatorServer(models=list(SIM_MODELS)).start()
+    return SimulatorServer(models=list(SIM_MODELS), port=free_port())
 
 
 def llm_env(sim: Any) -> dict[str, str]:
@@ -123,7 +124,7 @@ def dev(
 
     sim = None
     try:
-        sim = start_simulator()
+        sim = simulator()
         serving = _serve(targets, sock, embedded, sim, host, port, workers, reload, drain_timeout, started)
         code = run_async(serving)
     finally:
@@ -149,12 +150,9 @@ async def _serve(
     drain_timeout: float,
     started: float,
 ) -> int:
-    import uvicorn
-
-    from outlast.api import create_app
     from outlast.cli.devsup import Supervisor, code_version, elapsed
-    from outlast.store.connect import connect
     from outlast.control import Dispatcher
+    from outlast.store.connect import connect
 
     out = make_console()
     api_url = f"http://{host}:{port}"
@@ -178,16 +176,15 @@ async def _serve(
         tmp.write_text(json.dumps(state, indent=2))
         tmp.replace(DEV_FILE)
 
-    class _Server(uvicorn.Server):
-        @contextlib.contextmanager
-        def capture_signals(self) -> Any:  # outlast dev handles SIGINT/SIGTERM itself
-            yield
-
-    config = uvicorn.Config(
-        create_app(embedded.url), log_level="warning", access_log=False, lifespan="on",
-        http="httptools", timeout_graceful_shutdown=3,
-    )  # fmt: skip
-    server = _Server(config)
+    # The workers first: their start-up (a Python process importing the app) is the longest part,
+    # and the API and the simulator come up in this process meanwhile.
+    version = code_version(roots)
+    fresh = await sup.spawn(version)
+    try:
+        server = _api_server(embedded.url)
+    except BaseException:
+        await sup.stop(fresh, timeout=2.0)
+        raise
     stop = asyncio.Event()
     interrupts = 0
 
@@ -206,8 +203,9 @@ async def _serve(
     sup.on_change(record)
     code = 0
     try:
-        version = code_version(roots)
-        await sup.start(version)
+        if sim is not None:
+            await asyncio.to_thread(sim.start)
+        await sup.start(version, fresh)
         async with connect(embedded.url) as redis:
             dispatcher = Dispatcher(redis)
             await dispatcher.promote(version)
@@ -243,6 +241,24 @@ async def _serve(
         await asyncio.gather(api_task, return_exceptions=True)
         valkey_died.cancel()
     return code
+
+
+def _api_server(redis_url: str) -> Any:
+    """The API (and console) as a uvicorn server to run in this process's event loop."""
+    import uvicorn
+
+    from outlast.api import create_app
+
+    class _Server(uvicorn.Server):
+        @contextlib.contextmanager
+        def capture_signals(self) -> Any:  # outlast dev handles SIGINT/SIGTERM itself
+            yield
+
+    config = uvicorn.Config(
+        create_app(redis_url), log_level="warning", access_log=False, lifespan="on",
+        http="httptools", timeout_graceful_shutdown=3,
+    )  # fmt: skip
+    return _Server(config)
 
 
 def _exit_of(embedded: EmbeddedServer) -> asyncio.Future[int]:

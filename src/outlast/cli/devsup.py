@@ -146,9 +146,16 @@ class Supervisor:
         self.current = [replacement if w is worker else w for w in self.current]
         self._changed()
 
-    async def start_generation(self, version: str, timeout: float = 60.0) -> list[WorkerProc]:
-        """N workers of ``version``, each registered; DevError (and none left running) otherwise."""
-        fresh = [await self._spawn(version) for _ in range(self.size)]
+    async def spawn(self, version: str) -> list[WorkerProc]:
+        """N new workers of ``version`` (not waited for: see :meth:`start_generation`)."""
+        return [await self._spawn(version) for _ in range(self.size)]
+
+    async def start_generation(
+        self, version: str, fresh: list[WorkerProc] | None = None, timeout: float = 60.0
+    ) -> list[WorkerProc]:
+        """N workers of ``version`` (``fresh``: already spawned), each registered; DevError (and none
+        left running) otherwise."""
+        fresh = fresh if fresh is not None else await self.spawn(version)
         waits = [asyncio.ensure_future(w.ready.wait()) for w in fresh]
         exits = [asyncio.ensure_future(w.proc.wait()) for w in fresh]
         try:
@@ -171,8 +178,8 @@ class Supervisor:
                 f.cancel()
         return fresh
 
-    async def start(self, version: str) -> None:
-        self.current = await self.start_generation(version)
+    async def start(self, version: str, fresh: list[WorkerProc] | None = None) -> None:
+        self.current = await self.start_generation(version, fresh)
         self.version = version
         self._changed()
 
