@@ -1,4 +1,4 @@
-"""Commands on the store directly: ``demo``, ``events``, ``server``."""
+"""Commands on the store directly: ``events``, ``server``."""
 
 from __future__ import annotations
 
@@ -14,16 +14,6 @@ import typer
 from outlast.cli.main import RedisOption, app, console, err_console, fail, redis_url, run_async
 from outlast.errors import OutlastError, RunNotFound
 from outlast.events import TERMINAL_STATUSES
-
-
-@app.command()
-def demo(
-    data_dir: Annotated[Path | None, typer.Option(help="Where the demo's Valkey keeps its data.")] = None,
-) -> None:
-    """Run a workflow, kill its process mid-way, and resume it from its checkpoints."""
-    from outlast.demo import run_demo
-
-    run_async(run_demo(console, data_dir))
 
 
 @app.command()

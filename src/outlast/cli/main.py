@@ -141,7 +141,7 @@ def _root(
 
 
 def main() -> None:
-    from outlast.cli import api, compute, dev, devworker, live, llm, local, top  # noqa: F401  (register on `app`)
+    from outlast.cli import api, compute, dev, devworker, live, llm, local, stackdemo, top  # noqa: F401
 
     api.register(app)
     try:
