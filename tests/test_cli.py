@@ -27,8 +27,15 @@ def test_every_plane_has_its_commands() -> None:
         "deploy",
         "api",
         "llm-sim",
+        "dev",
+        "run",
+        "attach",
+        "runs",
+        "trace",
+        "top",
     ):
         assert command in out, command
+    assert "dev-worker" not in out  # what `outlast dev` starts, not for users
 
 
 @pytest.mark.parametrize(

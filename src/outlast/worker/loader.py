@@ -32,9 +32,14 @@ def _import(target: str) -> ModuleType:
     path = Path(target)
     if path.is_dir():  # a package, or a folder holding one of APP_FILES
         if (path / "__init__.py").is_file():
-            sys.path.insert(0, str(path.resolve().parent))
+            # Inside a package (examples/blog with examples/__init__.py): import it by its dotted name.
+            root, parts = path.resolve(), [path.resolve().name]
+            while (root.parent / "__init__.py").is_file():
+                root = root.parent
+                parts.insert(0, root.name)
+            sys.path.insert(0, str(root.parent))
             try:
-                return importlib.import_module(path.resolve().name)
+                return importlib.import_module(".".join(parts))
             except Exception as exc:
                 raise ConfigError(f"{target}: importing it failed: {type(exc).__name__}: {exc}") from exc
         for name in APP_FILES:
