@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import os
 import re
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -96,16 +96,26 @@ _NO_API = (
 )
 
 
+def _given(
+    option: str | None, env: str, key: str, check: Callable[[str, str], str], folder: Path
+) -> Found | None:
+    """The option, else the environment variable, else this folder's ``outlast dev`` (its ``key``)."""
+    if option:
+        return Found(check(option, "--redis" if key == "redis_url" else "--api"), None)
+    value = os.environ.get(env)
+    if value:
+        return Found(check(value, f"${env}"), f"${env}")
+    dev = read_dev_file(folder)
+    if dev is not None and isinstance(dev.get(key), str):
+        return Found(str(dev[key]), f"the outlast dev of this folder, pid {dev['pid']}")
+    return None
+
+
 def find_redis(option: str | None, folder: Path = Path()) -> Found:
     """The Redis URL a command should use (see the module docstring); StoreUnavailable if none."""
-    if option:
-        return Found(check_redis_url(option), None)
-    env = os.environ.get(ENV_URL)
-    if env:
-        return Found(check_redis_url(env, f"${ENV_URL}"), f"${ENV_URL}")
-    dev = read_dev_file(folder)
-    if dev is not None and isinstance(dev.get("redis_url"), str):
-        return Found(str(dev["redis_url"]), f"the outlast dev of this folder, pid {dev['pid']}")
+    found = _given(option, ENV_URL, "redis_url", check_redis_url, folder)
+    if found is not None:
+        return found
     server = _server_in_folder(folder)
     if server is not None:
         pid, port = server
@@ -115,15 +125,10 @@ def find_redis(option: str | None, folder: Path = Path()) -> Found:
 
 def find_api(option: str | None, folder: Path = Path()) -> Found:
     """The API base URL a command should use; StoreUnavailable if none is configured or running."""
-    if option:
-        return Found(check_api_url(option), None)
-    env = os.environ.get(ENV_API)
-    if env:
-        return Found(check_api_url(env, f"${ENV_API}"), f"${ENV_API}")
-    dev = read_dev_file(folder)
-    if dev is not None and isinstance(dev.get("api_url"), str):
-        return Found(str(dev["api_url"]), f"the outlast dev of this folder, pid {dev['pid']}")
-    raise StoreUnavailable(_NO_API)
+    found = _given(option, ENV_API, "api_url", check_api_url, folder)
+    if found is None:
+        raise StoreUnavailable(_NO_API)
+    return found
 
 
 @asynccontextmanager

@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import sys
 import time
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Annotated, Any, NoReturn
 
@@ -120,12 +122,16 @@ async def _follow(client: AsyncClient, run_id: str, after: int, workflow: str | 
     follower.finish()
 
 
-def _client(api: str) -> AsyncClient:
-    import os
-
+@asynccontextmanager
+async def session(api: str) -> AsyncIterator[AsyncClient]:
+    """A client of ``api`` (key: ``$OUTLAST_API_KEY``); its errors end the command in one line."""
     from outlast.cli.discover import ENV_API_KEY
 
-    return AsyncClient(api, os.environ.get(ENV_API_KEY) or None, reconnect_for=10.0)
+    async with AsyncClient(api, os.environ.get(ENV_API_KEY) or None, reconnect_for=10.0) as client:
+        try:
+            yield client
+        except ClientError as exc:
+            api_failure(exc, api)
 
 
 @app.command()
@@ -143,21 +149,18 @@ def run(
     base = api_url(api)
 
     async def go() -> None:
-        async with _client(base) as client:
+        async with session(base) as client:
             try:
                 started = await client.start(workflow, arguments, idempotency_key)
             except ClientError as exc:
                 if exc.code == "workflow_not_found":
                     await _unknown_workflow(client, workflow)
-                api_failure(exc, base)
+                raise
             if detach:
                 console.print(started.run_id, markup=False)
                 note(f"follow it with: outlast attach {started.run_id}")
                 return
-            try:
-                await _follow(client, started.run_id, 0, workflow)
-            except ClientError as exc:
-                api_failure(exc, base)
+            await _follow(client, started.run_id, 0, workflow)
 
     run_async(go())
 
@@ -181,15 +184,12 @@ def attach(
     base = api_url(api)
 
     async def go() -> None:
-        async with _client(base) as client:
-            try:
-                snapshot = await client.get(run_id)
-                if after > snapshot.last_seq:
-                    last = snapshot.last_seq
-                    fail(f"--after {after} is past the end of run {run_id} (its last seq is {last})")
-                await _follow(client, run_id, after, snapshot.workflow)
-            except ClientError as exc:
-                api_failure(exc, base)
+        async with session(base) as client:
+            snapshot = await client.get(run_id)
+            if after > snapshot.last_seq:
+                last = snapshot.last_seq
+                fail(f"--after {after} is past the end of run {run_id} (its last seq is {last})")
+            await _follow(client, run_id, after, snapshot.workflow)
 
     run_async(go())
 
@@ -215,11 +215,8 @@ def runs(
     base = api_url(api)
 
     async def go() -> None:
-        async with _client(base) as client:
-            try:
-                page = await client.list_runs(workflow, status, limit)
-            except ClientError as exc:
-                api_failure(exc, base)
+        async with session(base) as client:
+            page = await client.list_runs(workflow, status, limit)
         if not page.runs:
             console.print("no runs" + (" match" if workflow or status else " yet"))
             return
@@ -238,12 +235,9 @@ def trace(run_id: str, api: ApiOption = None) -> None:
     base = api_url(api)
 
     async def go() -> None:
-        async with _client(base) as client:
-            try:
-                snapshot = await client.get(run_id)
-                spans = await client.trace(run_id)
-            except ClientError as exc:
-                api_failure(exc, base)
+        async with session(base) as client:
+            snapshot = await client.get(run_id)
+            spans = await client.trace(run_id)
         console.print(render_trace(snapshot, spans))
 
     run_async(go())

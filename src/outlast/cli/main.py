@@ -95,29 +95,26 @@ def run_async(coro: Coroutine[Any, Any, T]) -> T:
         raise typer.Exit(130) from None
 
 
-def redis_url(option: str | None) -> str:
-    """The store this command uses (see :mod:`outlast.cli.discover`), said on stderr when found."""
-    from outlast.cli.discover import find_redis
+def _use(what: str, option: str | None) -> str:
+    from outlast.cli import discover
 
     try:
-        found = find_redis(option)
+        found = discover.find_redis(option) if what == "Redis" else discover.find_api(option)
     except OutlastError as exc:
         fail(str(exc))
     if found.source:
-        note(f"using Redis {found.url} ({found.source})")
+        note(f"using {what} {found.url} ({found.source})")
     return found.url
+
+
+def redis_url(option: str | None) -> str:
+    """The store this command uses (see :mod:`outlast.cli.discover`), said on stderr when found."""
+    return _use("Redis", option)
 
 
 def api_url(option: str | None) -> str:
-    from outlast.cli.discover import find_api
-
-    try:
-        found = find_api(option)
-    except OutlastError as exc:
-        fail(str(exc))
-    if found.source:
-        note(f"using API {found.url} ({found.source})")
-    return found.url
+    """The API this command uses, said on stderr when found."""
+    return _use("API", option)
 
 
 def _version(value: bool) -> None:

@@ -8,12 +8,14 @@ from typing import Annotated, Any
 
 import redis.asyncio as aioredis
 import typer
+from redis import exceptions as redis_errors
 from rich.console import Group, RenderableType
 from rich.live import Live
 from rich.table import Table
 from rich.text import Text
 
 from outlast.cli.main import RedisOption, app, console, redis_url, run_async
+from outlast.errors import StoreUnavailable
 from outlast.store import keys
 
 _LLM_COST = f"{keys.PREFIX}:llm:{{llm:*}}:cost"
@@ -26,7 +28,14 @@ async def _scan(redis: aioredis.Redis, pattern: str) -> list[str]:
 
 
 async def snapshot(redis: aioredis.Redis) -> dict[str, Any]:
-    """Everything ``top`` shows, read from the store once."""
+    """Everything ``top`` shows, read from the store once (StoreUnavailable if Redis goes away)."""
+    try:
+        return await _snapshot(redis)
+    except (redis_errors.RedisError, OSError) as exc:
+        raise StoreUnavailable(f"lost the store ({exc}); is `outlast dev` still running?") from exc
+
+
+async def _snapshot(redis: aioredis.Redis) -> dict[str, Any]:
     from outlast.control import Dispatcher
 
     dispatcher = Dispatcher(redis)
