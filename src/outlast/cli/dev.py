@@ -169,7 +169,7 @@ async def _serve(
         state = {
             "pid": os.getpid(), "api_url": api_url, "console_url": f"{api_url}/", "redis_url": embedded.url,
             "data_dir": str(embedded.data_dir), "valkey_pid": valkey, "worker_pids": sup.pids,
-            "version": sup.version, "apps": targets, "llm_simulator": sim_url,
+            "version": sup.version, "apps": targets, "llm_simulator": sim_url, "standby_ready": sup.warm,
         }  # fmt: skip
         STATE_DIR.mkdir(exist_ok=True)
         tmp = DEV_FILE.with_suffix(".tmp")
@@ -216,7 +216,10 @@ async def _serve(
             record()
             names = sorted({n for w in sup.current for n in w.names})
             _banner(out, api_url, embedded, sup, names, sim_url, roots if reload else [], elapsed(started))
-            watcher = asyncio.create_task(_watch(roots, sup, dispatcher, stop)) if reload else None
+            watcher = None
+            if reload:
+                await sup.warm_up()
+                watcher = asyncio.create_task(_watch(roots, sup, dispatcher, stop))
             stopping: asyncio.Future[Any] = asyncio.ensure_future(stop.wait())
             ends: list[asyncio.Future[Any]] = [stopping, valkey_died, api_task]
             await asyncio.wait(ends, return_when=asyncio.FIRST_COMPLETED)

@@ -21,7 +21,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from outlast.cli.devworker import READY
+from outlast.cli.devworker import READY, STANDBY
 from outlast.errors import OutlastError
 
 IGNORED_DIRS = frozenset(
@@ -58,6 +58,7 @@ class WorkerProc:
     version: str
     name: str
     ready: asyncio.Event = field(default_factory=asyncio.Event)
+    warm: bool = False  # a standby worker that has imported what it can ahead of a reload
     lines: list[str] = field(default_factory=list)  # the last lines it printed (for error messages)
     names: list[str] = field(default_factory=list)  # the workflows it serves (from its ready line)
     retiring: bool = False
@@ -94,6 +95,8 @@ class Supervisor:
         self.say = say
         self.current: list[WorkerProc] = []
         self.retired: list[WorkerProc] = []
+        self.standby: list[WorkerProc] = []  # warm processes for the next reload
+        self._warming: asyncio.Task[None] | None = None
         self.version = ""
         self.stopping = False
         self._count = 0
@@ -104,24 +107,34 @@ class Supervisor:
         self._changed = callback
 
     @property
-    def pids(self) -> list[int]:
-        return [w.pid for w in [*self.current, *self.retired] if w.proc.returncode is None]
+    def warm(self) -> bool:
+        """Whether the next reload has standby workers ready."""
+        return len(self.standby) == self.size and all(w.warm for w in self.standby)
 
-    async def _spawn(self, version: str) -> WorkerProc:
+    @property
+    def pids(self) -> list[int]:
+        return [w.pid for w in self._all() if w.proc.returncode is None]
+
+    def _all(self) -> list[WorkerProc]:
+        return [*self.current, *self.retired, *self.standby]
+
+    async def _spawn(self, version: str | None) -> WorkerProc:
+        """A worker of ``version``, or (None) a standby one waiting for its version on stdin."""
         self._count += 1
         cmd = [
-            sys.executable, "-m", "outlast.cli", "dev-worker", *self.targets, "--version", version,
+            sys.executable, "-m", "outlast.cli", "dev-worker", *self.targets,
+            *(["--version", version] if version else ["--standby"]),
             "--redis", self.redis_url, "--drain-timeout", str(self.drain_timeout),
         ]  # fmt: skip
         proc = await asyncio.create_subprocess_exec(
             *cmd,
-            stdin=asyncio.subprocess.DEVNULL,
+            stdin=asyncio.subprocess.DEVNULL if version else asyncio.subprocess.PIPE,
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.STDOUT,
             env=self.env,
             start_new_session=True,  # Ctrl-C in the terminal reaches only outlast dev
         )
-        worker = WorkerProc(proc, version, f"w{self._count}")
+        worker = WorkerProc(proc, version or "", f"w{self._count}")
         worker.reader = asyncio.create_task(self._read(worker))
         return worker
 
@@ -133,6 +146,10 @@ class Supervisor:
             if line.startswith(READY):
                 worker.names = line.split()[-1].split(",")
                 worker.ready.set()
+                continue
+            if line == STANDBY:
+                worker.warm = True
+                self._changed()
                 continue
             worker.lines = [*worker.lines[-4:], line]
             if line:
@@ -183,9 +200,38 @@ class Supervisor:
         self.version = version
         self._changed()
 
+    async def warm_up(self) -> None:
+        """Start standby workers for the next reload (they import Outlast while nothing changes)."""
+        if not self.stopping and not self.standby:
+            self.standby = [await self._spawn(None) for _ in range(self.size)]
+            self._changed()
+
+    async def _activate(self, version: str) -> list[WorkerProc] | None:
+        """The standby workers, told ``version`` (None if they are not all there)."""
+        ready, self.standby = self.standby, []
+        if len(ready) < self.size or any(
+            w.proc.returncode is not None or w.proc.stdin is None for w in ready
+        ):
+            await self.stop(ready, timeout=2.0)
+            return None
+        try:
+            for w in ready:
+                w.version = version
+                if w.proc.stdin is not None:
+                    w.proc.stdin.write(f"{version}\n".encode())
+                    await w.proc.stdin.drain()
+                    w.proc.stdin.close()
+        except (BrokenPipeError, ConnectionResetError):  # one died just now: start fresh ones
+            await self.stop(ready, timeout=2.0)
+            return None
+        return ready
+
     async def replace(self, version: str) -> list[WorkerProc]:
         """Start the next generation (the caller promotes it), then retire the current one."""
-        fresh = await self.start_generation(version)
+        try:
+            fresh = await self.start_generation(version, await self._activate(version))
+        finally:
+            self._warming = asyncio.create_task(self.warm_up())  # for the reload after this one
         old, self.current, self.version = self.current, fresh, version
         for w in old:
             w.retiring = True
@@ -196,9 +242,11 @@ class Supervisor:
 
     async def stop(self, workers: list[WorkerProc] | None = None, *, timeout: float | None = None) -> None:
         """SIGTERM (drain), then SIGKILL whoever is still there after ``timeout``; reap them all."""
-        targets = workers if workers is not None else [*self.current, *self.retired]
         if workers is None:
             self.stopping = True
+            if self._warming is not None:
+                await asyncio.gather(self._warming, return_exceptions=True)
+        targets = workers if workers is not None else self._all()
         for w in targets:
             w.signal(signal.SIGTERM)
         limit = self.drain_timeout + 5.0 if timeout is None else timeout

@@ -9,8 +9,11 @@ them with a NonDeterminismError naming the step if the code no longer matches).
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import importlib
 import logging
 import signal
+import sys
 from typing import Annotated, Any
 
 import typer
@@ -22,6 +25,7 @@ from outlast.worker.loader import load_app
 from outlast.worker.worker import Worker
 
 READY = "dev-worker ready"
+STANDBY = "dev-worker standby"
 
 
 def load_apps(targets: list[str]) -> Registry:
@@ -35,14 +39,37 @@ def load_apps(targets: list[str]) -> Registry:
 @app.command("dev-worker", hidden=True)
 def dev_worker(
     targets: Annotated[list[str], typer.Argument(help="Apps: files, folders or module paths.")],
-    version: Annotated[str, typer.Option(help="The code version these workers serve.")],
     redis: Annotated[str, typer.Option("--redis", help="Redis URL.")],
+    version: Annotated[str | None, typer.Option(help="The code version these workers serve.")] = None,
+    standby: Annotated[
+        bool, typer.Option(help="Import Outlast now; read the version from stdin, then load the apps.")
+    ] = False,
     concurrency: Annotated[int, typer.Option(min=1)] = 10,
     drain_timeout: Annotated[float, typer.Option(min=0)] = 5.0,
     heartbeat: Annotated[float, typer.Option(min=0.01)] = 1.0,
     lease_timeout: Annotated[float, typer.Option(min=0.05)] = 4.0,
 ) -> None:
-    """A worker of ``outlast dev``: all workflows upgrade-safe, prints a ready line."""
+    """A worker of ``outlast dev``: all workflows upgrade-safe, prints a ready line.
+
+    ``--standby``: started ahead of a reload with Outlast and the LLM SDKs imported, it waits for
+    the new version on stdin and only then imports the (changed) app: a reload skips the Python
+    start-up. EOF on stdin (``outlast dev`` went away) ends it.
+    """
+    if standby:
+        for module in (
+            "outlast.llm.openai_provider",
+            "outlast.llm.anthropic_provider",
+            "openai",
+            "anthropic",
+        ):
+            with contextlib.suppress(ImportError):
+                importlib.import_module(module)
+        print(STANDBY, flush=True)
+        version = sys.stdin.readline().strip()
+        if not version:
+            return
+    if not version:
+        raise typer.BadParameter("give --version or --standby")
     registry = load_apps(targets)
     for wf in registry:
         wf.upgrade_safe = True
