@@ -74,6 +74,20 @@ def descendants(pid: int) -> set[int]:
     return found
 
 
+def running_in(folder: Path) -> set[int]:
+    """Live processes whose working directory is ``folder`` (what a dev there started, wherever
+    they were re-parented)."""
+    found = set()
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit() and int(entry.name) != os.getpid():
+            try:
+                if Path(os.readlink(entry / "cwd")) == folder.resolve() and alive(int(entry.name)):
+                    found.add(int(entry.name))
+            except OSError:
+                continue
+    return found
+
+
 def alive(pid: int) -> bool:
     try:
         state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]

@@ -12,7 +12,7 @@ import pytest
 
 from outlast.client import Client
 from outlast.errors import RunFailed
-from tests.cli.support import Dev, alive, cli, descendants, one_line_error
+from tests.cli.support import Dev, alive, cli, descendants, one_line_error, running_in
 
 
 def _gone(pids: set[int], timeout: float = 30) -> set[int]:
@@ -76,10 +76,12 @@ def test_dev_serves_reloads_keeps_history_and_stops_clean(tmp_path: Path) -> Non
 
         # Ctrl-C stops everything it started, by pid.
         children = descendants(dev.proc.pid)
+        assert set(dev.state["standby_pids"]) <= children
         assert state["valkey_pid"] in children
         assert set(dev.state["worker_pids"]) <= children
         assert dev.stop() == 0
         assert not _gone(children, timeout=5), "processes left behind"
+        assert not running_in(tmp_path)
         assert not (tmp_path / ".outlast" / "dev.json").exists()
 
         # History survives a restart.

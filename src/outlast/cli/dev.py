@@ -169,6 +169,7 @@ async def _serve(
         state = {
             "pid": os.getpid(), "api_url": api_url, "console_url": f"{api_url}/", "redis_url": embedded.url,
             "data_dir": str(embedded.data_dir), "valkey_pid": valkey, "worker_pids": sup.pids,
+            "standby_pids": sup.standby_pids,
             "version": sup.version, "apps": targets, "llm_simulator": sim_url, "standby_ready": sup.warm,
         }  # fmt: skip
         STATE_DIR.mkdir(exist_ok=True)

@@ -113,7 +113,12 @@ class Supervisor:
 
     @property
     def pids(self) -> list[int]:
-        return [w.pid for w in self._all() if w.proc.returncode is None]
+        """Workers serving or draining (not the standby ones)."""
+        return [w.pid for w in [*self.current, *self.retired] if w.proc.returncode is None]
+
+    @property
+    def standby_pids(self) -> list[int]:
+        return [w.pid for w in self.standby if w.proc.returncode is None]
 
     def _all(self) -> list[WorkerProc]:
         return [*self.current, *self.retired, *self.standby]
