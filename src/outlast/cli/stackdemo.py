@@ -41,8 +41,24 @@ def _choice(
         target = str(Path(app_path).resolve()) if Path(app_path).exists() else app_path
         return target, workflow or "blog", arguments
     if BLOG.is_dir():
-        return str(BLOG.resolve()), workflow or "blog", arguments
+        why = _unusable(str(BLOG.resolve()), workflow or "blog", arguments)
+        if why is None:
+            return str(BLOG.resolve()), workflow or "blog", arguments
+        err_console.print(f"[yellow]{escape(why)}: running the packaged demo app instead[/yellow]")
     return "outlast.demo", workflow or "blog-demo", arguments
+
+
+def _unusable(target: str, name: str, arguments: dict[str, Any]) -> str | None:
+    """Why ``target``'s workflow ``name`` cannot run with ``arguments`` (None: it can)."""
+    from outlast.worker.loader import load_app
+
+    try:
+        registry = load_app(target)
+        flow = registry.get(name)
+    except OutlastError as exc:
+        return str(exc)
+    missing = set(flow.input_schema().get("required", [])) - set(arguments)
+    return f"{target}: {name} needs {', '.join(sorted(missing))}" if missing else None
 
 
 @app.command()
