@@ -7,6 +7,7 @@ import os
 import pty
 import re
 import select
+import shlex
 import signal
 import struct
 import subprocess
@@ -142,6 +143,16 @@ def test_runs_filters(dev: Dev) -> None:
     newest = dev.cli("runs", "--limit", "1")
     assert [line.split()[0] for line in newest.stdout.splitlines()[1:]] == [waiting]
     assert "no runs match" in dev.cli("runs", "--workflow", "nope").stdout
+
+    # The view of a waiting run shows the command that answers it, and that command works.
+    shown = dev.cli("events", waiting, "--no-follow", "--pretty")
+    answer = re.search(r"⏸ Approve\? → (outlast input .*)$", shown.stdout, re.MULTILINE)
+    assert answer is not None, shown.stdout
+    assert answer.group(1) == f"outlast input {waiting} approve --json '{{\"ok\": true}}'"
+    answered = dev.cli(*shlex.split(answer.group(1))[1:])
+    assert answered.returncode == 0, answered.stderr
+    with Client(dev.state["api_url"]) as client:
+        assert client.result(waiting, timeout=30) == {"doc": "X", "ok": True}
 
 
 def test_trace_shows_tokens_and_cost_per_step_and_in_total(dev: Dev) -> None:

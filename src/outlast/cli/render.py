@@ -37,9 +37,32 @@ def error_text(error: dict[str, Any] | None) -> str:
     return f"{text} (at step {error['step']})" if error.get("step") else text
 
 
+_EXAMPLES: dict[str, Any] = {
+    "string": "…",
+    "boolean": True,
+    "integer": 0,
+    "number": 0,
+    "array": [],
+    "null": None,
+}
+
+
+def example_of(schema: Any) -> Any:
+    """A value shaped like ``schema`` (a JSON Schema), to show how to answer a wait."""
+    if not isinstance(schema, dict):
+        return True
+    if schema.get("type") == "object" or "properties" in schema:
+        props = schema.get("properties") or {}
+        names = schema.get("required") or list(props)
+        return {name: example_of(props.get(name)) for name in names[:4]}
+    if schema.get("enum"):
+        return schema["enum"][0]
+    return _EXAMPLES.get(str(schema.get("type")), True)
+
+
 def input_command(run_id: str, key: str, schema: Any = None) -> str:
-    """The command that answers a wait for input ``key``."""
-    example = '{"ok": true}' if isinstance(schema, dict) and schema.get("type") == "object" else "true"
+    """The command that answers a wait for input ``key`` (with a value shaped like its schema)."""
+    example = json.dumps(example_of(schema), ensure_ascii=False)
     return f"outlast input {run_id} {shlex.quote(key)} --json {shlex.quote(example)}"
 
 
