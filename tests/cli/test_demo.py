@@ -24,7 +24,7 @@ def test_demo_survives_the_kill_and_shows_it() -> None:
     # Per-step body counts: what completed before the kill ran once, what it interrupted ran again.
     assert re.search(r"\S+#\d+\s+1x\s+completed before the kill: replayed, not re-run", out)
     assert re.search(r"\S+#\d+\s+2x\s+interrupted by the kill: ran again", out)
-    assert re.search(r"console: http://127\.0\.0\.1:\d+/runs/\w+", out)
+    assert re.search(r"console: http://127\.0\.0\.1:\d+/#/runs/\w+", out)
     assert "run.completed" in out
     assert "worker w1 (pid" in shown.stderr or "worker w2 (pid" in shown.stderr  # dev replaced it
     assert "Traceback" not in shown.stderr

@@ -175,7 +175,7 @@ def _report(api: str, final: Any, seen: list[ev.Event], killed: dict[str, Any], 
             note = "interrupted by the kill: ran again"
         table.add_row(step, f"{count}x", note)
     console.print(table)
-    console.print(f"console: {api}/runs/{final.run_id}")
+    console.print(f"console: {api}/#/runs/{final.run_id}")
     rerun = [step for step in before_kill if step and runs[step] > 1]
     if end is None or end.type != ev.RUN_COMPLETED or takeover is None or rerun or not killed:
         err_console.print(
