@@ -20,9 +20,11 @@ spaces, singular or plural). Array items are separated by ``;`` when the line ha
 ``,``; an item ``Ada Lovelace (CTO)`` fills an object's first two properties in schema order; a
 number property takes the first number of its text (``$49/month`` → 49). Every matching line
 contributes, in order, without duplicates — so a merge prompt that lists many pages' facts gets
-their union. Properties without a labelled line get generated values: short title-case phrases
-for ``title``/``name``/``heading``-like names, a prose sentence for other strings, 3 items
-(within ``minItems``/``maxItems``) for arrays.
+their union. An optional property with no labelled line keeps its schema ``default`` (or is
+left out, so the model's own default applies: a page that says nothing about pricing has no
+pricing), and a required one gets a generated value: a short title-case phrase for
+``title``/``name``/``heading``-like names, a prose sentence for other strings, 3 items (within
+``minItems``/``maxItems``) for arrays.
 """
 
 from __future__ import annotations
@@ -188,18 +190,6 @@ class _Filler:
     ):
         self.defs = {**schema.get("$defs", {}), **schema.get("definitions", {})}
         self.rng, self.facts, self.words = rng, facts, words
-        # Reading facts off a page: a property the page has no line for is empty, not invented.
-        self.extracting = any(self._labels(schema))
-
-    def _labels(self, schema: dict[str, Any]) -> list[str]:
-        schema = self.resolve(schema)
-        found = []
-        for key, sub in schema.get("properties", {}).items():
-            if self.lookup(key, sub) is not None:
-                found.append(key)
-            if self.resolve(sub).get("type") == "object":
-                found += self._labels(sub)
-        return found
 
     def resolve(self, schema: dict[str, Any]) -> dict[str, Any]:
         while "$ref" in schema:
@@ -233,7 +223,15 @@ class _Filler:
         return self.generate(schema, name)
 
     def obj(self, schema: dict[str, Any]) -> dict[str, Any]:
-        return {key: self.value(sub, key) for key, sub in schema.get("properties", {}).items()}
+        required = set(schema.get("required", []))
+        out: dict[str, Any] = {}
+        for key, sub in schema.get("properties", {}).items():
+            if key not in required and self.lookup(key, sub) is None:
+                if "default" in sub:  # nothing in the prompt about it: leave it at its default
+                    out[key] = sub["default"]
+            else:
+                out[key] = self.value(sub, key)
+        return out
 
     def array(self, schema: dict[str, Any], name: str) -> list[Any]:
         item = self.resolve(schema.get("items", {}))
@@ -248,8 +246,6 @@ class _Filler:
                         out.append(value)
             return out
         low = int(schema.get("minItems", 0))
-        if self.extracting:
-            return [self.value(item, name.rstrip("s")) for _ in range(low)]
         high = int(schema.get("maxItems", max(low, 3)))
         return [self.value(item, name.rstrip("s")) for _ in range(max(low, min(3, high)))]
 
