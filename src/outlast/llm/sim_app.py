@@ -104,7 +104,7 @@ class SimState:
     async def serve(self, request: Request, api: str) -> Response:
         self.stats.request()
         response = await self._serve(request, api)
-        self.stats.status(response.status_code)
+        self.stats.status(response.status_code, getattr(request.state, "sim_entry", None))
         return response
 
     @staticmethod
@@ -132,7 +132,7 @@ class SimState:
         limit: int | None
         try:
             body = json.loads(await request.body())
-            self.stats.record_body(api, body, self.knobs.request_log)
+            request.state.sim_entry = self.stats.record_body(api, body, self.knobs.request_log)
             if api == ANTHROPIC:
                 areq = sim_anthropic.MessagesRequest.model_validate(body)
                 model, messages, stream = areq.model, areq.chat_messages(), areq.stream

@@ -315,13 +315,15 @@ class SimStats:
         with self._lock:
             self._total += 1
 
-    def record_body(self, api: str, body: Any, keep: int = RECENT_REQUESTS) -> None:
+    def record_body(self, api: str, body: Any, keep: int = RECENT_REQUESTS) -> dict[str, Any]:
         """Keep a request body (never its headers, so never its key) for ``recent()``; the last
-        ``keep`` are kept."""
+        ``keep`` are kept. The entry gets the response's ``status`` once it is known."""
+        entry: dict[str, Any] = {"api": api, "body": body, "at": time.time(), "status": None}
         with self._lock:
             if self._recent.maxlen != keep:
                 self._recent = deque(self._recent, maxlen=keep)
-            self._recent.append({"api": api, "body": body})
+            self._recent.append(entry)
+        return entry
 
     def refused(self, why: str) -> None:
         """Count a 429: ``"limit"`` (the RPM/TPM window) or ``"throttle"`` (a throttle window)."""
@@ -329,13 +331,16 @@ class SimStats:
             self._refused[why] += 1
 
     def recent(self) -> list[dict[str, Any]]:
-        """The last request bodies received, oldest first."""
+        """The last requests received, oldest first: ``api``, ``body``, ``at`` (epoch seconds of
+        arrival) and ``status`` (the response's, None while it is being answered)."""
         with self._lock:
-            return list(self._recent)
+            return [dict(entry) for entry in self._recent]
 
-    def status(self, code: int) -> None:
+    def status(self, code: int, entry: dict[str, Any] | None = None) -> None:
         with self._lock:
             self._by_status[code] += 1
+            if entry is not None:
+                entry["status"] = code
 
     def accepted(self, arrival: float) -> None:
         with self._lock:

@@ -4,8 +4,8 @@ Drive it with the official ``openai`` SDK (``base_url=SimulatorServer().base_url
 ``anthropic`` SDK (``base_url=SimulatorServer().url``). It serves ``POST /v1/chat/completions``
 (plain and ``stream: true``), ``POST /v1/messages`` (the Anthropic Messages API, plain and
 streaming, see :mod:`.sim_anthropic`), ``GET /v1/models`` and admin endpoints
-``GET|PATCH /admin/knobs``, ``GET /admin/stats[?window=S]``, ``GET /admin/requests`` (the last request
-bodies) and ``POST /admin/reset``.
+``GET|PATCH /admin/knobs``, ``GET /admin/stats[?window=S]``, ``GET /admin/requests`` (the last
+request bodies, with their arrival time and status) and ``POST /admin/reset``.
 
 Per request, in order: the API key check when ``api_keys`` is set (401; the key comes from
 ``Authorization: Bearer`` or ``x-api-key``), body validation (400) and model check (404) — none is
@@ -96,7 +96,8 @@ class SimulatorServer:
         return self._state.stats.max_in_window(seconds)
 
     def requests(self) -> list[dict[str, Any]]:
-        """The last request bodies received (``{"api": "openai"|"anthropic", "body": ...}``)."""
+        """The last requests received (``{"api": "openai"|"anthropic", "body", "at", "status"}``);
+        how many are kept is the ``request_log`` knob (default 100)."""
         return self._state.stats.recent()
 
     def reset(self) -> None:
