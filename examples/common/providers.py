@@ -10,7 +10,9 @@ Read from the environment of the process that runs the workflows (a worker):
   ``ANTHROPIC_API_KEY`` (``ANTHROPIC_MODEL``): the first set is the primary, the other the fallback.
 * ``OUTLAST_EXAMPLE_RPM`` / ``OUTLAST_EXAMPLE_TPM`` (per provider, over
   ``OUTLAST_EXAMPLE_WINDOW`` seconds, default 60) and ``OUTLAST_EXAMPLE_MAX_WAIT`` (seconds a
-  call waits for capacity before spilling over to the fallback, default 30).
+  call waits for capacity before spilling over to the fallback, default 30),
+  ``OUTLAST_EXAMPLE_WINDOW_MARGIN`` (seconds added to the window when reserving, to absorb
+  delivery jitter; default 0.5).
 * ``OUTLAST_REDIS_URL`` makes those limits fleet-wide: every worker process reserves capacity in
   the same Redis (without it, each process limits only itself).
 """
@@ -91,5 +93,6 @@ def llm(name: str = "llm") -> LLM:
             name=name,
             max_wait=float(env.get("OUTLAST_EXAMPLE_MAX_WAIT") or 30),
             retry=LLMRetry(attempts=3, backoff_base=0.25, max_delay=4.0),
+            window_margin=float(env.get("OUTLAST_EXAMPLE_WINDOW_MARGIN") or 0.5),
         )
     return per_loop[name]

@@ -7,6 +7,7 @@ sent after sleeping that long (a slow page). :attr:`SiteHost.log` records each r
 
 from __future__ import annotations
 
+import sys
 import threading
 import time
 from collections import Counter
@@ -50,8 +51,15 @@ class SiteHost:
             def log_message(self, format: str, *args: Any) -> None:  # quiet: the log is ours
                 return
 
-        self._server = ThreadingHTTPServer((host, port), Handler)
-        self._server.daemon_threads = True
+        class Server(ThreadingHTTPServer):
+            daemon_threads = True
+
+            def handle_error(self, request: Any, client_address: Any) -> None:
+                # A client that went away (a killed worker, a timed-out fetch) is not our error.
+                if not isinstance(sys.exc_info()[1], ConnectionError):
+                    super().handle_error(request, client_address)
+
+        self._server = Server((host, port), Handler)
         self._thread: threading.Thread | None = None
 
     @property

@@ -180,7 +180,8 @@ class SimState:
         throttle = next((w for w in k.throttles if w.active(now)), None)
         if throttle is not None:
             self.stats.refused("throttle")
-            headers["retry-after"] = str(max(1, math.ceil(throttle.end - now)))
+            headers["retry-after"] = str(max(1, math.ceil(throttle.retry_after)))
+            headers["retry-after-ms"] = str(max(1, math.ceil(throttle.retry_after * 1000)))
             msg = "Rate limit reached (simulated burst). Please try again later."
             return self._fail(api, 429, msg, "requests", "rate_limit_exceeded", headers)
         if k.error_rate > 0 and self.dice().random() < k.error_rate:

@@ -46,6 +46,12 @@ class OutageWindow(BaseModel):
         return self.start <= now < self.end
 
 
+class ThrottleWindow(OutageWindow):
+    """Every request arriving in the window gets a 429 saying to retry after ``retry_after`` s."""
+
+    retry_after: float = Field(1.0, gt=0)
+
+
 class SimKnobs(BaseModel):
     """Live-changeable behaviour of a simulator. Assignments are validated."""
 
@@ -58,7 +64,7 @@ class SimKnobs(BaseModel):
     rate_window_s: float = Field(WINDOW_SECONDS, gt=0, description="the RPM/TPM sliding window, seconds")
     error_rate: float = Field(0.0, ge=0, le=1, description="share of requests answered 500/503")
     outages: list[OutageWindow] = Field(default_factory=list, description="epoch windows of 503s")
-    throttles: list[OutageWindow] = Field(
+    throttles: list[ThrottleWindow] = Field(
         default_factory=list, description="epoch windows of 429s: rate-limit bursts the limits did not cause"
     )
     stall_after_tokens: int = Field(0, ge=0, description="hang after this many tokens; 0 = never")

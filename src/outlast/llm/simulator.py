@@ -12,10 +12,10 @@ Per request, in order: the API key check when ``api_keys`` is set (401; the key 
 rate-limited nor counted as accepted; then the sliding-window RPM/TPM limiter (429 with
 ``Retry-After``); every request past it is *accepted* (its arrival is recorded for
 ``max_requests_in_any_60s_window``) and may still hit an outage window (503), a throttle window
-(429 with ``Retry-After``: a provider-side burst, counted apart as ``throttled_requests``) or the
-seeded error dice (500/503); the rest is answered with deterministic text: prose about the prompt,
-or JSON shaped like the schema the call asks for, with facts read off the prompt (see
-:mod:`.sim_text`).
+(429 with the window's ``Retry-After``, 1 s by default: a provider-side burst, counted apart as
+``throttled_requests``) or the seeded error dice (500/503); the rest is answered with
+deterministic text: prose about the prompt, or JSON shaped like the schema the call asks for,
+with facts read off the prompt (see :mod:`.sim_text`).
 ``POST /admin/reset`` zeroes the stats, empties the rate-limit window and re-seeds the dice.
 
 The app is built in :mod:`.sim_app`; this module serves it (:class:`SimulatorServer` on a
