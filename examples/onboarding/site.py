@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 
 from examples.common.sitehost import Page
 
-SLOW_DELAY = 3.0  # seconds: longer than the crawler's per-try fetch timeout
+SLOW_DELAY = 3.0  # seconds: longer than the per-try fetch timeout of fetch_page
 _FIRST = ("Acme", "Globex", "Initech", "Umbrella", "Hooli", "Vandelay", "Stark", "Wayne", "Tyrell",
           "Cyberdyne", "Soylent", "Oscorp", "Gringotts", "Wonka", "Monarch", "Nakatomi")  # fmt: skip
 _SECOND = ("Labs", "Systems", "Analytics", "Robotics", "Cloud", "Works", "Dynamics", "Networks")

@@ -21,7 +21,7 @@ from pydantic import BaseModel, Field
 
 import outlast
 from examples.common.providers import llm
-from examples.onboarding.crawl import FetchedPage, fetch_page
+from examples.common.web import FetchedPage, fetch_page
 from examples.onboarding.models import PageFacts, Profile, merge
 from outlast.llm import LLMError
 

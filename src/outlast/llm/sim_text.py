@@ -3,8 +3,8 @@
 Everything is derived from a hash of (seed, model, messages), so one prompt always gets the same
 answer and tests can know it.
 
-**Prose.** 16–64 words in sentences, built from the prompt's own salient words (the longest,
-most frequent non-stopwords of its user messages) and a small stock of connecting phrases, so a
+**Prose.** 16–64 words in sentences, built from the prompt's own salient phrases (its most
+repeated runs of content words, in its user messages) and a small stock of templates, so a
 section written "about durable workflows" talks about durable workflows.
 
 **Structured output.** When a call asks for JSON matching a schema — OpenAI ``response_format``
@@ -51,7 +51,9 @@ _STOP = frozenset(
     these they this those through to too under until up very was we were what when where which while who
     whom why will with would you your reply json object schema write post section sections words
     paragraph outline please using use must following given page text list return answer short brief
-    into draft blog article topic note notes
+    into draft blog article topic note notes keeps makes depends matters shows turns works needs
+    helps gives takes builds cover covers plan plans give search queries research reviewer request
+    final title standfirst editor even best keep stop look expect every
 """,
     )
 )
@@ -78,6 +80,9 @@ _FILLER = (
     "the whole pipeline",
     "each request",
 )
+# The templates' own words are never salient: generated text fed back into a later prompt (a
+# draft handed to an editor) must not make the simulator talk about its own filler.
+_STOP = _STOP | {w.lower() for w in re.findall(r"[A-Za-z]+", " ".join((*_TEMPLATES, *_OPENERS, *_FILLER)))}
 _NAMEY = re.compile(r"(^|_)(title|name|heading|headline|label|query|queries|keyword|tag)s?($|_)")
 _LINE = re.compile(r"^\s*([A-Za-z][A-Za-z0-9 _/-]{0,40}?)\s*:\s*(\S.*?)\s*$")
 _MARKER = re.compile(r"JSON Schema:?\s*")
@@ -104,34 +109,55 @@ def _user_text(messages: list[dict[str, Any]]) -> str:
     return "\n".join(_text(m) for m in messages if m.get("role") == "user")
 
 
-def salient_words(text: str, n: int = 12) -> list[str]:
-    """The prompt's most telling words: frequent first, then long, then first seen."""
-    words = [w.lower() for w in re.findall(r"[A-Za-z][A-Za-z'-]+[A-Za-z]", text)]
-    words = [w for w in words if len(w) >= 4 and w not in _STOP]
-    counts = Counter(words)
-    first = {w: i for i, w in reversed(list(enumerate(words)))}
-    return sorted(counts, key=lambda w: (-counts[w], -min(len(w), 9), first[w]))[:n]
+def salient_phrases(text: str, n: int = 12) -> list[str]:
+    """The prompt's most telling phrases: runs of up to 3 content words ("durable workflows",
+    "AI agents"), the most repeated first, then the longest, then the first seen."""
+    phrases: list[str] = []
+    run: list[str] = []
+    for token in [*re.findall(r"[A-Za-z][A-Za-z'-]*[A-Za-z]|[^\sA-Za-z]", text), "."]:
+        keep = token.isalpha() and (
+            (len(token) >= 4 and token.lower() not in _STOP) or (token.isupper() and len(token) >= 2)
+        )
+        if keep:
+            run.append(token if token.isupper() else token.lower())
+            continue
+        if run:
+            phrases.append(" ".join(run[-3:]))
+        run = []
+    counts = Counter(phrases)
+    head = set(salient_phrases(text[:160], n) if len(text) > 160 else ())
+    for phrase in head & counts.keys():  # the opening (instruction, topic) says what it is about
+        counts[phrase] += 3
+    first = {p: i for i, p in reversed(list(enumerate(phrases)))}
+    return sorted(counts, key=lambda p: (-counts[p], -min(len(p.split()), 2), first[p]))[:n]
 
 
-def _phrase(rng: random.Random, words: list[str], size: int) -> str:
-    if len(words) < 2:
-        return rng.choice(_FILLER)
-    return " ".join(rng.sample(words, min(size, len(words))))
+def _phrase(rng: random.Random, phrases: list[str]) -> str:
+    return rng.choice(phrases) if phrases else rng.choice(_FILLER)
 
 
-def _sentence(rng: random.Random, words: list[str]) -> str:
-    a = _phrase(rng, words, rng.randint(1, 2))
-    b = _phrase(rng, [w for w in words if w not in a.split()], rng.randint(1, 2))
+def _sentence(rng: random.Random, phrases: list[str]) -> str:
+    a = _phrase(rng, phrases)
+    b = _phrase(rng, [p for p in phrases if p != a] or list(_FILLER))
     text = rng.choice(_TEMPLATES).format(A=a[:1].upper() + a[1:], a=a, b=b)
     if rng.random() < 0.35:
-        text = f"{rng.choice(_OPENERS)} {text}"
+        lower = text[:2] != text[:2].upper()  # "The …" reads "the …" after an opener; "AI …" stays
+        text = f"{rng.choice(_OPENERS)} {text[:1].lower() + text[1:] if lower else text}"
     return text[:1].upper() + text[1:]
+
+
+def _title(rng: random.Random, phrases: list[str]) -> str:
+    words = _phrase(rng, phrases).split()
+    if len(words) < 3 and len(phrases) > 1 and rng.random() < 0.6:
+        words += [rng.choice([":", "and", "for"]), *_phrase(rng, phrases).split()]
+    text = " ".join(w if w.isupper() or w in ("and", "for") else w.capitalize() for w in words)
+    return text.replace(" : ", ": ")
 
 
 def prose_words(seed: int, model: str, messages: list[dict[str, Any]]) -> list[str]:
     """16–64 words of sentences about the prompt (the last one may be cut short)."""
     rng = _rng(seed, model, messages)
-    words = salient_words(_user_text(messages)) or salient_words(" ".join(_text(m) for m in messages))
+    words = salient_phrases(_user_text(messages)) or salient_phrases(" ".join(_text(m) for m in messages))
     target = rng.randint(MIN_WORDS, MAX_WORDS)
     out: list[str] = []
     while len(out) < target:
@@ -283,8 +309,9 @@ class _Filler:
         if kind == "boolean":
             return True
         if _NAMEY.search(name.lower()):
-            phrase = _phrase(self.rng, self.words, self.rng.randint(2, 4))
-            return phrase.title() if "quer" not in name and "keyword" not in name else phrase
+            if "quer" in name or "keyword" in name:
+                return _phrase(self.rng, self.words)
+            return _title(self.rng, self.words)
         sentence = _sentence(self.rng, self.words)
         limit = schema.get("maxLength")
         return sentence[: int(limit)] if limit else sentence
@@ -293,7 +320,7 @@ class _Filler:
 def structured_reply(seed: int, model: str, messages: list[dict[str, Any]], schema: dict[str, Any]) -> str:
     """A compact JSON object that validates against ``schema``, facts taken from the prompt."""
     text = _user_text(messages)
-    filler = _Filler(schema, _rng(seed, model, messages, "json"), labelled_facts(text), salient_words(text))
+    filler = _Filler(schema, _rng(seed, model, messages, "json"), labelled_facts(text), salient_phrases(text))
     value = filler.value(schema)
     if not isinstance(value, dict):
         value = {"value": value}

@@ -71,7 +71,7 @@ def _http() -> httpx.AsyncClient:
     if client is None:
         client = _clients[loop] = httpx.AsyncClient(
             timeout=FETCH_TIMEOUT, follow_redirects=True,
-            headers={"user-agent": "outlast-onboarding-example/0.1"},
+            headers={"user-agent": "outlast-examples/0.1"},
         )  # fmt: skip
     return client
 
