@@ -147,9 +147,10 @@ def _sentence(rng: random.Random, phrases: list[str]) -> str:
 
 
 def _title(rng: random.Random, phrases: list[str]) -> str:
-    words = _phrase(rng, phrases).split()
+    first = _phrase(rng, phrases)
+    words = first.split()
     if len(words) < 3 and len(phrases) > 1 and rng.random() < 0.6:
-        words += [rng.choice([":", "and", "for"]), *_phrase(rng, phrases).split()]
+        words += [rng.choice([":", "and", "for"]), *_phrase(rng, [p for p in phrases if p != first]).split()]
     text = " ".join(w if w.isupper() or w in ("and", "for") else w.capitalize() for w in words)
     return text.replace(" : ", ": ")
 
