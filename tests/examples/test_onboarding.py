@@ -14,7 +14,7 @@ import pytest
 import redis.asyncio as aioredis
 from examples.common.providers import SIM_ENV
 from examples.common.sitehost import SiteHost
-from examples.onboarding.crawl import FetchedPage
+from examples.common.web import FetchedPage
 from examples.onboarding.site import Company, companies, site_pages
 from examples.onboarding.workflow import PAGE_CONCURRENCY, onboarding
 
