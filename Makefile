@@ -29,11 +29,11 @@ js: $(JS_STAMP)
 pytest: $(JS_STAMP)
 
 lint: $(STAMP)
-	$(BIN)/ruff check src tests bench chaos
-	$(BIN)/ruff format --check src tests bench chaos
+	$(BIN)/ruff check src tests bench chaos examples
+	$(BIN)/ruff format --check src tests bench chaos examples
 
 typecheck: $(STAMP)
-	$(BIN)/mypy src
+	$(BIN)/mypy src examples
 
 pytest: $(STAMP)
 	$(BIN)/pytest

@@ -130,13 +130,14 @@ async def spawn_worker(url: str, env: dict[str, str]) -> asyncio.subprocess.Proc
     return proc
 
 
-async def spawn_simulator(ttft_ms: int, seed: int) -> tuple[asyncio.subprocess.Process, str]:
-    """A simulator in its own process (so its CPU does not skew arrival times); its root URL."""
+async def spawn_simulator(ttft_ms: int, seed: int, *options: str) -> tuple[asyncio.subprocess.Process, str]:
+    """A simulator in its own process (so its CPU does not skew arrival times); its root URL.
+    ``options``: more ``python -m outlast.llm.simulator`` options (limits, throttle windows)."""
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
     cmd = [sys.executable, "-m", "outlast.llm.simulator", "--port", str(port), "--ttft-ms", str(ttft_ms),
-           "--seed", str(seed), "--log-level", "warning"]  # fmt: skip
+           "--seed", str(seed), "--log-level", "warning", *options]  # fmt: skip
     proc = await asyncio.create_subprocess_exec(
         *cmd, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL
     )

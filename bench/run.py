@@ -16,6 +16,7 @@ from api_latency import main as api_latency
 from fan_out import main as fan_out
 from llm_limits import main as llm_limits
 from mux_ab import main as mux_ab
+from onboarding import main as onboarding
 from step_overhead import main as step_overhead
 from ui_latency import main as ui_latency
 from worker_throughput import main as worker_throughput
@@ -28,6 +29,7 @@ BENCHES: dict[str, Callable[[], Awaitable[None]]] = {
     "fanout": fan_out,
     "llm": llm_limits,
     "ui": ui_latency,
+    "onboarding": onboarding,
 }
 
 

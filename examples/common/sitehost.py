@@ -80,6 +80,9 @@ class SiteHost:
             handler.send_response(status)
             handler.send_header("content-type", page.content_type if page else "text/html; charset=utf-8")
             handler.send_header("content-length", str(len(body)))
+            # One request per connection: a client never reuses a connection this thread has let go.
+            handler.send_header("connection", "close")
+            handler.close_connection = True
             handler.end_headers()
             handler.wfile.write(body)
         except OSError:  # the client gave up (a timeout, a killed worker): nothing to tell it

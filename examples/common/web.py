@@ -22,7 +22,7 @@ from selectolax.lexbor import LexborHTMLParser
 
 import outlast
 
-FETCH_TIMEOUT = 1.0  # seconds per try
+FETCH_TIMEOUT = 2.0  # seconds per try
 MAX_TEXT = 6_000  # characters of page text sent to the model
 _BLOCKS = "h1, h2, h3, h4, p, li, dt, dd, td, blockquote"
 _SKIP = "script, style, noscript, nav, header, footer, aside, form, .cookie-banner"

@@ -56,7 +56,8 @@ class Board:
         if event.type == ev.STATUS:
             row["status"] = event.data["message"]
         elif event.type == ev.PROGRESS:
-            row["pages"] = f"{event.data['done']:g}/{event.data['total']:g}"
+            verb = str(event.data.get("label") or "").rsplit(" ", 1)[-1]  # "fetched", then "read"
+            row["pages"] = f"{verb} {event.data['done']:g}/{event.data['total']:g}"
         elif event.type == ev.OBJECT and event.data["name"] == "profile":
             row["profile"] = jsonpatch.apply_patch(row.get("profile"), event.data["patch"])
         elif event.type == ev.STEP_RETRYING:

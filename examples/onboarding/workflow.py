@@ -1,12 +1,14 @@
 """The onboarding workflows: ``onboarding_company`` enriches one company; ``onboarding`` a batch.
 
-``onboarding_company(url)`` crawls the site breadth first. Each page is one ``read_page`` step:
-fetch it (a nested ``fetch_page`` step with retry/timeout/fallback) and, when it has text, one
-LLM call that extracts :class:`PageFacts`. Up to :data:`PAGE_CONCURRENCY` pages of a level are in
-flight at once (``outlast.gather(limit=...)``). As each page ends the workflow merges its facts
-into the ``profile`` object and publishes it, with ``progress`` (pages done / pages found), so
-a UI sees the profile fill in while the crawl goes on. Finally one LLM call merges every page's
-facts into the :class:`Profile`, which is published and returned.
+``onboarding_company(url)`` crawls the site breadth first, one ``fetch_page`` step per page
+(retry, timeout, fallback), then reads every page that has text with one ``extract_facts`` step:
+an LLM call that returns :class:`PageFacts`. Fetching all pages first keeps the LLM phase fed:
+its calls never wait for a crawl level to finish, so the fleet uses all the rate limit it has.
+Up to :data:`PAGE_CONCURRENCY` steps of a company are in flight at once
+(``outlast.gather(limit=...)``). As each page is read the workflow merges its facts into the
+``profile`` object and publishes it, with ``progress`` (pages read / readable), so a UI sees the
+profile fill in while the run goes on. Finally one LLM call merges every page's facts into the
+:class:`Profile`, which is published and returned.
 
 ``onboarding(urls)`` starts one child run per company and waits for them all; the parent holds
 no worker while it waits. Why child runs here and ``gather`` inside a company: see
@@ -16,8 +18,6 @@ no worker while it waits. Why child runs here and ``gather`` inside a company: s
 from __future__ import annotations
 
 from collections.abc import Awaitable
-
-from pydantic import BaseModel, Field
 
 import outlast
 from examples.common.providers import llm
@@ -38,17 +38,6 @@ MERGE = (
     "every distinct product, person, plan, technology and location once, and write a one-sentence "
     "summary of what the company does."
 )
-
-
-class PageResult(BaseModel):
-    """One page read: what the crawl needs next (links) and what the page said (facts)."""
-
-    url: str
-    status: int
-    title: str = ""
-    links: list[str] = Field(default_factory=list)
-    facts: PageFacts | None = None  # None: no text to read, or the model could not be reached
-    error: str = ""
 
 
 def page_prompt(page: FetchedPage) -> list[dict[str, str]]:
@@ -77,59 +66,61 @@ def merge_prompt(url: str, name: str, facts: list[PageFacts]) -> list[dict[str, 
 
 
 @outlast.component
-async def read_page(url: str, root: str) -> PageResult:
-    """Fetch one page and extract its facts (one LLM call when it has text)."""
-    page = await fetch_page(url, root)
-    result = PageResult(url=url, status=page.status, title=page.title, links=page.links, error=page.error)
-    if page.status != 200 or not page.text:
-        return result
+async def extract_facts(page: FetchedPage) -> PageFacts | None:
+    """One LLM call: the facts the page states (None if every provider failed for good)."""
     try:
-        result.facts = await llm().complete(page_prompt(page), response_model=PageFacts, max_tokens=800)
-    except LLMError as exc:  # every provider failed for good: the page is skipped, the crawl goes on
-        result.error = f"extraction failed: {exc}"
-    return result
+        return await llm().complete(page_prompt(page), response_model=PageFacts, max_tokens=800)
+    except LLMError as exc:  # the page is skipped, the profile is built from the others
+        outlast.log(f"could not read {page.url}: {exc}", level="warning")
+        return None
 
 
 def _draft(url: str, name: str, facts: PageFacts) -> dict[str, object]:
     return {"name": name, "url": url, "summary": "", **facts.model_dump(mode="json")}
 
 
-@outlast.workflow(name="onboarding_company")
-async def onboarding_company(url: str, max_pages: int = MAX_PAGES) -> Profile:
-    """Crawl one company's site and build its profile; the ``profile`` object fills in live."""
+async def crawl(url: str, max_pages: int) -> list[FetchedPage]:
+    """Breadth first, a level at a time (so the steps' positions follow the crawl order)."""
     root = url if url.endswith("/") else f"{url}/"
     seen, frontier = [url], [url]
-    results: list[PageResult] = []
-    draft, name, done = PageFacts(), "", 0
-    outlast.status(f"crawling {url}")
-
-    async def settle(call: Awaitable[PageResult]) -> PageResult:
-        nonlocal done
-        result = await call
-        done += 1
-        if result.facts is not None and not result.facts.empty():
-            merge(draft, result.facts)
-            outlast.publish("profile", _draft(url, name, draft))
-        outlast.progress(done, total=len(seen), label="pages")
-        return result
-
+    pages: list[FetchedPage] = []
     while frontier:
-        calls = [read_page(link, root) for link in frontier]  # step positions fixed in crawl order
-        level = await outlast.gather(*(settle(call) for call in calls), limit=PAGE_CONCURRENCY)
-        results += level
-        if not name and level[0].title:
-            name = level[0].title.rsplit(" | ", 1)[-1]
+        level = await outlast.gather(*(fetch_page(link, root) for link in frontier), limit=PAGE_CONCURRENCY)
+        pages += level
         frontier = []
-        for result in level:
-            for link in result.links:
+        for page in level:
+            for link in page.links:
                 if link not in seen and len(seen) < max_pages:
                     seen.append(link)
                     frontier.append(link)
-        if frontier:
-            outlast.status(f"{done} pages read, {len(frontier)} more found")
-    failed = [r.url for r in results if r.status != 200]
-    outlast.status(f"merging what {done - len(failed)} pages say ({len(failed)} could not be read)")
-    facts = [r.facts for r in results if r.facts is not None and not r.facts.empty()]
+        outlast.progress(len(pages), total=len(seen), label="pages fetched")
+    return pages
+
+
+@outlast.workflow(name="onboarding_company")
+async def onboarding_company(url: str, max_pages: int = MAX_PAGES) -> Profile:
+    """Crawl one company's site and build its profile; the ``profile`` object fills in live."""
+    outlast.status(f"crawling {url}")
+    pages = await crawl(url, max_pages)
+    readable = [p for p in pages if p.status == 200 and p.text]
+    name = pages[0].title.rsplit(" | ", 1)[-1] if pages and pages[0].title else url
+    outlast.status(f"reading {len(readable)} pages ({len(pages) - len(readable)} could not be fetched)")
+    draft, done = PageFacts(), 0
+
+    async def settle(call: Awaitable[PageFacts | None]) -> PageFacts | None:
+        nonlocal done
+        facts = await call
+        done += 1
+        if facts is not None and not facts.empty():
+            merge(draft, facts)
+            outlast.publish("profile", _draft(url, name, draft))
+        outlast.progress(done, total=len(readable), label="pages read")
+        return facts
+
+    calls = [extract_facts(page) for page in readable]  # step positions fixed in crawl order
+    found = await outlast.gather(*(settle(call) for call in calls), limit=PAGE_CONCURRENCY)
+    facts = [f for f in found if f is not None and not f.empty()]
+    outlast.status(f"merging what {len(facts)} pages say")
     profile = await llm().complete(merge_prompt(url, name, facts), response_model=Profile, max_tokens=2000)
     outlast.publish("profile", profile)
     return profile

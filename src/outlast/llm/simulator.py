@@ -183,6 +183,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--stall-requests", type=int, default=0, help="stall only the first N; 0 = all")
     parser.add_argument("--api-key", action="append", default=[], help="accepted key (repeatable)")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--request-log", type=int, default=100, help="request bodies /admin/requests keeps")
     parser.add_argument("--model", action="append", default=[], help="served model (repeatable)")
     parser.add_argument("--log-level", default="info")
     args = parser.parse_args(argv)
@@ -204,6 +205,7 @@ def main(argv: list[str] | None = None) -> None:
             "stall_requests": args.stall_requests,
             "api_keys": args.api_key,
             "seed": args.seed,
+            "request_log": args.request_log,
         }
         if args.model:
             values["models"] = args.model
