@@ -6,8 +6,9 @@ calls) through one provider: an LLM simulator in its own process that enforces t
 injects one 429 burst (``--throttle``). The workers share the same limit through Redis.
 
 The floor: a sliding window lets the first ``limit`` calls through at once and each further
-``limit`` one window later, so ``calls`` cannot finish before ``(calls - limit) / limit * window``
-seconds. Printed: calls, the batch's time, the floor, utilisation = floor / time (target ≥ 0.9;
+``limit`` one window later, so call ``k`` (from 0) cannot start before ``k // limit * window``
+seconds, and the batch's ``calls`` not before ``(calls - 1) // limit * window`` (about calls ÷
+RPM limit, less the first window's allowance). Printed: calls, the batch's time, the floor, utilisation = floor / time (target ≥ 0.9;
 the limiter's 0.5 s window margin alone caps it at window / (window + 0.5)), the peak of calls in
 any window against the limit, and the 429s: from the injected burst, and beyond it (target 0).
 """
@@ -76,7 +77,7 @@ async def batch(url: str, client: aioredis.Redis) -> dict[str, float]:
     finally:
         await stop(procs)
     calls = stats["accepted_requests"]
-    floor = max(0.0, (calls - LIMIT) / LIMIT * WINDOW)
+    floor = (calls - 1) // LIMIT * WINDOW
     return {
         "profiles": len(profiles), "calls": calls, "answered": stats["requests_by_status"].get("200", 0),
         "elapsed": elapsed, "floor": floor, "llm_phase": arrivals[-1] - arrivals[0],

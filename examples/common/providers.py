@@ -24,6 +24,11 @@ import os
 import weakref
 from collections.abc import Mapping
 
+# The SDKs take seconds to import on a busy machine: import them with the app (before a worker
+# takes runs), not in the first call, where the import would stall every run of the event loop.
+import anthropic  # noqa: F401
+import openai  # noqa: F401
+
 from outlast.errors import ConfigError
 from outlast.llm import LLM, AnthropicProvider, Limits, LLMRetry, OpenAIProvider, Provider
 

@@ -106,7 +106,7 @@ def _pages(slug: str, facts: Facts, rng: random.Random) -> tuple[dict[str, Page]
     nav = [("Home", f"{base}/"), ("About", f"{base}/about"), ("Team", f"{base}/team"),
            ("Pricing", f"{base}/pricing"), ("Products", f"{base}/products"), ("Blog", f"{base}/blog"),
            ("Engineering", f"{base}/engineering"), ("Careers", f"{base}/careers"),
-           ("Contact", f"{base}/contact"), ("Status", slow), ("Press", missing[0])]  # fmt: skip
+           ("Contact", f"{base}/contact"), ("Press", missing[0])]  # fmt: skip
     people = "; ".join(f"{who} ({role})" for who, role in facts.people)
     prices = "; ".join(f"{plan} (${usd}/month)" for plan, usd in facts.pricing)
     half = len(facts.tech_stack) // 2
@@ -141,7 +141,8 @@ def _pages(slug: str, facts: Facts, rng: random.Random) -> tuple[dict[str, Page]
         f"{base}/pricing": page("Pricing", [f"<strong>Pricing:</strong> {prices}.",
                                             "All plans include support and a 30-day trial."]),
         f"{base}/contact": page("Contact", [f"Write to hello@{slug}.example.",
-                                            f"<strong>Locations:</strong> {facts.locations[0]}."]),
+                                            f"<strong>Locations:</strong> {facts.locations[0]}."],
+                                [("Service status", slow)]),
         f"{base}/careers": page("Careers", ["We are hiring across the company.",
                                             f"<strong>Tech stack:</strong> {', '.join(stack[:half])}."]),
         f"{base}/products": page("Products", ["Everything we make, in one place."], product_links),

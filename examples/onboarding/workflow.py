@@ -1,11 +1,11 @@
 """The onboarding workflows: ``onboarding_company`` enriches one company; ``onboarding`` a batch.
 
 ``onboarding_company(url)`` crawls the site breadth first, one ``fetch_page`` step per page
-(retry, timeout, fallback), then reads every page that has text with one ``extract_facts`` step:
-an LLM call that returns :class:`PageFacts`. Fetching all pages first keeps the LLM phase fed:
-its calls never wait for a crawl level to finish, so the fleet uses all the rate limit it has.
-Up to :data:`PAGE_CONCURRENCY` steps of a company are in flight at once
-(``outlast.gather(limit=...)``). As each page is read the workflow merges its facts into the
+(retry, timeout, fallback), and reads every page that has text with one ``extract_facts`` step:
+an LLM call that returns :class:`PageFacts`. A level's pages are read while the next level is
+fetched, so the LLM calls never wait for a crawl level to finish (the fleet uses all the rate
+limit it has). Up to :data:`PAGE_CONCURRENCY` fetches and as many LLM calls of a company are in
+flight at once. As each page is read the workflow merges its facts into the
 ``profile`` object and publishes it, with ``progress`` (pages read / readable), so a UI sees the
 profile fill in while the run goes on. Finally one LLM call merges every page's facts into the
 :class:`Profile`, which is published and returned.
@@ -17,6 +17,7 @@ no worker while it waits. Why child runs here and ``gather`` inside a company: s
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable
 
 import outlast
@@ -79,46 +80,47 @@ def _draft(url: str, name: str, facts: PageFacts) -> dict[str, object]:
     return {"name": name, "url": url, "summary": "", **facts.model_dump(mode="json")}
 
 
-async def crawl(url: str, max_pages: int) -> list[FetchedPage]:
-    """Breadth first, a level at a time (so the steps' positions follow the crawl order)."""
+@outlast.workflow(name="onboarding_company")
+async def onboarding_company(url: str, max_pages: int = MAX_PAGES) -> Profile:
+    """Crawl one company's site and build its profile; the ``profile`` object fills in live."""
     root = url if url.endswith("/") else f"{url}/"
+    outlast.status(f"crawling {url}")
     seen, frontier = [url], [url]
     pages: list[FetchedPage] = []
+    readers: list[asyncio.Future[PageFacts | None]] = []
+    slots = asyncio.Semaphore(PAGE_CONCURRENCY)  # this company's LLM calls in flight
+    draft, name, done = PageFacts(), url, 0
+
+    async def read(call: Awaitable[PageFacts | None]) -> PageFacts | None:
+        nonlocal done
+        async with slots:
+            facts = await call
+        done += 1
+        if facts is not None and not facts.empty():
+            merge(draft, facts)
+            outlast.publish("profile", _draft(url, name, draft))
+        outlast.progress(done, total=len(readers), label="pages read")
+        return facts
+
     while frontier:
         level = await outlast.gather(*(fetch_page(link, root) for link in frontier), limit=PAGE_CONCURRENCY)
         pages += level
+        if len(pages) == len(level) and level[0].title:  # the start page names the company
+            name = level[0].title.rsplit(" | ", 1)[-1]
+        # Read this level's pages while the next level is fetched. The calls are made here, in
+        # crawl order, so their step positions are the same on every replay.
+        readable = [page for page in level if page.status == 200 and page.text]
+        readers += [asyncio.ensure_future(read(extract_facts(page))) for page in readable]
         frontier = []
         for page in level:
             for link in page.links:
                 if link not in seen and len(seen) < max_pages:
                     seen.append(link)
                     frontier.append(link)
-        outlast.progress(len(pages), total=len(seen), label="pages fetched")
-    return pages
-
-
-@outlast.workflow(name="onboarding_company")
-async def onboarding_company(url: str, max_pages: int = MAX_PAGES) -> Profile:
-    """Crawl one company's site and build its profile; the ``profile`` object fills in live."""
-    outlast.status(f"crawling {url}")
-    pages = await crawl(url, max_pages)
-    readable = [p for p in pages if p.status == 200 and p.text]
-    name = pages[0].title.rsplit(" | ", 1)[-1] if pages and pages[0].title else url
-    outlast.status(f"reading {len(readable)} pages ({len(pages) - len(readable)} could not be fetched)")
-    draft, done = PageFacts(), 0
-
-    async def settle(call: Awaitable[PageFacts | None]) -> PageFacts | None:
-        nonlocal done
-        facts = await call
-        done += 1
-        if facts is not None and not facts.empty():
-            merge(draft, facts)
-            outlast.publish("profile", _draft(url, name, draft))
-        outlast.progress(done, total=len(readable), label="pages read")
-        return facts
-
-    calls = [extract_facts(page) for page in readable]  # step positions fixed in crawl order
-    found = await outlast.gather(*(settle(call) for call in calls), limit=PAGE_CONCURRENCY)
+        if frontier:
+            outlast.status(f"{len(pages)} pages fetched, {len(frontier)} more found")
+    outlast.status(f"reading {len(readers)} pages ({len(pages) - len(readers)} could not be fetched)")
+    found = await outlast.gather(*readers)
     facts = [f for f in found if f is not None and not f.empty()]
     outlast.status(f"merging what {len(facts)} pages say")
     profile = await llm().complete(merge_prompt(url, name, facts), response_model=Profile, max_tokens=2000)
