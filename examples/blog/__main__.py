@@ -21,7 +21,7 @@ from rich.text import Text
 
 from examples.blog.site import library_pages
 from examples.blog.workflow import blog
-from examples.common.harness import VERSION, Stack, local_stack
+from examples.common.harness import VERSION, Stack, local_stack, run_main
 from outlast import events as ev
 
 console = Console()
@@ -96,14 +96,16 @@ async def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--sections", type=int, default=3, help="how many sections (1-6, default 3)")
     parser.add_argument("--review", action="store_true", help="wait for an approval before the final edit")
     parser.add_argument("--note", default="", help="the reviewer's note when not asked on a terminal")
+    parser.add_argument("--local", action="store_true", help="use SmolLM2, offline (outlast[local])")
     parser.add_argument("--data-dir", help="keep the store here (default: a temporary directory)")
     args = parser.parse_args(argv)
     if not args.topic.strip():
         parser.error("--topic must not be empty")
     if not 1 <= args.sections <= 6:
         parser.error("--sections must be between 1 and 6")
+    knobs, data = STREAMING_KNOBS, args.data_dir
     async with local_stack(
-        [blog], library_pages(), sim_knobs=STREAMING_KNOBS, data_dir=args.data_dir
+        [blog], library_pages(), sim_knobs=knobs, data_dir=data, local_model=args.local
     ) as stack:
         console.print(f"[bold]library[/] {stack.site.url}/library/  [bold]LLM[/] {stack.provider_label}")
         run_input = {"topic": args.topic, "library": f"{stack.site.url}/library/", "review": args.review,
@@ -118,4 +120,4 @@ async def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    asyncio.run(main())
+    run_main(main)

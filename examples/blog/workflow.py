@@ -117,7 +117,14 @@ def _outline_prompt(topic: str, notes: Research) -> list[dict[str, str]]:
     ]
 
 
-@outlast.component(retry=outlast.Retry(attempts=3), timeout=120)
+def _outline_from_sources(topic: str, notes: Research) -> Outline:
+    """A model that cannot outline still gets a post: one section per source, then a wrap-up."""
+    headings = [s.title.rsplit(" | ", 1)[0] for s in notes.sources][:4] or [f"Why {topic} matters"]
+    sections = [SectionPlan(heading=h, points=[h]) for h in [*headings, "What to do next"]]
+    return Outline(title=topic[:1].upper() + topic[1:], sections=sections)
+
+
+@outlast.component(retry=outlast.Retry(attempts=3), timeout=120, fallback=_outline_from_sources)
 async def make_outline(topic: str, notes: Research) -> Outline:
     outlast.status("outlining")
     return await llm().complete(_outline_prompt(topic, notes), response_model=Outline, max_tokens=800)

@@ -12,21 +12,35 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import sys
 import tempfile
-from collections.abc import AsyncIterator, Iterable, Mapping
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 import redis.asyncio as aioredis
 
 import outlast
+from examples.common.local_model import MODEL_ALIAS, LocalModel
 from examples.common.providers import SIM_ENV, uses_real_provider
 from examples.common.sitehost import Page, SiteHost
+from outlast.errors import OutlastError
 from outlast.llm.simulator import SimulatorServer
 from outlast.worker import Dispatcher, Worker
 from outlast.worker.jobs import redis_url_of
 
 VERSION = "examples"
+
+
+def run_main(main: Callable[[], Coroutine[Any, Any, None]]) -> None:
+    """Run an example's ``main()``: a mistake or a missing piece is one line and exit code 1."""
+    try:
+        asyncio.run(main())
+    except OutlastError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        raise SystemExit(1) from None
+    except KeyboardInterrupt:
+        raise SystemExit(130) from None
 
 
 @dataclass
@@ -40,6 +54,8 @@ class Stack:
     def provider_label(self) -> str:
         if self.sims:
             return f"LLM simulators at {self.sims[0].url} (openai SDK) and {self.sims[1].url} (anthropic SDK)"
+        if os.environ.get("OPENAI_MODEL") == MODEL_ALIAS:
+            return f"SmolLM2-135M on llama-cpp-python at {os.environ.get('OPENAI_BASE_URL')}"
         return "real providers from OPENAI_API_KEY / ANTHROPIC_API_KEY"
 
 
@@ -66,13 +82,19 @@ async def local_stack(
     rpm: int = 0,
     data_dir: str | None = None,
     concurrency: int = 50,
+    local_model: bool = False,
 ) -> AsyncIterator[Stack]:
-    """Site, simulators (or real providers), store and an in-process worker; all stopped on exit."""
+    """Site, simulators (or real providers, or the local model), store and an in-process worker;
+    all stopped on exit."""
     with contextlib.ExitStack() as stack:
         site = stack.enter_context(SiteHost(pages))
         env = {"OUTLAST_EXAMPLE_RPM": str(rpm)} if rpm and "OUTLAST_EXAMPLE_RPM" not in os.environ else {}
         sims: list[SimulatorServer] = []
-        if not uses_real_provider():
+        if local_model:
+            model = stack.enter_context(LocalModel())
+            env.update(OPENAI_BASE_URL=model.base_url, OPENAI_API_KEY="local", OPENAI_MODEL=MODEL_ALIAS)
+            stack.enter_context(_env({**env, SIM_ENV: ""}))  # the local model only
+        elif not uses_real_provider():
             knobs = dict(sim_knobs or {})
             sims = [stack.enter_context(SimulatorServer(seed=seed, **knobs)) for seed in (1, 2)]
             env[SIM_ENV] = f"{sims[0].url},{sims[1].url}"

@@ -18,7 +18,7 @@ from rich.console import Console
 from rich.live import Live
 from rich.table import Table
 
-from examples.common.harness import VERSION, Stack, local_stack
+from examples.common.harness import VERSION, Stack, local_stack, run_main
 from examples.onboarding.site import companies, site_pages
 from examples.onboarding.workflow import onboarding, onboarding_company
 from outlast import events as ev
@@ -95,6 +95,7 @@ async def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m examples.onboarding", description=__doc__.split("\n")[0])
     parser.add_argument("--companies", type=int, default=5, help="how many fixture companies (default 5)")
     parser.add_argument("--rpm", type=int, default=600, help="requests per minute per provider (default 600)")
+    parser.add_argument("--local", action="store_true", help="use SmolLM2, offline (outlast[local])")
     parser.add_argument("--data-dir", help="keep the store here (default: a temporary directory)")
     parser.add_argument("--json", action="store_true", help="print the profiles as JSON")
     args = parser.parse_args(argv)
@@ -102,7 +103,7 @@ async def main(argv: list[str] | None = None) -> None:
         parser.error("--companies must be between 1 and 200")
     fixture = companies(args.companies)
     async with local_stack([onboarding, onboarding_company], site_pages(fixture), rpm=args.rpm,
-                           data_dir=args.data_dir) as stack:  # fmt: skip
+                           data_dir=args.data_dir, local_model=args.local) as stack:  # fmt: skip
         urls = [stack.site.url + c.root for c in fixture]
         console.print(f"[bold]fixture site[/] {stack.site.url}  [bold]LLM[/] {stack.provider_label}")
         started = await stack.dispatcher.start(onboarding, {"urls": urls}, version=VERSION)
@@ -112,6 +113,7 @@ async def main(argv: list[str] | None = None) -> None:
             profiles = await follow(stack, started.run_id, board, live)
         calls = sum(sim.stats()["accepted_requests"] for sim in stack.sims)
         took = time.perf_counter() - t0
+        console.print()  # Live leaves the cursor at the end of the table
         console.print(
             f"{len(profiles)} profiles in {took:.1f}s" + (f", {calls} LLM calls" if stack.sims else "")
         )
@@ -120,4 +122,4 @@ async def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    asyncio.run(main())
+    run_main(main)

@@ -9,11 +9,11 @@ from typing import Any
 import jsonpatch
 import pytest
 import redis.asyncio as aioredis
+
 from examples.blog.site import library_pages
 from examples.blog.workflow import blog
 from examples.common.providers import SIM_ENV
 from examples.common.sitehost import SiteHost
-
 from outlast import events as ev
 from outlast.llm.simulator import SimulatorServer
 from outlast.store.redis import RedisStore

@@ -12,12 +12,12 @@ from typing import Any
 import jsonpatch
 import pytest
 import redis.asyncio as aioredis
+
 from examples.common.providers import SIM_ENV
 from examples.common.sitehost import SiteHost
 from examples.common.web import FetchedPage
 from examples.onboarding.site import companies, site_pages
 from examples.onboarding.workflow import PAGE_CONCURRENCY, onboarding
-
 from outlast import events as ev
 from outlast.llm.sim_knobs import OutageWindow, ThrottleWindow
 from outlast.llm.simulator import SimulatorServer
