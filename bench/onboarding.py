@@ -30,8 +30,8 @@ import httpx
 import redis.asyncio as aioredis
 
 from llm_limits import spawn_simulator, stop
+from outlast.control import Dispatcher
 from outlast.store.embedded import EmbeddedServer
-from outlast.worker import Dispatcher
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # the examples package lives at the repo root

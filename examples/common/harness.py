@@ -24,9 +24,10 @@ import outlast
 from examples.common.local_model import MODEL_ALIAS, LocalModel
 from examples.common.providers import SIM_ENV, uses_real_provider
 from examples.common.sitehost import Page, SiteHost
+from outlast.control import Dispatcher
 from outlast.errors import OutlastError
 from outlast.llm.simulator import SimulatorServer
-from outlast.worker import Dispatcher, Worker
+from outlast.worker import Worker
 from outlast.worker.jobs import redis_url_of
 
 VERSION = "examples"

@@ -15,9 +15,9 @@ from examples.blog.workflow import blog
 from examples.common.providers import SIM_ENV
 from examples.common.sitehost import SiteHost
 from outlast import events as ev
+from outlast.control import Dispatcher
 from outlast.llm.simulator import SimulatorServer
 from outlast.store.redis import RedisStore
-from outlast.worker import Dispatcher
 
 from .conftest import SpawnExample, events_of, owners
 

@@ -19,10 +19,10 @@ from examples.common.web import FetchedPage
 from examples.onboarding.site import companies, site_pages
 from examples.onboarding.workflow import PAGE_CONCURRENCY, onboarding
 from outlast import events as ev
+from outlast.control import Dispatcher
 from outlast.llm.sim_knobs import OutageWindow, ThrottleWindow
 from outlast.llm.simulator import SimulatorServer
 from outlast.store.redis import RedisStore
-from outlast.worker import Dispatcher
 
 from .conftest import ExampleWorker, SpawnExample, events_of, owners
 
