@@ -189,8 +189,10 @@ async def test_onboarding_batch_under_limits_outage_bursts_and_sigkill(
             if url in finished["extract_facts"]:
                 assert count == 1, url
 
-        # Calls backed off (a 429 then success on the primary) and fell back (served by the second).
-        assert any(
-            c["provider"] == "sim-openai" and any(e["status"] == 429 for e in c["errors"]) for c in calls
-        )
-        assert any(c["provider"] == "sim-anthropic" and c["fallbacks"] for c in calls)
+        # Calls that met a 429 backed off for its Retry-After before trying again, and still
+        # completed (on the primary once the spell ended, or on the second provider).
+        throttled = [c for c in calls if any(e["status"] == 429 for e in c["errors"])]
+        assert throttled
+        assert all(c["latency"] >= 1.0 for c in throttled)
+        # Calls fell back: served by the second provider after the first failed them.
+        assert any(c["provider"] == "sim-anthropic" and c["errors"] for c in calls)
