@@ -117,11 +117,13 @@ async def overhead(client: aioredis.Redis) -> list[tuple[str, list[float]]]:
     return list(samples.items())
 
 
-async def spawn_worker(url: str, env: dict[str, str]) -> asyncio.subprocess.Process:
-    cmd = [sys.executable, "-c", "from outlast.cli.main import main; main()", "worker", str(HERE),
-           "--redis", url, "--concurrency", "1", "--heartbeat", "0.2", "--lease-timeout", "1"]  # fmt: skip
+async def spawn_worker(
+    url: str, env: dict[str, str], app: str = str(HERE), concurrency: int = 1, cwd: Path | None = None
+) -> asyncio.subprocess.Process:
+    cmd = [sys.executable, "-c", "from outlast.cli.main import main; main()", "worker", app, "--redis", url,
+           "--concurrency", str(concurrency), "--heartbeat", "0.2", "--lease-timeout", "1"]  # fmt: skip
     proc = await asyncio.create_subprocess_exec(
-        *cmd, env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL
+        *cmd, env=env, cwd=cwd, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL
     )
     assert proc.stdout is not None
     while not (line := await asyncio.wait_for(proc.stdout.readline(), 60)).startswith(b"worker "):

@@ -29,7 +29,7 @@ from pathlib import Path
 import httpx
 import redis.asyncio as aioredis
 
-from llm_limits import spawn_simulator, stop
+from llm_limits import spawn_simulator, spawn_worker, stop
 from outlast.control import Dispatcher
 from outlast.store.embedded import EmbeddedServer
 
@@ -42,19 +42,6 @@ from examples.onboarding.site import companies, site_pages  # noqa: E402
 COMPANIES, WORKERS = 5, 3
 LIMIT, WINDOW = 80, 20.0  # calls per window: 240 RPM
 MARGIN = 1.0  # seconds the limiter adds to the window (delivery jitter on a busy 2-core machine)
-
-
-async def spawn_worker(url: str, env: dict[str, str]) -> asyncio.subprocess.Process:
-    cmd = [sys.executable, "-c", "from outlast.cli.main import main; main()", "worker", "examples.onboarding",
-           "--redis", url, "--concurrency", "20", "--heartbeat", "0.2", "--lease-timeout", "1"]  # fmt: skip
-    proc = await asyncio.create_subprocess_exec(
-        *cmd, env=env, cwd=ROOT, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL
-    )
-    assert proc.stdout is not None
-    while not (line := await asyncio.wait_for(proc.stdout.readline(), 60)).startswith(b"worker "):
-        if not line:
-            raise RuntimeError("an onboarding worker exited before it was ready")
-    return proc
 
 
 async def inject_burst(sim_url: str) -> None:
@@ -81,7 +68,12 @@ async def batch(url: str, client: aioredis.Redis) -> dict[str, float]:
             env = {**os.environ, "OUTLAST_EXAMPLE_SIM": sim_url, "OUTLAST_EXAMPLE_RPM": str(LIMIT),
                    "OUTLAST_EXAMPLE_WINDOW": str(WINDOW), "OUTLAST_EXAMPLE_WINDOW_MARGIN": str(MARGIN),
                    "OUTLAST_REDIS_URL": url}  # fmt: skip
-            procs += await asyncio.gather(*(spawn_worker(url, env) for _ in range(WORKERS)))
+            procs += await asyncio.gather(
+                *(
+                    spawn_worker(url, env, "examples.onboarding", concurrency=20, cwd=ROOT)
+                    for _ in range(WORKERS)
+                )
+            )
             dispatcher = Dispatcher(client)
             urls = [site.url + c.root for c in fixture]
             started = time.perf_counter()

@@ -3,6 +3,7 @@ repeats no research or outline, the review waits without a worker and resumes on
 
 from __future__ import annotations
 
+import signal
 from collections import Counter
 from typing import Any
 
@@ -19,7 +20,7 @@ from outlast.control import Dispatcher
 from outlast.llm.simulator import SimulatorServer
 from outlast.store.redis import RedisStore
 
-from .conftest import SpawnExample, events_of, owners
+from .conftest import SpawnWorker, events_of, owners
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -55,7 +56,7 @@ def streamed_sections(events: list[ev.Event]) -> dict[str, str]:
 
 
 async def test_blog_streams_survives_sigkill_and_waits_for_review(
-    spawn_example: SpawnExample, redis: aioredis.Redis
+    spawn_worker: SpawnWorker, redis: aioredis.Redis, redis_url: str
 ) -> None:
     store, dispatcher = RedisStore(redis), Dispatcher(redis)
     knobs: dict[str, Any] = {
@@ -68,8 +69,8 @@ async def test_blog_streams_survives_sigkill_and_waits_for_review(
         SimulatorServer(seed=1, **knobs) as primary,
         SimulatorServer(seed=2, **knobs) as fallback,
     ):
-        env = {SIM_ENV: f"{primary.url},{fallback.url}"}
-        workers = [await spawn_example("examples.blog", env) for _ in range(2)]
+        env = {SIM_ENV: f"{primary.url},{fallback.url}", "OUTLAST_REDIS_URL": redis_url}
+        workers = [await spawn_worker(app="examples.blog", env=env, concurrency=20) for _ in range(2)]
         library = f"{site.url}/library/"
         run_id = (await dispatcher.start(blog, {"topic": TOPIC, "library": library, "review": True})).run_id
 
@@ -81,7 +82,7 @@ async def test_blog_streams_survives_sigkill_and_waits_for_review(
             if event.type == ev.OUTPUT and "/llm#" in (event.step or ""):
                 break
         (victim,) = [w for w in workers if w.id == owner]
-        victim.kill()
+        victim.signal(signal.SIGKILL)
         await victim.wait()
 
         # The survivor takes over, finishes the sections and the run waits for review, holding no worker.

@@ -5,6 +5,7 @@ logs say what was called and how often."""
 from __future__ import annotations
 
 import re
+import signal
 import time
 from collections import Counter
 from typing import Any
@@ -24,7 +25,7 @@ from outlast.llm.sim_knobs import OutageWindow, ThrottleWindow
 from outlast.llm.simulator import SimulatorServer
 from outlast.store.redis import RedisStore
 
-from .conftest import ExampleWorker, SpawnExample, events_of, owners
+from .conftest import SpawnWorker, WorkerProcess, events_of, owners
 
 pytestmark = pytest.mark.timeout(240)
 
@@ -49,7 +50,7 @@ def answered_extractions(*sims: SimulatorServer) -> Counter[str]:
     return found
 
 
-async def kill_mid_company(store: RedisStore, run_id: str, workers: list[ExampleWorker]) -> ExampleWorker:
+async def kill_mid_company(store: RedisStore, run_id: str, workers: list[WorkerProcess]) -> WorkerProcess:
     """SIGKILL the worker running the first company once it has read a few pages."""
     async for event in store.read_events(run_id, block_ms=200):
         if event.type == ev.CHILD_STARTED:
@@ -64,13 +65,13 @@ async def kill_mid_company(store: RedisStore, run_id: str, workers: list[Example
             if done == KILL_AFTER_PAGES:
                 break
     (victim,) = [w for w in workers if w.id == owner]
-    victim.kill()
+    victim.signal(signal.SIGKILL)
     await victim.wait()
     return victim
 
 
 async def test_onboarding_batch_under_limits_outage_bursts_and_sigkill(
-    spawn_example: SpawnExample, redis: aioredis.Redis
+    spawn_worker: SpawnWorker, redis: aioredis.Redis, redis_url: str
 ) -> None:
     fixture = companies(COMPANIES)
     store, dispatcher = RedisStore(redis), Dispatcher(redis)
@@ -81,6 +82,7 @@ async def test_onboarding_batch_under_limits_outage_bursts_and_sigkill(
     ):
         env = {
             SIM_ENV: f"{primary.url},{fallback.url}",
+            "OUTLAST_REDIS_URL": redis_url,  # the LLM limits are shared through it
             "OUTLAST_EXAMPLE_RPM": str(LIMIT),
             "OUTLAST_EXAMPLE_WINDOW": str(WINDOW),
             "OUTLAST_EXAMPLE_MAX_WAIT": "2",  # an outage's Retry-After spills over; a 1 s 429 waits
@@ -88,7 +90,7 @@ async def test_onboarding_batch_under_limits_outage_bursts_and_sigkill(
             # on 2 busy cores that can differ by more than the default 0.5 s.
             "OUTLAST_EXAMPLE_WINDOW_MARGIN": "1.5",
         }
-        workers = [await spawn_example("examples.onboarding", env) for _ in range(3)]
+        workers = [await spawn_worker(app="examples.onboarding", env=env, concurrency=20) for _ in range(3)]
         urls = [site.url + c.root for c in fixture]
         started = await dispatcher.start(onboarding, {"urls": urls})
         victim = await kill_mid_company(store, started.run_id, workers)
