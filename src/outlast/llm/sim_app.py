@@ -34,6 +34,7 @@ from outlast.llm.sim_knobs import (
     sse,
     token_pieces,
 )
+from outlast.llm.sim_text import find_schema, structured_reply
 
 __all__ = ["SimState", "build", "create_app"]
 
@@ -103,7 +104,7 @@ class SimState:
     async def serve(self, request: Request, api: str) -> Response:
         self.stats.request()
         response = await self._serve(request, api)
-        self.stats.status(response.status_code)
+        self.stats.status(response.status_code, getattr(request.state, "sim_entry", None))
         return response
 
     @staticmethod
@@ -131,16 +132,18 @@ class SimState:
         limit: int | None
         try:
             body = json.loads(await request.body())
-            self.stats.record_body(api, body)
+            request.state.sim_entry = self.stats.record_body(api, body, self.knobs.request_log)
             if api == ANTHROPIC:
                 areq = sim_anthropic.MessagesRequest.model_validate(body)
                 model, messages, stream = areq.model, areq.chat_messages(), areq.stream
                 limit, json_mode, usage = areq.max_tokens, False, True
+                response_format = None
             else:
                 req = ChatRequest.model_validate(body)
                 model, messages, stream = req.model, req.messages, req.stream
                 limit = req.max_completion_tokens or req.max_tokens
-                json_mode = (req.response_format or {}).get("type") == "json_object"
+                response_format = req.response_format
+                json_mode = (response_format or {}).get("type") == "json_object"
                 usage = bool((req.stream_options or {}).get("include_usage"))
         except (ValueError, ValidationError) as exc:
             msg = f"Invalid request body: {exc}"
@@ -149,9 +152,15 @@ class SimState:
         if model not in k.models:
             msg = f"The model `{model}` does not exist. Served models: {', '.join(k.models)}."
             return self._fail(api, 404, msg, "invalid_request_error", "model_not_found")
-        words = completion_words(k.seed, model, messages)
-        text, finish = render_completion(words, limit, json_mode)
-        pieces = token_pieces(text)
+        schema = find_schema(messages, response_format)
+        if schema is not None:
+            pieces, finish = token_pieces(structured_reply(k.seed, model, messages, schema)), "stop"
+            if limit is not None and limit < len(pieces):
+                pieces, finish = pieces[:limit], "length"
+        else:
+            words = completion_words(k.seed, model, messages)
+            text, finish = render_completion(words, limit, json_mode)
+            pieces = token_pieces(text)
         prompt_tokens = count_prompt_tokens(messages)
         arrival = time.monotonic()
         admission = self.limiter.admit(
@@ -159,6 +168,7 @@ class SimState:
         )
         headers = {"x-request-id": f"req_{uuid.uuid4().hex}", **admission.headers}
         if not admission.allowed:
+            self.stats.refused("limit")
             return self._fail(api, 429, admission.message, admission.kind, "rate_limit_exceeded", headers)
         self.stats.accepted(arrival)
         now = time.time()
@@ -167,6 +177,13 @@ class SimState:
             headers["retry-after"] = str(max(1, math.ceil(outage.end - now)))
             msg = "Simulated outage: the service is unavailable, please try again later."
             return self._fail(api, 503, msg, "server_error", "service_unavailable", headers)
+        throttle = next((w for w in k.throttles if w.active(now)), None)
+        if throttle is not None:
+            self.stats.refused("throttle")
+            headers["retry-after"] = str(max(1, math.ceil(throttle.retry_after)))
+            headers["retry-after-ms"] = str(max(1, math.ceil(throttle.retry_after * 1000)))
+            msg = "Rate limit reached (simulated burst). Please try again later."
+            return self._fail(api, 429, msg, "requests", "rate_limit_exceeded", headers)
         if k.error_rate > 0 and self.dice().random() < k.error_rate:
             if self.dice().random() < 0.5:
                 msg = "The server had an error while processing your request. Sorry about that!"

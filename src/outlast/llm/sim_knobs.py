@@ -9,10 +9,8 @@ streams as ``n`` content chunks (``re.findall(r"\\s*\\S+", text)``).
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
-import random
 import re
 import threading
 import time
@@ -22,18 +20,12 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from outlast.llm.sim_text import MAX_WORDS, MIN_WORDS, prose_words
+
 WINDOW_SECONDS = 60.0
 RECENT_REQUESTS = 100
-MIN_COMPLETION_TOKENS = 16
-MAX_COMPLETION_TOKENS = 64
-
-_WORDS = (
-    "the a durable workflow step replays every token after crash deploy and stream resumes from "
-    "checkpoint while rate limits retry later with backoff so long running agents outlast outages "
-    "quietly event log records progress result state worker picks up lease expires heartbeat keeps "
-    "run alive user refreshes page sees same answer again"
-)
-_VOCAB = tuple(_WORDS.split())
+MIN_COMPLETION_TOKENS = MIN_WORDS
+MAX_COMPLETION_TOKENS = MAX_WORDS
 
 
 class OutageWindow(BaseModel):
@@ -54,6 +46,12 @@ class OutageWindow(BaseModel):
         return self.start <= now < self.end
 
 
+class ThrottleWindow(OutageWindow):
+    """Every request arriving in the window gets a 429 saying to retry after ``retry_after`` s."""
+
+    retry_after: float = Field(1.0, gt=0)
+
+
 class SimKnobs(BaseModel):
     """Live-changeable behaviour of a simulator. Assignments are validated."""
 
@@ -66,12 +64,16 @@ class SimKnobs(BaseModel):
     rate_window_s: float = Field(WINDOW_SECONDS, gt=0, description="the RPM/TPM sliding window, seconds")
     error_rate: float = Field(0.0, ge=0, le=1, description="share of requests answered 500/503")
     outages: list[OutageWindow] = Field(default_factory=list, description="epoch windows of 503s")
+    throttles: list[ThrottleWindow] = Field(
+        default_factory=list, description="epoch windows of 429s: rate-limit bursts the limits did not cause"
+    )
     stall_after_tokens: int = Field(0, ge=0, description="hang after this many tokens; 0 = never")
     stall_requests: int = Field(
         0, ge=0, description="with stall_after_tokens: stall only this many requests (since reset); 0 = all"
     )
     api_keys: list[str] = Field(default_factory=list, description="accepted API keys; empty = any key")
     seed: int = Field(0, description="seeds the text and the error dice")
+    request_log: int = Field(RECENT_REQUESTS, ge=0, description="request bodies kept for /admin/requests")
     models: list[str] = Field(default_factory=lambda: ["outlast-sim"], min_length=1)
 
     @field_validator("models", mode="before")
@@ -114,12 +116,8 @@ def count_prompt_tokens(messages: list[dict[str, Any]]) -> int:
 
 
 def completion_words(seed: int, model: str, messages: list[dict[str, Any]]) -> list[str]:
-    """16–64 deterministic words derived from a hash of (seed, model, messages)."""
-    blob = json.dumps([seed, model, messages], sort_keys=True, separators=(",", ":"), default=str)
-    rng = random.Random(hashlib.sha256(blob.encode()).digest())
-    words = [rng.choice(_VOCAB) for _ in range(rng.randint(MIN_COMPLETION_TOKENS, MAX_COMPLETION_TOKENS))]
-    words[0] = words[0].capitalize()
-    return words
+    """16–64 deterministic words of prose about the prompt (see :mod:`.sim_text`)."""
+    return prose_words(seed, model, messages)
 
 
 def render_completion(words: list[str], limit: int | None, json_mode: bool) -> tuple[str, str]:
@@ -130,7 +128,7 @@ def render_completion(words: list[str], limit: int | None, json_mode: bool) -> t
     finish = "stop"
     if limit is not None and limit < len(words):
         words, finish = words[:limit], "length"
-    elif words:
+    elif words and not words[-1].endswith("."):
         words = [*words[:-1], words[-1] + "."]
     text = " ".join(words)
     if json_mode:
@@ -308,6 +306,7 @@ class SimStats:
         self._completion_tokens = 0
         self._accepted: list[float] = []
         self._recent: deque[dict[str, Any]] = deque(maxlen=RECENT_REQUESTS)
+        self._refused = Counter[str]()  # why a request got a 429: "limit" (RPM/TPM) or "throttle"
 
     def reset(self) -> None:
         with self._lock:
@@ -316,24 +315,38 @@ class SimStats:
             self._by_status.clear()
             self._prompt_tokens = self._completion_tokens = 0
             self._accepted.clear()
+            self._refused.clear()
 
     def request(self) -> None:
         with self._lock:
             self._total += 1
 
-    def record_body(self, api: str, body: Any) -> None:
-        """Keep a request body (never its headers, so never its key) for ``recent()``."""
+    def record_body(self, api: str, body: Any, keep: int = RECENT_REQUESTS) -> dict[str, Any]:
+        """Keep a request body (never its headers, so never its key) for ``recent()``; the last
+        ``keep`` are kept. The entry gets the response's ``status`` once it is known."""
+        entry: dict[str, Any] = {"api": api, "body": body, "at": time.time(), "status": None}
         with self._lock:
-            self._recent.append({"api": api, "body": body})
+            if self._recent.maxlen != keep:
+                self._recent = deque(self._recent, maxlen=keep)
+            self._recent.append(entry)
+        return entry
+
+    def refused(self, why: str) -> None:
+        """Count a 429: ``"limit"`` (the RPM/TPM window) or ``"throttle"`` (a throttle window)."""
+        with self._lock:
+            self._refused[why] += 1
 
     def recent(self) -> list[dict[str, Any]]:
-        """The last request bodies received, oldest first."""
+        """The last requests received, oldest first: ``api``, ``body``, ``at`` (epoch seconds of
+        arrival) and ``status`` (the response's, None while it is being answered)."""
         with self._lock:
-            return list(self._recent)
+            return [dict(entry) for entry in self._recent]
 
-    def status(self, code: int) -> None:
+    def status(self, code: int, entry: dict[str, Any] | None = None) -> None:
         with self._lock:
             self._by_status[code] += 1
+            if entry is not None:
+                entry["status"] = code
 
     def accepted(self, arrival: float) -> None:
         with self._lock:
@@ -371,4 +384,6 @@ class SimStats:
                 "completion_tokens": self._completion_tokens,
                 "tokens_served": self._completion_tokens,
                 "max_requests_in_any_60s_window": best,
+                "rate_limited_requests": self._refused["limit"],
+                "throttled_requests": self._refused["throttle"],
             }

@@ -4,15 +4,18 @@ Drive it with the official ``openai`` SDK (``base_url=SimulatorServer().base_url
 ``anthropic`` SDK (``base_url=SimulatorServer().url``). It serves ``POST /v1/chat/completions``
 (plain and ``stream: true``), ``POST /v1/messages`` (the Anthropic Messages API, plain and
 streaming, see :mod:`.sim_anthropic`), ``GET /v1/models`` and admin endpoints
-``GET|PATCH /admin/knobs``, ``GET /admin/stats[?window=S]``, ``GET /admin/requests`` (the last request
-bodies) and ``POST /admin/reset``.
+``GET|PATCH /admin/knobs``, ``GET /admin/stats[?window=S]``, ``GET /admin/requests`` (the last
+request bodies, with their arrival time and status) and ``POST /admin/reset``.
 
 Per request, in order: the API key check when ``api_keys`` is set (401; the key comes from
 ``Authorization: Bearer`` or ``x-api-key``), body validation (400) and model check (404) — none is
 rate-limited nor counted as accepted; then the sliding-window RPM/TPM limiter (429 with
 ``Retry-After``); every request past it is *accepted* (its arrival is recorded for
-``max_requests_in_any_60s_window``) and may still hit an outage window (503) or the seeded
-error dice (500/503); the rest is answered with deterministic text (see :mod:`.sim_knobs`).
+``max_requests_in_any_60s_window``) and may still hit an outage window (503), a throttle window
+(429 with the window's ``Retry-After``, 1 s by default: a provider-side burst, counted apart as
+``throttled_requests``) or the seeded error dice (500/503); the rest is answered with
+deterministic text: prose about the prompt, or JSON shaped like the schema the call asks for,
+with facts read off the prompt (see :mod:`.sim_text`).
 ``POST /admin/reset`` zeroes the stats, empties the rate-limit window and re-seeds the dice.
 
 The app is built in :mod:`.sim_app`; this module serves it (:class:`SimulatorServer` on a
@@ -93,7 +96,8 @@ class SimulatorServer:
         return self._state.stats.max_in_window(seconds)
 
     def requests(self) -> list[dict[str, Any]]:
-        """The last request bodies received (``{"api": "openai"|"anthropic", "body": ...}``)."""
+        """The last requests received (``{"api": "openai"|"anthropic", "body", "at", "status"}``);
+        how many are kept is the ``request_log`` knob (default 100)."""
         return self._state.stats.recent()
 
     def reset(self) -> None:
@@ -174,15 +178,20 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--rate-window-s", type=float, default=60.0, help="RPM/TPM sliding window")
     parser.add_argument("--error-rate", type=float, default=0.0)
     parser.add_argument("--outage", action="append", default=[], metavar="START:END", help="epoch seconds")
+    parser.add_argument("--throttle", action="append", default=[], metavar="START:END", help="429 window")
     parser.add_argument("--stall-after-tokens", type=int, default=0)
     parser.add_argument("--stall-requests", type=int, default=0, help="stall only the first N; 0 = all")
     parser.add_argument("--api-key", action="append", default=[], help="accepted key (repeatable)")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--request-log", type=int, default=100, help="request bodies /admin/requests keeps")
     parser.add_argument("--model", action="append", default=[], help="served model (repeatable)")
     parser.add_argument("--log-level", default="info")
     args = parser.parse_args(argv)
     try:
-        outages = [dict(zip(("start", "end"), map(float, o.split(":")), strict=True)) for o in args.outage]
+        outages, throttles = (
+            [dict(zip(("start", "end"), map(float, o.split(":")), strict=True)) for o in spans]
+            for spans in (args.outage, args.throttle)
+        )
         values: dict[str, Any] = {
             "ttft_ms": args.ttft_ms,
             "tokens_per_second": args.tokens_per_second,
@@ -191,10 +200,12 @@ def main(argv: list[str] | None = None) -> None:
             "rate_window_s": args.rate_window_s,
             "error_rate": args.error_rate,
             "outages": outages,
+            "throttles": throttles,
             "stall_after_tokens": args.stall_after_tokens,
             "stall_requests": args.stall_requests,
             "api_keys": args.api_key,
             "seed": args.seed,
+            "request_log": args.request_log,
         }
         if args.model:
             values["models"] = args.model
