@@ -6,6 +6,7 @@ match the model's queries, and reads them. The articles are fixed text, so tests
 
 from __future__ import annotations
 
+import functools
 import html
 
 from examples.common.sitehost import Page
@@ -58,6 +59,7 @@ def _page(title: str, body: str) -> Page:
     )
 
 
+@functools.cache
 def library_pages() -> dict[str, Page]:
     items = "".join(  # one line of text per article: its title, then its first sentence
         f"<li><a href='/library/{slug}'>{html.escape(title)}</a>: {html.escape(text.split('. ')[0])}.</li>"

@@ -22,11 +22,16 @@ from collections.abc import Awaitable
 from pydantic import BaseModel, Field
 
 import outlast
+from examples.blog.site import library_pages
 from examples.common.providers import llm
-from examples.common.web import fetch_page
+from examples.common.web import BUILTIN_SITES, fetch_page
 
 SECTION_CONCURRENCY = 3
 SOURCES = 3
+#: The library read when a run names none (``outlast dev``, ``make demo``): the fixture's pages
+#: from memory, at a fixed address (see ``BUILTIN_SITES``).
+BUILTIN_LIBRARY = "http://library.builtin/library/"
+BUILTIN_SITES["library.builtin"] = library_pages
 
 
 class Plan(BaseModel):
@@ -160,8 +165,9 @@ async def edit(title: str, sections: list[Section], note: str) -> Edit:
 
 
 @outlast.workflow(name="blog")
-async def blog(topic: str, library: str, review: bool = False, sections: int = 4) -> Post:
-    """Write a blog post about ``topic`` from the ``library`` site, streamed section by section."""
+async def blog(topic: str, library: str = BUILTIN_LIBRARY, review: bool = False, sections: int = 4) -> Post:
+    """Write a blog post about ``topic`` from the ``library`` site (default: the built-in copy),
+    streamed section by section."""
     notes = await research(topic, library)
     outline = await make_outline(topic, notes)
     plans = outline.sections[: max(1, sections)]

@@ -14,18 +14,26 @@ from __future__ import annotations
 
 import asyncio
 import weakref
-from urllib.parse import urldefrag, urljoin
+from collections.abc import Callable, Mapping
+from urllib.parse import urldefrag, urljoin, urlsplit
 
 import httpx
 from pydantic import BaseModel, Field
 from selectolax.lexbor import LexborHTMLParser
 
 import outlast
+from examples.common.sitehost import Page
 
 FETCH_TIMEOUT = 2.0  # seconds per try
 MAX_TEXT = 6_000  # characters of page text sent to the model
 _BLOCKS = "h1, h2, h3, h4, p, li, dt, dd, td, blockquote"
 _SKIP = "script, style, noscript, nav, header, footer, aside, form, .cookie-banner"
+
+
+#: Sites read from memory instead of the network, by host name: a run started without a site of
+#: its own (``outlast dev``, ``make demo``) reads an example's built-in copy. The host name is
+#: fixed, so the URLs recorded in a run's steps are the same on whichever worker replays it.
+BUILTIN_SITES: dict[str, Callable[[], Mapping[str, Page]]] = {}
 
 
 class FetchedPage(BaseModel):
@@ -89,6 +97,12 @@ def _unreachable(url: str, root: str) -> FetchedPage:
 )
 async def fetch_page(url: str, root: str) -> FetchedPage:
     """GET ``url`` and read it; links outside ``root`` are dropped."""
+    split = urlsplit(url)
+    if split.hostname in BUILTIN_SITES:
+        page = BUILTIN_SITES[split.hostname]().get(split.path)
+        if page is None:
+            return FetchedPage(url=url, status=404, error="HTTP 404")
+        return read_html(url, root, page.html)
     response = await _http().get(url)
     if response.status_code >= 500:
         raise RetryableStatus(f"{url}: HTTP {response.status_code}")

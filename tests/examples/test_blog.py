@@ -132,3 +132,21 @@ async def test_blog_streams_survives_sigkill_and_waits_for_review(
     assert len(post["sections"]) >= 2
     assert post["sources"]
     assert all(url.startswith(library) for url in post["sources"])
+
+
+async def test_a_run_without_a_library_reads_the_built_in_copy() -> None:
+    """``outlast dev`` and ``make demo`` start ``{"topic": ...}`` alone: the library then comes from
+    memory at a fixed address, the same URLs on every worker that replays the run."""
+    from examples.blog.workflow import BUILTIN_LIBRARY
+    from examples.common.web import fetch_page
+
+    assert "library" not in blog.input_model.model_json_schema().get("required", [])
+    index = await fetch_page(BUILTIN_LIBRARY, BUILTIN_LIBRARY)
+    slugs = {path.rsplit("/", 1)[1] for path in library_pages() if path != "/library/"}
+    assert index.status == 200
+    assert {link.rsplit("/", 1)[1] for link in index.links if link != BUILTIN_LIBRARY} == slugs
+    article = await fetch_page(index.links[-1], BUILTIN_LIBRARY)
+    assert (article.status, article.url) == (200, index.links[-1])
+    assert article.text
+    missing = await fetch_page(BUILTIN_LIBRARY + "nope", BUILTIN_LIBRARY)
+    assert missing.status == 404
