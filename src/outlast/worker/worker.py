@@ -129,7 +129,7 @@ class Worker:
             redis, self.waits, worker_id=self.id, version=self.version, served=self.served,
             digest=self.digest, concurrency=concurrency, heartbeat=heartbeat, lease_ms=self.lease_ms,
             lanes=self.lanes, jobs=self.jobs, stopping=self._stopping, books=self.books,
-            claim=self._try_claim, dispatch=self._dispatch,
+            claim=self._try_claim, dispatch=self._dispatch, unserved=self.unserved.known,
         )  # fmt: skip
         #: With a launcher, runs are executed by what it launches (``outlast execute``), not in here.
         self.launching = None if launcher is None else Launching(
