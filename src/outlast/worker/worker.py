@@ -87,6 +87,8 @@ class Worker:
                 "and max_attempts >= 1"
             )
         self.registry = workflows if isinstance(workflows, Registry) else Registry(workflows)
+        if not len(self.registry):  # (CLAIM reads no served names as "any": it would take every run)
+            raise ConfigError("a worker with no workflows has nothing to run: give it at least one @workflow")
         self.redis = redis
         self.concurrency = concurrency
         self.version = version if version is not None else os.environ.get("OUTLAST_VERSION") or "dev"
