@@ -10,6 +10,8 @@ import redis.asyncio as aioredis
 from ag_ui_validate.pytest_plugin import assert_valid_agui
 from httpx_sse import aconnect_sse
 
+from outlast.store import keys
+
 from ..conftest import Servers
 from .support import assemble, live_text
 
@@ -190,3 +192,21 @@ async def test_an_ag_ui_reattach_cut_in_its_opening_resumes_where_it_was(http: h
         first_id = reattached[0][0]
         _, again = await read_frames(http, "POST", f"{path}?after={first_id}", json=body)
         assert again == reattached, (cursor, first_id)
+
+
+async def test_an_ag_ui_reattach_to_no_run_is_a_404_and_starts_nothing(
+    http: httpx.AsyncClient, store_redis: aioredis.Redis
+) -> None:
+    # A cursor means "re-attach": with ids that name no run (a typo, or ids older than the
+    # idempotency window) the client must hear so, and no run may start behind its back.
+    before = await store_redis.zcard(keys.RUNS_INDEX)
+    message = {"id": "m1", "role": "user", "content": "hi"}
+    body = {"threadId": uuid.uuid4().hex, "runId": uuid.uuid4().hex, "state": {}, "tools": [],
+            "context": [], "forwardedProps": {}, "messages": [message]}  # fmt: skip
+    response = await http.post("/v1/workflows/echo_chat/ag-ui?after=3", json=body)
+    assert response.status_code == 404, response.text
+    error = response.json()["error"]
+    assert error["code"] == "run_not_found"
+    assert body["threadId"] in error["message"]
+    assert "without ?after=" in error["message"]
+    assert await store_redis.zcard(keys.RUNS_INDEX) == before
