@@ -146,6 +146,18 @@ def test_bad_worker_settings_are_config_errors(redis: aioredis.Redis, settings: 
         Worker([quick], redis, **settings)
 
 
+async def test_a_worker_without_workflows_is_refused_and_claims_nothing(
+    dispatcher: Dispatcher, redis: aioredis.Redis
+) -> None:
+    # CLAIM reads an empty list of served workflows as "any": such a worker would claim every
+    # run, find no code for it and hand it back, bumping its attempt each time.
+    started = await dispatcher.start(quick, {"n": 1}, version="v")
+    with pytest.raises(ConfigError, match="no workflows"):
+        await Worker([], redis, version="v").run_until_idle()
+    record = await dispatcher.store.get_run(started.run_id)
+    assert (record.status, record.attempt) == ("queued", 0)
+
+
 async def test_result_raises_timeout_error_when_the_run_does_not_end_in_time(
     dispatcher: Dispatcher,
 ) -> None:

@@ -15,8 +15,9 @@ import redis.asyncio as aioredis
 from outlast import events as ev
 from outlast.control import Dispatcher
 from outlast.store import keys
+from outlast.store.leases import RunLeases
 
-from .app import anywhere, quick
+from .app import anywhere, multi, quick
 from .conftest import HEARTBEAT, LEASE, SpawnWorker
 from .test_faults import check_stream, events_of
 
@@ -95,3 +96,30 @@ async def test_upgrade_safe_runs_go_to_the_version_whose_code_has_them(
         assert (await dispatcher.store.get_run(run_id)).attempt == 1
     assert older.proc.returncode is None
     assert older.stderr().count(WARNING.format("anywhere")) <= 1
+
+
+async def test_orphans_a_worker_cannot_serve_never_hide_those_it_can(
+    spawn_worker: SpawnWorker, dispatcher: Dispatcher, redis: aioredis.Redis
+) -> None:
+    # What a worker killed after its first heartbeat leaves: leases that expired, listed in the
+    # lease index, their work-stream entries acked (the takeover scan is the only way back). The
+    # oldest orphans are of `quick`, which the surviving code lacks; the newest is a `multi`.
+    # A worker with one free slot must look past the ones it cannot serve.
+    stream, index = keys.work_stream("v"), keys.lease_index("v")
+    await redis.xgroup_create(stream, keys.WORK_GROUP, id="0", mkstream=True)
+    lacking = [(await dispatcher.start(quick, {"n": 1}, version="v")).run_id for _ in range(3)]
+    servable = (await dispatcher.start(multi, {"tag": "o", "steps": 2, "delay": 0.0}, version="v")).run_id
+    read = await redis.xreadgroup(keys.WORK_GROUP, "dead-worker", {stream: ">"}, count=10)
+    await redis.xack(stream, keys.WORK_GROUP, *[entry_id for entry_id, _ in read[0][1]])
+    leases = RunLeases(redis)
+    for order, run_id in enumerate([*lacking, servable], 1):
+        claim = await leases.claim(run_id, "dead-worker", 1, 5)
+        assert claim.status == "ok"
+        await redis.zadd(index, {run_id: order})  # expired long ago, oldest first
+    older = await spawn_worker(version="v", app=OLDER, concurrency=1)
+    assert await dispatcher.result(servable, timeout=30) == 0 + 1
+    events = await events_of(dispatcher, servable)
+    assert [e.data["worker"] for e in events if e.type == ev.RUN_STARTED] == [older.id]
+    for run_id in lacking:  # left for a worker that has `quick`: not failed, no loss counted here
+        record = await dispatcher.store.get_run(run_id)
+        assert (record.status, record.attempt, record.losses) == ("running", 1, 0)

@@ -100,6 +100,11 @@ async def workflow_schema(state: ApiState, name: str, version: str | None) -> tu
     return version, info.get("input_schema") or {}
 
 
+def scoped_key(tenant: str | None, idempotency_key: str) -> str:
+    """An idempotency key scoped by tenant, so one tenant's key never finds another's run."""
+    return idempotency_key if tenant is None else f"t{len(tenant)}:{tenant}:{idempotency_key}"
+
+
 async def launch(
     state: ApiState,
     tenant: str | None,
@@ -117,10 +122,7 @@ async def launch(
         version, schema = await workflow_schema(state, name, version)
     validate_input(name, schema, input)
     check_unicode(input)
-    idem = None
-    if idempotency_key is not None:
-        # Scoped by tenant, so one tenant's key can never return another tenant's run.
-        idem = idempotency_key if tenant is None else f"t{len(tenant)}:{tenant}:{idempotency_key}"
+    idem = None if idempotency_key is None else scoped_key(tenant, idempotency_key)
     started = await state.dispatcher.start(
         name, input, version=version, idempotency_key=idem, tenant=tenant or ""
     )

@@ -250,6 +250,13 @@ class Dispatcher:
         created = await self.queue.enqueue(run, queued, lane)
         return Started(run.run_id, created, version)
 
+    async def started_for(self, workflow: str, idempotency_key: str) -> str | None:
+        """The run ``idempotency_key`` started for ``workflow``, if that run exists (read only)."""
+        existing = await guard(self.redis.get(keys.idempotency_key(workflow, idempotency_key)))
+        if existing is None or not await guard(self.redis.exists(keys.run_keys(existing.decode()).meta)):
+            return None
+        return str(existing.decode())
+
     async def supply_input(self, run_id: str, key: str, value: Any) -> str:
         """Deliver input to a run waiting for ``key``: 'resumed' (it was suspended and is queued
         again) or 'delivered' (its live attempt takes it). NotWaiting / InputRejected otherwise."""

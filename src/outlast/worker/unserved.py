@@ -62,14 +62,20 @@ class UnservedRuns:
                 "this one under another --version", self.worker_id, self.version, workflow,
                 ", ".join(self.served) or "none",
             )  # fmt: skip
-        if entry_id is None or entry_id in self._pending:
-            return
         if len(self._seen) > REMEMBERED:
             self._seen.clear()
+        if entry_id is None or entry_id in self._pending:
+            self._seen.setdefault(run_id, 0)  # (known: a takeover scan looks past it)
+            return
         seen = self._seen[run_id] = self._seen.get(run_id, 0) + 1
         delay = 0.0 if seen == 1 else min(self.first * 2 ** (seen - 2), self.most)
         task = asyncio.create_task(self._put_back(lane, entry_id, run_id, delay), name="outlast-requeue")
         self._pending[entry_id] = (lane, run_id, task)
+
+    def known(self, run_id: str) -> bool:
+        """Whether ``run_id`` came here unserved already (a run's workflow and this worker's code
+        never change, so it stays unserved here)."""
+        return run_id in self._seen
 
     async def _put_back(self, lane: Lane, entry_id: bytes, run_id: str, delay: float) -> None:
         try:

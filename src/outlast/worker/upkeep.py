@@ -58,10 +58,12 @@ class Upkeep:
         books: Bookkeeping,
         claim: ClaimFn,
         dispatch: DispatchFn,
+        unserved: Callable[[str], bool],
     ) -> None:
         """``jobs``: the worker's runs (read here, owned by the worker); ``stopping``: set when it
         drains; ``served``/``digest``: the workflows its code has (reported); ``claim`` and
-        ``dispatch``: the worker's, for orphans and stranded entries."""
+        ``dispatch``: the worker's, for orphans and stranded entries; ``unserved``: whether a run
+        is known to be of a workflow the worker's code lacks (a takeover scan looks past it)."""
         self.redis = redis
         self.waits = waits
         self.worker_id = worker_id
@@ -77,6 +79,7 @@ class Upkeep:
         self.books = books
         self.claim = claim
         self.dispatch = dispatch
+        self.unserved = unserved
         #: Orphans wait for a slot: the worker's next free one goes to a takeover scan.
         self.takeover_wanted = False
         #: The worker's loop (news from other threads are handed to it); set by ``bind``.
@@ -225,16 +228,21 @@ class Upkeep:
                 waiting = await guard(self.redis.zcount(lane.index, 0, now_ms))
                 self.takeover_wanted = self.takeover_wanted or bool(waiting)
                 continue
-            expired = await guard(
-                self.redis.zrangebyscore(lane.index, 0, now_ms, start=0, num=free + len(self.jobs))
-            )
-            for raw in expired:
-                run_id = raw.decode()
-                if run_id in self.jobs:
-                    continue
-                if await self.claim(lane, run_id) == STARTED:  # (the worker logs the takeover)
-                    took = True
-                if len(self.jobs) >= self.concurrency:
+            # Page on past runs this worker holds or cannot serve (their workflow is not in its
+            # code): they stay listed for others, and must not hide the orphans behind them.
+            start, page = 0, free + len(self.jobs)
+            while len(self.jobs) < self.concurrency:
+                expired = await guard(self.redis.zrangebyscore(lane.index, 0, now_ms, start=start, num=page))
+                start += len(expired)  # (an entry that leaves the range meanwhile: next scan)
+                for raw in expired:
+                    run_id = raw.decode()
+                    if run_id in self.jobs or self.unserved(run_id):
+                        continue
+                    if await self.claim(lane, run_id) == STARTED:  # (the worker logs the takeover)
+                        took = True
+                    if len(self.jobs) >= self.concurrency:
+                        break
+                if len(expired) < page:
                     break
         return took
 

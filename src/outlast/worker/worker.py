@@ -87,6 +87,8 @@ class Worker:
                 "and max_attempts >= 1"
             )
         self.registry = workflows if isinstance(workflows, Registry) else Registry(workflows)
+        if not len(self.registry):  # (CLAIM reads no served names as "any": it would take every run)
+            raise ConfigError("a worker with no workflows has nothing to run: give it at least one @workflow")
         self.redis = redis
         self.concurrency = concurrency
         self.version = version if version is not None else os.environ.get("OUTLAST_VERSION") or "dev"
@@ -129,7 +131,7 @@ class Worker:
             redis, self.waits, worker_id=self.id, version=self.version, served=self.served,
             digest=self.digest, concurrency=concurrency, heartbeat=heartbeat, lease_ms=self.lease_ms,
             lanes=self.lanes, jobs=self.jobs, stopping=self._stopping, books=self.books,
-            claim=self._try_claim, dispatch=self._dispatch,
+            claim=self._try_claim, dispatch=self._dispatch, unserved=self.unserved.known,
         )  # fmt: skip
         #: With a launcher, runs are executed by what it launches (``outlast execute``), not in here.
         self.launching = None if launcher is None else Launching(

@@ -10,6 +10,8 @@ import redis.asyncio as aioredis
 from ag_ui_validate.pytest_plugin import assert_valid_agui
 from httpx_sse import aconnect_sse
 
+from outlast.store import keys
+
 from ..conftest import Servers
 from .support import assemble, live_text
 
@@ -171,3 +173,40 @@ async def test_ag_ui_endpoint_streams_a_conformant_run_and_reattaches_from_a_cur
     assert_valid_agui(reattached, max_warnings=0)
     assert reattached[0]["metadata"]["outlast"]["run_id"] == run_id  # the same run, found by its ids
     assert (await http.post("/v1/workflows/noop3/ag-ui", json=body)).status_code == 422
+
+
+async def test_an_ag_ui_reattach_cut_in_its_opening_resumes_where_it_was(http: httpx.AsyncClient) -> None:
+    # A re-attached stream opens with frames that restate the run so far (RUN_STARTED, the state,
+    # the open steps and messages). A client cut off after the first of them resumes from its id:
+    # it must get that same continuation again, never events it already had.
+    import json
+
+    message = {"id": "m1", "role": "user", "content": "hi"}
+    body = {"threadId": uuid.uuid4().hex, "runId": uuid.uuid4().hex, "state": {}, "tools": [],
+            "context": [], "forwardedProps": {}, "messages": [message]}  # fmt: skip
+    path = "/v1/workflows/echo_chat/ag-ui"
+    _, full = await read_frames(http, "POST", path, json=body)
+    for cursor, _ in full[:-1]:
+        _, reattached = await read_frames(http, "POST", f"{path}?after={cursor}", json=body)
+        assert_valid_agui([json.loads(data) for _, data in reattached], max_warnings=0)
+        first_id = reattached[0][0]
+        _, again = await read_frames(http, "POST", f"{path}?after={first_id}", json=body)
+        assert again == reattached, (cursor, first_id)
+
+
+async def test_an_ag_ui_reattach_to_no_run_is_a_404_and_starts_nothing(
+    http: httpx.AsyncClient, store_redis: aioredis.Redis
+) -> None:
+    # A cursor means "re-attach": with ids that name no run (a typo, or ids older than the
+    # idempotency window) the client must hear so, and no run may start behind its back.
+    before = await store_redis.zcard(keys.RUNS_INDEX)
+    message = {"id": "m1", "role": "user", "content": "hi"}
+    body = {"threadId": uuid.uuid4().hex, "runId": uuid.uuid4().hex, "state": {}, "tools": [],
+            "context": [], "forwardedProps": {}, "messages": [message]}  # fmt: skip
+    response = await http.post("/v1/workflows/echo_chat/ag-ui?after=3", json=body)
+    assert response.status_code == 404, response.text
+    error = response.json()["error"]
+    assert error["code"] == "run_not_found"
+    assert body["threadId"] in error["message"]
+    assert "without ?after=" in error["message"]
+    assert await store_redis.zcard(keys.RUNS_INDEX) == before

@@ -38,6 +38,11 @@ class Cursor:
     part: int = 0
 
     @property
+    def label(self) -> str:
+        """The cursor as a frame id: ``SEQ`` or ``SEQ.PART``."""
+        return f"{self.seq}.{self.part}" if self.part else str(self.seq)
+
+    @property
     def complete(self) -> int:
         """The last event all of whose frames were delivered."""
         return self.seq - 1 if self.part else self.seq
@@ -120,8 +125,12 @@ async def translated(
     try:
         await catch_up(state, run_id, translator, cursor.complete)
         caught_up_on_end = translator.ended
+        # The opening restates the run up to the cursor: its frames carry the cursor itself as
+        # id, so a client cut off inside it resumes at the same place (a ``<seq>.<k>`` of their
+        # own would name frames of an event the client had already).
+        here = cursor.label.encode()
         if opening is not None and cursor.complete > 0:
-            prefix += sse_frames([dump(f) for f in opening()], cursor.complete)
+            prefix += b"".join(b"id: %s\ndata: %s\n\n" % (here, dump(f)) for f in opening())
         async with contextlib.aclosing(state.hub.frames(run_id, cursor.complete)) as batches:
             async for batch in batches:
                 if not batch:  # about to wait: let the response start now
@@ -131,9 +140,13 @@ async def translated(
                     continue
                 chunk = [prefix]
                 for frame in batch:
-                    frames = translator.translate(frame.envelope())
+                    frames = [dump(f) for f in translator.translate(frame.envelope())]
                     skip = cursor.part if frame.seq == cursor.seq else 0
-                    chunk.append(sse_frames([dump(f) for f in frames], frame.seq, skip))
+                    if skip and opening is not None:
+                        # A re-attach is valid on its own: it restates the frames of this event
+                        # the client had (the opening stops before them), under the cursor's id.
+                        chunk.extend(b"id: %s\ndata: %s\n\n" % (here, f) for f in frames[:skip])
+                    chunk.append(sse_frames(frames, frame.seq, skip))
                     if frame.terminal and closing:
                         chunk.append(b"id: %d\n%s" % (frame.seq, closing))
                 prefix = b""
