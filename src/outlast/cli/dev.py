@@ -62,6 +62,10 @@ def watch_roots(targets: list[str]) -> list[Path]:
             roots.append(path.resolve())
         elif path.is_file() or target.endswith(".py"):
             roots.append(path.resolve().parent)
+        elif (module := Path.cwd().joinpath(*target.split("."))).is_dir():
+            roots.append(module.resolve())  # a package under this folder, as the workers import it
+        elif module.with_suffix(".py").is_file():
+            roots.append(module.with_suffix(".py").resolve().parent)
         else:
             with contextlib.suppress(ImportError, ValueError):
                 spec = importlib.util.find_spec(target)
