@@ -94,6 +94,21 @@ async def test_a_released_lease_is_taken_over_at_once_without_counting_a_loss(re
     assert taken.record.lost_workers == ""
 
 
+async def test_a_heartbeat_landing_after_a_release_does_not_revive_the_lease(redis: aioredis.Redis) -> None:
+    # The heartbeat thread renews from a list of leases it read a moment earlier: during a drain
+    # its RENEW can reach the server just after the worker's RELEASE. It must not revive the
+    # lease: the next worker would then find it alive, wait out the lease timeout and count the
+    # drain's clean hand-off as a lost worker (max_attempts).
+    _, leases = await queued_run(redis)
+    await leases.claim("r1", "w1", LEASE_MS, max_attempts=1)
+    assert await leases.release("r1", 1, "w1")
+    assert await leases.renew("r1", 1, "w1", LEASE_MS) == (False, 0, False)
+    taken = await leases.claim("r1", "w2", LEASE_MS, max_attempts=1)
+    assert (taken.status, taken.attempt, taken.detail) == ("ok", 2, "")
+    assert taken.record is not None
+    assert (taken.record.lost_workers, taken.record.losses) == ("", 0)
+
+
 async def test_a_finished_run_is_not_claimed(redis: aioredis.Redis) -> None:
     store, leases = await queued_run(redis)
     await leases.claim("r1", "w1", LEASE_MS, max_attempts=3)  # the lease is still live

@@ -235,10 +235,13 @@ return {'OK', lease_until, cur[3] or ''}
 # ARGV: attempt, owner, lost ('1': the attempt failed here, which counts as losing the run's
 #       worker; '' for a drain's clean hand-off, which does not)
 # Drops the lease so another worker can take the run over at once. Returns 1, or 0 when stale.
+# The owner goes too (as SUSPEND does): a RENEW the releasing worker's heartbeat thread sent just
+# before is then STALE, instead of reviving the lease (the next claim would find it alive, wait
+# out the lease timeout, then count the hand-off as a lost worker).
 RELEASE: Final = """
 local cur = redis.call('HMGET', KEYS[1], 'attempt', 'lease_owner', 'lost_workers')
 if cur[1] ~= ARGV[1] or cur[2] ~= ARGV[2] then return 0 end
-redis.call('HSET', KEYS[1], 'lease_until', 0)
+redis.call('HSET', KEYS[1], 'lease_until', 0, 'lease_owner', '')
 if ARGV[3] == '1' then
   local lost = cur[3] or ''
   redis.call('HSET', KEYS[1], 'lost_workers', (lost == '' and ARGV[2]) or (lost .. ',' .. ARGV[2]))
