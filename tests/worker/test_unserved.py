@@ -123,3 +123,42 @@ async def test_orphans_a_worker_cannot_serve_never_hide_those_it_can(
     for run_id in lacking:  # left for a worker that has `quick`: not failed, no loss counted here
         record = await dispatcher.store.get_run(run_id)
         assert (record.status, record.attempt, record.losses) == ("running", 1, 0)
+
+
+async def test_a_worker_whose_host_clock_is_behind_stays_listed_and_keeps_other_code_out(
+    spawn_worker: SpawnWorker,
+    dispatcher: Dispatcher,
+    redis_url: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Hosts' clocks differ; the lease clock is the server's. A worker on a host 30 s behind the
+    # one reading the workers must still count as live: not pruned by `outlast workers` or
+    # `deploy status`, and still keeping workers of other code out of its version.
+    skewed = tmp_path / "clock-behind"
+    skewed.mkdir()
+    clock = "import time\n_real = time.time\ntime.time = lambda: _real() - 30.0\n"
+    (skewed / "sitecustomize.py").write_text(clock)
+    monkeypatch.setenv("PYTHONPATH", str(skewed))
+    behind = await spawn_worker(version="v")
+    monkeypatch.delenv("PYTHONPATH")
+    assert [w["id"] for w in await dispatcher.workers()] == [behind.id]
+    assert [w["id"] for w in await dispatcher.workers()] == [behind.id]  # (read twice: not pruned)
+    status = await dispatcher.deploy_status()
+    assert [(v["version"], v["workers"]) for v in status["versions"]] == [("v", 1)]
+    cmd = [
+        sys.executable, "-c", "from outlast.cli.main import main; main()", "worker", OLDER,
+        "--redis", redis_url, "--version", "v", "--heartbeat", str(HEARTBEAT), "--lease-timeout", str(LEASE),
+    ]  # fmt: skip
+    env = {"COLUMNS": "1000", "PATH": "/usr/bin:/bin"}
+    proc = await asyncio.create_subprocess_exec(
+        *cmd, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, env=env
+    )
+    try:
+        out, err = await asyncio.wait_for(proc.communicate(), 30)
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+    assert proc.returncode == 1, out + err
+    assert f"served by live worker {behind.id} with other code" in err.decode()

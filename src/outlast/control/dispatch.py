@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import json
-import time
 from collections.abc import AsyncGenerator
 from dataclasses import dataclass
 from typing import Any, cast
@@ -129,7 +128,7 @@ class Dispatcher:
         """Live workers; stale entries are pruned. A worker is stale once it missed its heartbeats
         for its lease timeout (when its runs are taken over), or for ``stale_after`` seconds."""
         raw: dict[bytes, bytes] = await guard(self.redis.hgetall(keys.WORKERS))
-        now = time.time()
+        now = await server_ms(self.redis) / 1000  # (workers report heartbeats on the server's clock)
         alive: list[dict[str, Any]] = []
         stale: list[bytes] = []
         for worker_id, payload in raw.items():

@@ -17,7 +17,6 @@ import contextlib
 import hashlib
 import json
 import logging
-import time
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
@@ -72,8 +71,7 @@ async def register_workflows(
     infos = {wf.name: registration(wf, version) for wf in workflows}
     worker = worker or {}
     args: list[Any] = [
-        version, worker.get("id", ""), repr(time.time()), worker.get("digest", ""), json.dumps(worker),
-        int(time.time() * 1000), keys.DEPLOY_CHANNEL,
+        version, worker.get("id", ""), worker.get("digest", ""), json.dumps(worker), keys.DEPLOY_CHANNEL,
     ]  # fmt: skip
     for name, info in infos.items():
         args += [name, json.dumps(info)]

@@ -251,37 +251,43 @@ return 1
 """
 
 # KEYS: workflows:<version>, workers, versions, deploy
-# ARGV: version, worker_id ('' = no worker: no check, nobody listed), now (s), digest,
-#       worker_info_json, now_ms, channel, [name, info_json]*
+# ARGV: version, worker_id ('' = no worker: no check, nobody listed), digest, worker_info_json,
+#       channel, [name, info_json]*
 # A worker registers its workflows for its version, unless a live worker of that version (one
 # whose last heartbeat is within its lease timeout, and not draining) runs other code (another
 # registry ``digest``): two codes in one version would take over each other's runs. With no such
 # worker the version's registrations are replaced by this worker's (stale names go), the worker
 # is listed at once (so a second one starting now sees it), the version recorded, the first
-# version ever seen made active, and the change announced on ``channel``.
+# version ever seen made active, and the change announced on ``channel``. Liveness is judged on the
+# server's clock, as leases are: workers report ``heartbeat_at`` in server seconds (hosts' clocks
+# differ; a worker on a host whose clock is behind must still count as live).
 # Returns {'OK'} | {'CONFLICT', worker_id, worker_info_json}
-REGISTER: Final = """
-local now = tonumber(ARGV[3])
+REGISTER: Final = (
+    NOW
+    + """
+local now_ms = now
+now = now_ms / 1000
 local workers = {}
 if ARGV[2] ~= '' then workers = redis.call('HGETALL', KEYS[2]) end
 for i = 1, #workers, 2 do
   if workers[i] ~= ARGV[2] then
     local ok, info = pcall(cjson.decode, workers[i + 1])
     if ok and type(info) == 'table' and info.version == ARGV[1] and type(info.digest) == 'string'
-        and info.digest ~= ARGV[4] and not info.draining
+        and info.digest ~= ARGV[3] and not info.draining
         and now - tonumber(info.heartbeat_at or 0) <= tonumber(info.lease_timeout or 15) then
       return {'CONFLICT', workers[i], workers[i + 1]}
     end
   end
 end
 redis.call('DEL', KEYS[1])
-for i = 8, #ARGV, 2 do redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1]) end
-if ARGV[2] ~= '' then redis.call('HSET', KEYS[2], ARGV[2], ARGV[5]) end
-redis.call('ZADD', KEYS[3], ARGV[6], ARGV[1])
+for i = 6, #ARGV, 2 do redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1]) end
+if ARGV[2] ~= '' then redis.call('HSET', KEYS[2], ARGV[2], ARGV[4]) end
+redis.call('ZADD', KEYS[3], now_ms, ARGV[1])
 redis.call('HSETNX', KEYS[4], 'active', ARGV[1])
-redis.call('PUBLISH', ARGV[7], ARGV[1])
+redis.call('PUBLISH', ARGV[5], ARGV[1])
 return {'OK'}
 """
+)
 
 # KEYS: deploy, versions
 # ARGV: version ('' = the previous one: a rollback), force ('1': even one no worker registered yet),

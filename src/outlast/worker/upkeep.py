@@ -9,7 +9,6 @@ import json
 import logging
 import os
 import socket
-import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -203,19 +202,21 @@ class Upkeep:
             return None
         return max(0.0, (min(scores) - now_ms) / 1000)
 
-    def info(self) -> dict[str, Any]:
+    def info(self, now: float) -> dict[str, Any]:
         """What ``outlast workers`` shows; ``lease_timeout`` says when the entry is stale, and
-        ``workflows``/``digest`` what code it runs (a worker of other code refuses to join)."""
+        ``workflows``/``digest`` what code it runs (a worker of other code refuses to join).
+        ``now``: the server's clock in seconds (liveness is judged on it, as leases are)."""
         return {
             "id": self.worker_id, "host": socket.gethostname(), "pid": os.getpid(), "version": self.version,
-            "running": sorted(self.jobs), "concurrency": self.concurrency, "heartbeat_at": time.time(),
+            "running": sorted(self.jobs), "concurrency": self.concurrency, "heartbeat_at": now,
             "draining": self.stopping.is_set(), "lease_timeout": self.lease_ms / 1000,
             "workflows": list(self.served), "digest": self.digest,
         }  # fmt: skip
 
     async def report(self) -> None:
         """List this worker (and what it runs) in the workers hash (``outlast workers``)."""
-        await guard(self.redis.hset(keys.WORKERS, self.worker_id, json.dumps(self.info())))
+        now = await server_ms(self.redis) / 1000
+        await guard(self.redis.hset(keys.WORKERS, self.worker_id, json.dumps(self.info(now))))
 
     async def takeover_scan(self) -> bool:
         """Claim runs of this worker's lanes whose lease expired. True if any was taken over."""

@@ -39,6 +39,7 @@ from outlast.events import AttemptStatus, ClaimStatus, RunStatus
 from outlast.sizes import cap_text
 from outlast.store import keys
 from outlast.store.base import AttemptStart
+from outlast.store.commands import server_ms
 from outlast.store.errors import BUSYGROUP, NOGROUP, guard, reply_code
 from outlast.store.leases import Claim, RunLeases
 from outlast.store.queue import RunQueue
@@ -202,7 +203,8 @@ class Worker:
     async def _prepare(self) -> None:
         await self._create_groups()
         # Refused (ConfigError) when a live worker of this version runs other code.
-        await register_workflows(self.redis, self.version, self.registry, worker=self.upkeep.info())
+        now = await server_ms(self.redis) / 1000
+        await register_workflows(self.redis, self.version, self.registry, worker=self.upkeep.info(now))
         await self.upkeep.report()
 
     # -- dispatch ------------------------------------------------------------------------------
