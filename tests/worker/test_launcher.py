@@ -47,10 +47,14 @@ async def test_killed_execution_is_taken_over_and_resumed(
     await wait_event(dispatcher, run_id, ev.STEP_COMPLETED)  # work#0 done, now held at the gate
     first.send_signal(signal.SIGKILL)
     await first.wait()
-    await spawn_worker("--launcher", "subprocess")  # finds the orphan, launches a new execution
+    worker = await spawn_worker("--launcher", "subprocess")  # finds the orphan, launches a new execution
     await wait_event(dispatcher, run_id, ev.RUN_STARTED, attempt=2)
     await redis.rpush("gate:ex", "go")
     assert await dispatcher.result(run_id, timeout=60) == "open"
+    # The launched execution (its stderr is the worker's) logs the takeover and the end, as a
+    # worker executing runs itself does.
+    await worker.logged(f"took over run {run_id} (attempt 2) from lost worker ")
+    await worker.logged(f"run {run_id} completed (attempt 2)")
     assert await redis.get("ran:ex:0") == b"1"  # completed before the kill: replayed, not re-run
     check_stream(await events_of(dispatcher, run_id))
 

@@ -56,10 +56,7 @@ def worker(
         )
         raise typer.Exit(2)
     registry = load_app(target)
-    # Outlast's own lines (a line per run end and takeover) at INFO; libraries' INFO chatter (httpx
-    # logs every request an LLM call makes) only from WARNING up.
-    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(levelname)s %(message)s")
-    logging.getLogger("outlast").setLevel(logging.INFO)
+    _log_runs()
 
     async def serve() -> None:
         async with connect(redis) as client:
@@ -93,6 +90,13 @@ def worker(
     run_async(serve())
 
 
+def _log_runs() -> None:
+    """Outlast's own lines (a line per run end and takeover) at INFO; libraries' INFO chatter
+    (httpx logs every request an LLM call makes) only from WARNING up."""
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    logging.getLogger("outlast").setLevel(logging.INFO)
+
+
 @app.command()
 def execute(
     run_id: str,
@@ -106,6 +110,7 @@ def execute(
 ) -> None:
     """Execute one run in this process, given only its id (what launchers start)."""
     registry = load_app(target)
+    _log_runs()  # (a launched execution logs its takeover and end as an in-process worker does)
 
     async def go() -> None:
         async with connect(redis) as client:

@@ -306,11 +306,14 @@ class Worker:
         # A run found through the lease index (a takeover) is listed there already.
         job = Job(run_id, claim.attempt, lane, entry_id=entry_id, indexed=entry_id is None)
         self.jobs[run_id] = job
+        self._log_takeover(run_id, claim)
+        self._executed += 1
+        job.task = asyncio.create_task(self._execute(job, claim), name=f"outlast-run-{run_id}")
+
+    def _log_takeover(self, run_id: str, claim: Claim) -> None:
         if claim.detail:  # (found by a takeover scan, or its entry re-read after its worker died)
             log.info("worker %s: took over run %s (attempt %s) from lost worker %s", self.id, run_id,
                      claim.attempt, claim.detail)  # fmt: skip
-        self._executed += 1
-        job.task = asyncio.create_task(self._execute(job, claim), name=f"outlast-run-{run_id}")
 
     async def _execute(self, job: Job, claim: Claim) -> None:
         try:
@@ -442,6 +445,7 @@ class Worker:
         lane_version = claim.record.lane or claim.record.version
         lane = Lane(keys.work_stream(lane_version), keys.lease_index(lane_version))
         job = Job(run_id, claim.attempt, lane, indexed=True)
+        self._log_takeover(run_id, claim)
         await guard(self.redis.zadd(lane.index, {run_id: claim.lease_until}))  # findable if we die
         renewer = self._renewer()
         self.jobs[run_id] = job
