@@ -210,3 +210,42 @@ async def test_a_hand_off_requeue_is_trimmed_like_a_start(redis: aioredis.Redis)
     await pipe.execute()
     await RunQueue(redis).add(stream, "handed-off")  # what a draining worker's re-queue does
     assert await redis.xlen(stream) < WORK_STREAM_MAXLEN + 1_000
+
+
+#: Released by nobody: a run of ``parked`` holds its worker until it is cancelled.
+PARKED = asyncio.Event()
+
+
+@outlast.component
+async def park_step() -> None:
+    await PARKED.wait()
+
+
+@outlast.workflow
+async def parked() -> None:
+    await park_step()
+
+
+async def test_a_claim_in_flight_when_the_worker_stops_is_drained_too(
+    dispatcher: Dispatcher, redis: aioredis.Redis
+) -> None:
+    # A heartbeat's takeover scan can be mid-CLAIM when the worker is told to stop. The drain must
+    # wait for that claim: a run it starts may not be left executing (and leased) by a worker that
+    # already returned, to be found only after its lease times out, as a lost worker.
+    worker = Worker([parked], redis, heartbeat=0.2, lease_timeout=1.0, drain_timeout=0.1, version="v")
+    running = asyncio.create_task(worker.run())
+    await worker.ready.wait()
+    run_id = (await dispatcher.start(parked, {}, version="elsewhere")).run_id  # (not on its lanes)
+    claiming = asyncio.create_task(worker._try_claim(worker.lanes[0], run_id))
+    await asyncio.sleep(0)  # the CLAIM is sent, its reply not read yet
+    worker.stop()
+    await running
+    try:
+        assert await claiming == "started"
+        assert worker.jobs == {}  # drained: nothing of it runs on
+        taken = await worker.leases.claim(run_id, "next", 1000, max_attempts=5, served=("parked",))
+        assert (taken.status, taken.attempt, taken.losses) == ("ok", 2, 0)  # handed on, not lost
+    finally:
+        for job in list(worker.jobs.values()):
+            if job.task is not None:
+                job.task.cancel()

@@ -124,6 +124,11 @@ class Worker:
         self._stopping = asyncio.Event()
         self._slot_free = asyncio.Event()
         self._hard_stop = False
+        #: Claims under way (the beat's takeover scans run beside the dispatch loop): a drain waits
+        #: for them, so a run one starts as the worker stops is drained like the others.
+        self._claiming = 0
+        self._claims_done = asyncio.Event()
+        self._claims_done.set()
         self.books = Bookkeeping(
             redis, self.leases, worker_id=self.id, lanes=self.lanes, max_attempts=max_attempts,
             retry_after=heartbeat,
@@ -290,17 +295,24 @@ class Worker:
             return SETTLED  # a duplicate entry for a run this worker already executes
         if self._stopping.is_set():
             return SKIPPED
-        if self.launching is not None:
-            return await self.launching.launch(lane, run_id, entry_id)
-        claim = await self.leases.claim(run_id, self.id, self.lease_ms, self.max_attempts, self.served)
-        if claim.status == ClaimStatus.OK:
-            self._start(lane, run_id, claim, entry_id)
-            return STARTED
-        if claim.status == ClaimStatus.UNSERVED:
-            self.unserved.leave(lane, run_id, entry_id, claim.detail)
-            return SKIPPED
-        await self.books.settle_unclaimed(lane, run_id, claim)
-        return SETTLED
+        self._claiming += 1
+        self._claims_done.clear()
+        try:
+            if self.launching is not None:
+                return await self.launching.launch(lane, run_id, entry_id)
+            claim = await self.leases.claim(run_id, self.id, self.lease_ms, self.max_attempts, self.served)
+            if claim.status == ClaimStatus.OK:
+                self._start(lane, run_id, claim, entry_id)
+                return STARTED
+            if claim.status == ClaimStatus.UNSERVED:
+                self.unserved.leave(lane, run_id, entry_id, claim.detail)
+                return SKIPPED
+            await self.books.settle_unclaimed(lane, run_id, claim)
+            return SETTLED
+        finally:
+            self._claiming -= 1
+            if not self._claiming:
+                self._claims_done.set()
 
     def _start(self, lane: Lane, run_id: str, claim: Claim, entry_id: bytes | None) -> None:
         # A run found through the lease index (a takeover) is listed there already.
@@ -405,6 +417,7 @@ class Worker:
     # -- draining ------------------------------------------------------------------------------
 
     async def _drain(self) -> None:
+        await self._claims_done.wait()  # (one round trip each; what they start is drained below)
         for job in self.jobs.values():
             if job.attempt is not None:
                 job.attempt.suspend_soon()  # a run that only waits parks now instead of holding on
