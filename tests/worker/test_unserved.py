@@ -162,3 +162,40 @@ async def test_a_worker_whose_host_clock_is_behind_stays_listed_and_keeps_other_
             await proc.wait()
     assert proc.returncode == 1, out + err
     assert f"served by live worker {behind.id} with other code" in err.decode()
+
+
+async def test_of_two_workers_with_other_code_starting_at_once_one_refuses(
+    redis: aioredis.Redis, redis_url: str
+) -> None:
+    del redis  # (requested for its flush: a clean database)
+    procs = []
+    for app in (str(Path(__file__).with_name("app.py")), OLDER):
+        cmd = [
+            sys.executable, "-c", "from outlast.cli.main import main; main()", "worker", app,
+            "--redis", redis_url, "--version", "v", "--heartbeat", str(HEARTBEAT),
+            "--lease-timeout", str(LEASE),
+        ]  # fmt: skip
+        env = {"COLUMNS": "1000", "PATH": "/usr/bin:/bin", "APP_REDIS_URL": redis_url}
+        procs.append(
+            await asyncio.create_subprocess_exec(
+                *cmd, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, env=env
+            )
+        )
+    try:
+        # Registration is one script: whichever comes second sees the first listed, and refuses.
+        exits = [asyncio.create_task(p.wait()) for p in procs]
+        await asyncio.wait(exits, timeout=30, return_when=asyncio.FIRST_COMPLETED)
+        refused = next(p for p in procs if p.returncode is not None)
+        serving = next(p for p in procs if p is not refused)
+        assert refused.returncode == 1
+        assert refused.stderr is not None
+        assert "with other code" in (await refused.stderr.read()).decode()
+        assert serving.stdout is not None
+        line = await asyncio.wait_for(serving.stdout.readline(), 30)  # printed once registered
+        assert line.startswith(b"worker "), line
+        assert serving.returncode is None
+    finally:
+        for proc in procs:
+            if proc.returncode is None:
+                proc.send_signal(signal.SIGTERM)
+                assert await asyncio.wait_for(proc.wait(), 30) == 0

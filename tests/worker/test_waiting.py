@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -16,6 +17,7 @@ import outlast
 from outlast import events as ev
 from outlast.control import Dispatcher
 from outlast.store import keys
+from outlast.store.embedded import EmbeddedServer
 from outlast.worker import Worker
 
 from .test_faults import events_of, wait_event
@@ -324,3 +326,27 @@ async def test_a_secret_input_is_masked_in_the_stream_whoever_writes_it(
     assert [e.data["message"] for e in events if e.type == ev.STATUS] == ["logged in with [secret]"]
     assert token not in str([e.data for e in events])
     assert (await dispatcher.store.get_run(run_id)).status_message == "logged in with [secret]"
+
+
+async def test_the_notice_listener_comes_back_after_the_server_restarts(tmp_path: Path) -> None:
+    # Only the settled-wait notice can bring the input while the step runs (a poll of a minute):
+    # after a Valkey restart under a live worker, its listener must have subscribed again.
+    server = EmbeddedServer(tmp_path / "restart").start()
+    client = aioredis.Redis.from_url(server.url)
+    dispatcher = Dispatcher(client)
+    gates["relisten"] = asyncio.Event()
+    try:
+        async with running(client) as worker:
+            worker.runner.wait_poll = 60.0
+            server.kill()  # SIGKILL: AOF (everysec) has every acknowledged write
+            server.start()
+            run_id = (await dispatcher.start(busy_while_waiting, {"tag": "relisten"}, version="waits")).run_id
+            await asyncio.wait_for(wait_event(dispatcher, run_id, ev.INPUT_REQUESTED), 30)
+            assert await dispatcher.supply_input(run_id, "go", {"ok": True}) == "delivered"
+            received = await asyncio.wait_for(wait_event(dispatcher, run_id, ev.INPUT_RECEIVED), 20)
+            assert received.attempt == 1
+            gates["relisten"].set()
+            assert await dispatcher.result(run_id, timeout=10) == [True, "done"]
+    finally:
+        await client.aclose()
+        server.stop()
