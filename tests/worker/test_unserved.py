@@ -18,7 +18,7 @@ from outlast.store import keys
 from outlast.store.leases import RunLeases
 
 from .app import anywhere, multi, quick
-from .conftest import HEARTBEAT, LEASE, SpawnWorker
+from .conftest import APP, HEARTBEAT, LEASE, SpawnWorker
 from .test_faults import check_stream, events_of
 
 pytestmark = pytest.mark.timeout(120)
@@ -27,19 +27,24 @@ OLDER = str(Path(__file__).with_name("app_older.py"))  # lacks `quick` and `anyw
 WARNING = "has no workflow {!r}"
 
 
+async def worker_of_version_v(app: str, redis_url: str) -> asyncio.subprocess.Process:
+    """An ``outlast worker`` of ``app`` for version ``v``, its output piped (not waited for)."""
+    cmd = [
+        sys.executable, "-c", "from outlast.cli.main import main; main()", "worker", app,
+        "--redis", redis_url, "--version", "v", "--heartbeat", str(HEARTBEAT), "--lease-timeout", str(LEASE),
+    ]  # fmt: skip
+    env = {"COLUMNS": "1000", "PATH": "/usr/bin:/bin", "APP_REDIS_URL": redis_url}
+    return await asyncio.create_subprocess_exec(
+        *cmd, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, env=env
+    )
+
+
 async def test_a_worker_with_other_code_refuses_to_join_a_version(
     spawn_worker: SpawnWorker, redis: aioredis.Redis, redis_url: str
 ) -> None:
     del redis  # (requested for its flush: a clean database)
     current = await spawn_worker(version="v")
-    cmd = [
-        sys.executable, "-c", "from outlast.cli.main import main; main()", "worker", OLDER,
-        "--redis", redis_url, "--version", "v", "--heartbeat", str(HEARTBEAT), "--lease-timeout", str(LEASE),
-    ]  # fmt: skip
-    env = {"COLUMNS": "1000", "PATH": "/usr/bin:/bin"}
-    proc = await asyncio.create_subprocess_exec(
-        *cmd, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, env=env
-    )
+    proc = await worker_of_version_v(OLDER, redis_url)
     out, err = await asyncio.wait_for(proc.communicate(), 30)
     message = err.decode()
     assert proc.returncode == 1, out + err
@@ -146,14 +151,7 @@ async def test_a_worker_whose_host_clock_is_behind_stays_listed_and_keeps_other_
     assert [w["id"] for w in await dispatcher.workers()] == [behind.id]  # (read twice: not pruned)
     status = await dispatcher.deploy_status()
     assert [(v["version"], v["workers"]) for v in status["versions"]] == [("v", 1)]
-    cmd = [
-        sys.executable, "-c", "from outlast.cli.main import main; main()", "worker", OLDER,
-        "--redis", redis_url, "--version", "v", "--heartbeat", str(HEARTBEAT), "--lease-timeout", str(LEASE),
-    ]  # fmt: skip
-    env = {"COLUMNS": "1000", "PATH": "/usr/bin:/bin"}
-    proc = await asyncio.create_subprocess_exec(
-        *cmd, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, env=env
-    )
+    proc = await worker_of_version_v(OLDER, redis_url)
     try:
         out, err = await asyncio.wait_for(proc.communicate(), 30)
     finally:
@@ -168,19 +166,7 @@ async def test_of_two_workers_with_other_code_starting_at_once_one_refuses(
     redis: aioredis.Redis, redis_url: str
 ) -> None:
     del redis  # (requested for its flush: a clean database)
-    procs = []
-    for app in (str(Path(__file__).with_name("app.py")), OLDER):
-        cmd = [
-            sys.executable, "-c", "from outlast.cli.main import main; main()", "worker", app,
-            "--redis", redis_url, "--version", "v", "--heartbeat", str(HEARTBEAT),
-            "--lease-timeout", str(LEASE),
-        ]  # fmt: skip
-        env = {"COLUMNS": "1000", "PATH": "/usr/bin:/bin", "APP_REDIS_URL": redis_url}
-        procs.append(
-            await asyncio.create_subprocess_exec(
-                *cmd, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, env=env
-            )
-        )
+    procs = [await worker_of_version_v(app, redis_url) for app in (APP, OLDER)]
     try:
         # Registration is one script: whichever comes second sees the first listed, and refuses.
         exits = [asyncio.create_task(p.wait()) for p in procs]
