@@ -7,7 +7,6 @@ in ``OUTLAST_ADMIN_TENANTS`` (in open mode anyone may): see :mod:`outlast.api.au
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
 from fastapi import APIRouter
@@ -28,7 +27,7 @@ from outlast.errors import ConfigError
 router = APIRouter()
 
 
-def worker_info(raw: dict[str, Any], now: float) -> WorkerInfo:
+def worker_info(raw: dict[str, Any]) -> WorkerInfo:
     running = raw.get("running") or []
     return WorkerInfo(
         id=str(raw.get("id", "")),
@@ -38,15 +37,14 @@ def worker_info(raw: dict[str, Any], now: float) -> WorkerInfo:
         slots=int(raw.get("concurrency") or 0),
         running=len(running) if isinstance(running, list | dict) else int(running),
         draining=bool(raw.get("draining")),
-        heartbeat_age=round(max(0.0, now - float(raw.get("heartbeat_at") or now)), 3),
+        heartbeat_age=round(float(raw.get("heartbeat_age") or 0.0), 3),
     )
 
 
 @router.get("/v1/workers", response_model=WorkerList, responses=errors_doc(401, 503))
 async def list_workers(state: StateDep, tenant: TenantDep) -> WorkerList:
-    """Live workers (a heartbeat in the last 15 s): version, slots in use, draining."""
-    now = time.time()
-    return WorkerList(workers=[worker_info(w, now) for w in await state.dispatcher.workers()])
+    """Live workers (a heartbeat within their lease timeout): version, slots in use, draining."""
+    return WorkerList(workers=[worker_info(w) for w in await state.dispatcher.workers()])
 
 
 async def deploy_status(state: ApiState, tenant: str | None) -> DeployStatus:

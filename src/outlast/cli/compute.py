@@ -18,7 +18,6 @@ from rich.table import Table
 from outlast.cli.discover import connect
 from outlast.cli.main import RedisOption, app, console, err_console, fail, run_async
 from outlast.control import Dispatcher
-from outlast.store.commands import server_ms
 from outlast.worker.jobs import redis_url_of
 from outlast.worker.launcher import SubprocessLauncher
 from outlast.worker.loader import load_app
@@ -132,10 +131,9 @@ def workers(redis: RedisOption = None) -> None:
     async def show() -> None:
         async with connect(redis) as client:
             rows = await Dispatcher(client).workers()
-            now = await server_ms(client) / 1000  # (heartbeats are on the server's clock)
         table = Table("id", "version", "host", "pid", "running", "last heartbeat")
         for w in rows:
-            age = max(0.0, now - w["heartbeat_at"])
+            age = w["heartbeat_age"]
             state = " (draining)" if w.get("draining") else ""
             running = str(len(w["running"]))
             table.add_row(w["id"], w["version"] + state, w["host"], str(w["pid"]), running, f"{age:.1f}s ago")

@@ -134,7 +134,9 @@ class Dispatcher:
         for worker_id, payload in raw.items():
             info = json.loads(payload)
             limit = stale_after if stale_after is not None else float(info.get("lease_timeout") or 15.0)
-            if now - info.get("heartbeat_at", 0) <= limit:
+            age = now - info.get("heartbeat_at", 0)
+            if age <= limit:
+                info["heartbeat_age"] = max(0.0, age)  # (on the server's clock: readers' clocks differ)
                 alive.append(info)
             else:
                 stale.append(worker_id)
