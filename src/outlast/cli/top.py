@@ -64,12 +64,11 @@ async def _snapshot(redis: aioredis.Redis) -> dict[str, Any]:
 
 
 def render(snap: dict[str, Any]) -> RenderableType:
-    now = time.time()
     workers = Table("worker", "version", "slots used", "state", "pid", "heartbeat", title="workers", box=None)
     for w in snap["workers"]:
         used = f"{len(w.get('running', []))}/{w.get('concurrency', '?')}"
         state = "draining" if w.get("draining") else "serving"
-        age = f"{now - float(w.get('heartbeat_at', now)):.1f}s ago"
+        age = f"{float(w.get('heartbeat_age', 0.0)):.1f}s ago"  # (on the server's clock)
         workers.add_row(str(w["id"]), str(w["version"]), used, state, str(w.get("pid")), age)
     active = snap["deploy"]["active"] or "none"
     title = f"versions (active: {active})"
