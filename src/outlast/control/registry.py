@@ -30,6 +30,9 @@ from outlast.store.errors import guard, text
 if TYPE_CHECKING:
     from outlast.core.workflow import Workflow
 
+#: Seconds of silence on the deploy channel after which the subscription pings the server.
+IDLE_PING = 5.0
+
 log = logging.getLogger("outlast.control")
 
 
@@ -163,8 +166,14 @@ class RegistryCache:
             pubsub = self.redis.pubsub()
             try:
                 await pubsub.subscribe(keys.DEPLOY_CHANNEL)
-                async for message in pubsub.listen():
-                    if message.get("type") == "subscribe":
+                while True:
+                    # A bounded wait, not listen(): a quiet channel would otherwise trip the client's
+                    # socket timeout (the API sets one) and read as a lost connection. A ping after
+                    # each quiet spell still finds a dead one.
+                    message = await pubsub.get_message(timeout=IDLE_PING)
+                    if message is None:
+                        await pubsub.ping()
+                    elif message.get("type") == "subscribe":
                         self._subscribed = True
                         self.subscribed.set()
                     elif message.get("type") == "message":
