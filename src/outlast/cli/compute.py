@@ -18,6 +18,7 @@ from rich.table import Table
 
 from outlast.cli.main import RedisOption, app, console, err_console, run_async
 from outlast.control import Dispatcher
+from outlast.observe import observer_from_env
 from outlast.store.connect import connect
 from outlast.worker.jobs import redis_url_of
 from outlast.worker.launcher import SubprocessLauncher
@@ -71,7 +72,7 @@ def worker(
             w = Worker(
                 registry, client, concurrency=concurrency, version=version, heartbeat=heartbeat,
                 lease_timeout=lease_timeout, drain_timeout=drain_timeout, max_attempts=max_attempts,
-                launcher=spawner,
+                launcher=spawner, observer=observer_from_env(client),
             )  # fmt: skip
             loop = asyncio.get_running_loop()
             for sig in (signal.SIGTERM, signal.SIGINT):
@@ -110,8 +111,9 @@ def execute(
     async def go() -> None:
         async with connect(redis) as client:
             w = Worker(
-                registry, client, heartbeat=heartbeat, lease_timeout=lease_timeout, max_attempts=max_attempts
-            )
+                registry, client, heartbeat=heartbeat, lease_timeout=lease_timeout,
+                max_attempts=max_attempts, observer=observer_from_env(client),
+            )  # fmt: skip
             console.print(f"run {run_id}: {await w.execute_one(run_id)}")
 
     run_async(go())
