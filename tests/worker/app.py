@@ -153,3 +153,14 @@ async def explode(tag: str, size: int) -> None:
 async def boom(tag: str, size: int = 10) -> None:
     """Fails with an error message of ``size`` characters and more."""
     await explode(tag, size)
+
+
+@workflow
+async def traced(tag: str, nap: float = 1.5) -> str:
+    """A step, a durable sleep (the run suspends: attempt 1 ends), then a gate a test kills the
+    worker at (attempt 2 is lost and taken over), then a last step: the OpenTelemetry test's run."""
+    await work(tag, 0, 0.0)
+    await outlast.sleep(nap)
+    opened = await gate(tag)
+    await work(tag, 1, 0.0)
+    return opened
