@@ -164,3 +164,16 @@ async def traced(tag: str, nap: float = 1.5) -> str:
     opened = await gate(tag)
     await work(tag, 1, 0.0)
     return opened
+
+
+@component
+async def chatty_step(tag: str) -> str:
+    logging.getLogger("app.flows").info("step of %s ran", tag)  # the app's own logging
+    return tag
+
+
+@workflow
+async def chatty(tag: str) -> str:
+    """Logs from a step through the standard logging module, then waits at a gate."""
+    await chatty_step(tag)
+    return await gate(tag)

@@ -19,6 +19,7 @@ from rich.table import Table
 from outlast.cli.main import RedisOption, app, console, err_console, run_async
 from outlast.control import Dispatcher
 from outlast.observe import observer_from_env
+from outlast.observe.logs import configure_logging
 from outlast.store.connect import connect
 from outlast.worker.jobs import redis_url_of
 from outlast.worker.launcher import SubprocessLauncher
@@ -57,10 +58,12 @@ def worker(
         )
         raise typer.Exit(2)
     registry = load_app(target)
-    # Outlast's own lines (a line per run end and takeover) at INFO; libraries' INFO chatter (httpx
-    # logs every request an LLM call makes) only from WARNING up.
-    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(levelname)s %(message)s")
-    logging.getLogger("outlast").setLevel(logging.INFO)
+    # JSON lines unless stderr is a terminal (OUTLAST_LOG_FORMAT); Outlast's own lines (one per run
+    # end and takeover) and the app's at INFO, but not the HTTP clients' per-request INFO chatter
+    # (httpx logs every request an LLM call makes).
+    configure_logging()
+    for chatty in ("httpx", "httpcore", "openai", "anthropic"):
+        logging.getLogger(chatty).setLevel(logging.WARNING)
 
     async def serve() -> None:
         async with connect(redis) as client:

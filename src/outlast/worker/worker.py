@@ -37,6 +37,7 @@ from outlast.core.workflow import Registry, Workflow
 from outlast.errors import ConfigError, OutlastError, StaleAttemptError, WorkflowNotFound
 from outlast.events import AttemptStatus, ClaimStatus, RunStatus
 from outlast.observe import RunObserver
+from outlast.observe.logs import bind_run, worker_id_var
 from outlast.sizes import cap_text
 from outlast.store import keys
 from outlast.store.base import AttemptStart
@@ -160,6 +161,7 @@ class Worker:
     async def run(self, *, burst: bool = False) -> None:
         """Work until :meth:`stop` (or, with ``burst``, until nothing is queued or running)."""
         self.upkeep.bind()
+        worker_id_var.set(self.id)  # on every log line of this worker (its tasks inherit it)
         await self._prepare()
         renewer = self._renewer()
         renewer.start()
@@ -315,6 +317,7 @@ class Worker:
         job.task = asyncio.create_task(self._execute(job, claim), name=f"outlast-run-{run_id}")
 
     async def _execute(self, job: Job, claim: Claim) -> None:
+        bind_run(job.run_id, job.attempt_no)  # this task's log lines name the run (the body's too)
         try:
             settled = await self._run_claimed(job, claim)
         except asyncio.CancelledError:
@@ -466,6 +469,7 @@ class Worker:
         (``alive``: someone else holds it; ``terminal``; ``gone``).
         """
         self.upkeep.bind()
+        worker_id_var.set(self.id)
         claim = await self.leases.claim(run_id, self.id, self.lease_ms, self.max_attempts, self.served)
         if claim.status != ClaimStatus.OK or claim.record is None:
             await self.books.settle_unclaimed(self.lanes[0], run_id, claim)
