@@ -7,6 +7,7 @@ import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
 
 import redis.asyncio as aioredis
 from redis import exceptions as redis_errors
@@ -16,6 +17,16 @@ from outlast.store.client import redis_from_url
 from outlast.store.embedded import DEFAULT_DATA_DIR, EmbeddedServer
 
 ENV_URL = "OUTLAST_REDIS_URL"
+
+
+def redacted(url: str) -> str:
+    """The URL with its password replaced by ``***`` (for messages and logs)."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    user = parts.username or ""
+    host = parts.netloc.rpartition("@")[2]
+    return urlunsplit(parts._replace(netloc=f"{user}:***@{host}"))
 
 
 @asynccontextmanager
@@ -39,7 +50,12 @@ async def connect(
         try:
             await client.ping()
         except (redis_errors.ConnectionError, redis_errors.TimeoutError, OSError) as exc:
-            raise StoreUnavailable(f"cannot reach Redis at {url}: {exc}; is the server running?") from exc
+            where = redacted(url)
+            if isinstance(exc, redis_errors.AuthenticationError):
+                raise StoreUnavailable(
+                    f"Redis at {where} refused the credentials: {exc}; check the user and password in the URL"
+                ) from exc
+            raise StoreUnavailable(f"cannot reach Redis at {where}: {exc}; is the server running?") from exc
         yield client
     finally:
         await client.aclose()
