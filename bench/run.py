@@ -15,6 +15,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from api_latency import main as api_latency
 from fan_out import main as fan_out
 from llm_limits import main as llm_limits
+from memory_sizing import main as memory_sizing
 from mux_ab import main as mux_ab
 from step_overhead import main as step_overhead
 from ui_latency import main as ui_latency
@@ -28,6 +29,7 @@ BENCHES: dict[str, Callable[[], Awaitable[None]]] = {
     "fanout": fan_out,
     "llm": llm_limits,
     "ui": ui_latency,
+    "memory": memory_sizing,
 }
 
 
