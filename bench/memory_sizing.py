@@ -37,6 +37,13 @@ async def sized_events(events: int) -> int:
     return events
 
 
+@outlast.workflow(name="sized_steps")
+async def sized_steps(steps: int) -> int:
+    for i in range(steps):
+        await step(i)
+    return steps
+
+
 @outlast.component
 async def speak(tokens: int) -> Any:
     for i in range(tokens):
@@ -82,8 +89,9 @@ async def _measure_on(url: str, wf: Any, arg: str, value: int) -> tuple[float, d
 async def main() -> None:
     print(f"memory sizing: {RUNS} runs per row, a fresh Valkey per row, used_memory delta / run")
     print(f"{'workflow':<14}{'per run':>8}{'bytes/run':>11}   MEMORY USAGE of one run's keys")
-    rows: dict[str, list[tuple[int, float]]] = {"events": [], "tokens": []}
+    rows: dict[str, list[tuple[int, float]]] = {"events": [], "tokens": [], "steps": []}
     for wf, arg, kind, values in (
+        (sized_steps, "steps", "steps", (1, 20)),
         (sized_events, "events", "events", (10, 200)),
         (sized_tokens, "tokens", "tokens", (100, 2000)),
     ):
@@ -96,6 +104,8 @@ async def main() -> None:
     per_event = (b2 - b1) / (m2 - m1)
     print(f"=> one ~100-byte custom event: {per_event:.0f} bytes; a run with one step and no "
           f"events: {b1 - per_event * m1:.0f} bytes")  # fmt: skip
+    (s1, d1), (s2, d2) = rows["steps"]
+    print(f"=> one more step (a small argument and result): {(d2 - d1) / (s2 - s1):.0f} bytes")
     (t1, c1), (t2, c2) = rows["tokens"]
     per_token = (c2 - c1) / (t2 - t1)
     print(
