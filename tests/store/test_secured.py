@@ -83,7 +83,11 @@ def spawn_worker(url: str, env: dict[str, str], *args: str) -> Proc:
     cmd = [sys.executable, "-c", CLI, "worker", APP, "--redis", url, "--heartbeat", "0.2",
            "--lease-timeout", "1", *args]  # fmt: skip
     proc = Proc(cmd, env, b"worker ")
-    proc.wait_ready()
+    try:
+        proc.wait_ready()
+    except BaseException:
+        proc.stop()  # its output pipe closed too: nothing left behind for a later test to trip on
+        raise
     return proc
 
 
