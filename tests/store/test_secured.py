@@ -153,7 +153,9 @@ async def test_worker_api_and_dispatcher_need_only_the_documented_acl(
             for proc in procs:
                 proc.stop()
             api.stop()
-    assert await denied(admin) == []
+            refused = await denied(admin)  # (what was refused explains whatever failed first)
+            logs = f"ACL LOG: {refused}\nworker: {first.output[-2000:]}\napi: {api.proc.output[-2000:]}"
+    assert refused == [], logs
 
 
 async def _gate_started(http: httpx.AsyncClient, run_id: str) -> bool:
