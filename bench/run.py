@@ -16,6 +16,7 @@ from api_latency import main as api_latency
 from dev_start import main as dev_start
 from fan_out import main as fan_out
 from llm_limits import main as llm_limits
+from memory_sizing import main as memory_sizing
 from mux_ab import main as mux_ab
 from onboarding import main as onboarding
 from step_overhead import main as step_overhead
@@ -32,6 +33,7 @@ BENCHES: dict[str, Callable[[], Awaitable[None]]] = {
     "ui": ui_latency,
     "dev": dev_start,
     "onboarding": onboarding,
+    "memory": memory_sizing,
 }
 
 

@@ -153,3 +153,27 @@ async def explode(tag: str, size: int) -> None:
 async def boom(tag: str, size: int = 10) -> None:
     """Fails with an error message of ``size`` characters and more."""
     await explode(tag, size)
+
+
+@workflow
+async def traced(tag: str, nap: float = 1.5) -> str:
+    """A step, a durable sleep (the run suspends: attempt 1 ends), then a gate a test kills the
+    worker at (attempt 2 is lost and taken over), then a last step: the OpenTelemetry test's run."""
+    await work(tag, 0, 0.0)
+    await outlast.sleep(nap)
+    opened = await gate(tag)
+    await work(tag, 1, 0.0)
+    return opened
+
+
+@component
+async def chatty_step(tag: str) -> str:
+    logging.getLogger("app.flows").info("step of %s ran", tag)  # the app's own logging
+    return tag
+
+
+@workflow
+async def chatty(tag: str) -> str:
+    """Logs from a step through the standard logging module, then waits at a gate."""
+    await chatty_step(tag)
+    return await gate(tag)

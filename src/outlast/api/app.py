@@ -29,6 +29,7 @@ from outlast.api.schemas import EventEnvelope, Health, StreamError, errors_doc
 from outlast.api.state import ApiState, Settings, StateDep
 from outlast.control import Dispatcher
 from outlast.errors import ConfigError
+from outlast.observe.logs import RunContextMiddleware
 from outlast.store.client import redis_from_url
 from outlast.store.connect import ENV_URL
 
@@ -210,4 +211,5 @@ def create_app(
     # Outermost first: latency sees everything, then the body limit guards the routes.
     app.add_middleware(BodyLimitMiddleware, max_body=max_body, timeout=body_timeout)
     app.add_middleware(LatencyMiddleware, metrics=metrics)
+    app.add_middleware(RunContextMiddleware)  # the run id on the log lines of a request about a run
     return app

@@ -65,7 +65,9 @@ def serve(
 
     from outlast.api import create_app
     from outlast.api.protocol import bounded_httptools
+    from outlast.observe.logs import configure_logging
 
+    configure_logging()  # uvicorn's loggers too (log_config=None): JSON lines unless a terminal
     application = create_app(url, api_keys=api_keys, max_body=max_body, **options)
     # Take everything imported so far out of the cyclic GC: with thousands of open streams, full
     # collections otherwise re-scan it all and pause every stream for 100+ ms.
@@ -74,6 +76,7 @@ def serve(
     uvicorn.run(
         application, host=host, port=port, log_level=log_level, access_log=access_log,
         timeout_graceful_shutdown=5, loop="uvloop", http=bounded_httptools(max_header_bytes, head_timeout),
+        log_config=None,
     )  # fmt: skip
 
 

@@ -18,6 +18,8 @@ from rich.table import Table
 from outlast.cli.discover import connect
 from outlast.cli.main import RedisOption, app, console, err_console, fail, run_async
 from outlast.control import Dispatcher
+from outlast.observe import observer_from_env
+from outlast.observe.logs import configure_logging
 from outlast.worker.jobs import redis_url_of
 from outlast.worker.launcher import SubprocessLauncher
 from outlast.worker.loader import load_app
@@ -67,7 +69,7 @@ def worker(
             w = Worker(
                 registry, client, concurrency=concurrency, version=version, heartbeat=heartbeat,
                 lease_timeout=lease_timeout, drain_timeout=drain_timeout, max_attempts=max_attempts,
-                launcher=spawner,
+                launcher=spawner, observer=observer_from_env(client),
             )  # fmt: skip
             loop = asyncio.get_running_loop()
             for sig in (signal.SIGTERM, signal.SIGINT):
@@ -90,10 +92,12 @@ def worker(
 
 
 def _log_runs() -> None:
-    """Outlast's own lines (a line per run end and takeover) at INFO; libraries' INFO chatter
-    (httpx logs every request an LLM call makes) only from WARNING up."""
-    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(levelname)s %(message)s")
-    logging.getLogger("outlast").setLevel(logging.INFO)
+    """JSON lines unless stderr is a terminal (``OUTLAST_LOG_FORMAT``); Outlast's own lines (one per
+    run end and takeover) and the app's at INFO, but not the HTTP clients' per-request INFO chatter
+    (httpx logs every request an LLM call makes)."""
+    configure_logging()
+    for chatty in ("httpx", "httpcore", "openai", "anthropic"):
+        logging.getLogger(chatty).setLevel(logging.WARNING)
 
 
 @app.command()
@@ -114,8 +118,9 @@ def execute(
     async def go() -> None:
         async with connect(redis) as client:
             w = Worker(
-                registry, client, heartbeat=heartbeat, lease_timeout=lease_timeout, max_attempts=max_attempts
-            )
+                registry, client, heartbeat=heartbeat, lease_timeout=lease_timeout,
+                max_attempts=max_attempts, observer=observer_from_env(client),
+            )  # fmt: skip
             outcome = await w.execute_one(run_id)
             if outcome == "gone":
                 fail(f"no run {run_id!r} in this store: nothing to execute")

@@ -33,12 +33,14 @@ class Completion(BaseModel):
     whole call in seconds, ``waited`` the part spent waiting for rate-limit capacity; ``cost`` is
     estimated from the provider's :class:`Price` (``None`` without one). ``usage_reported`` is false
     when the provider sent no usage and the token counts are estimates. ``parsed`` holds the
-    validated JSON of a structured (``response_model``) call.
+    validated JSON of a structured (``response_model``) call. ``system`` is the provider's API
+    family (``openai``, ``anthropic``): OpenTelemetry's ``gen_ai.system``.
     """
 
     text: str
     provider: str
     model: str
+    system: str = ""
     finish_reason: str | None = None
     tokens_in: int = 0
     tokens_out: int = 0

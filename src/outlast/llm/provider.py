@@ -285,7 +285,7 @@ class Provider(ABC):
         tokens_in = acc.tokens_in if acc.tokens_in is not None else estimate_tokens(msgs, 0)
         tokens_out = acc.tokens_out if acc.tokens_out is not None else math.ceil(len(text) / 4)
         return Completion(
-            text=text, provider=self.name, model=acc.model, finish_reason=acc.finish,
+            text=text, provider=self.name, model=acc.model, system=self.kind, finish_reason=acc.finish,
             tokens_in=tokens_in, tokens_out=tokens_out, usage_reported=reported,
             latency=round(time.monotonic() - started, 6), cost=self.cost(tokens_in, tokens_out),
         )  # fmt: skip

@@ -7,6 +7,7 @@ import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
 
 import redis.asyncio as aioredis
 from redis import exceptions as redis_errors
@@ -16,6 +17,16 @@ from outlast.store.client import redis_from_url
 from outlast.store.embedded import DEFAULT_DATA_DIR, EmbeddedServer
 
 ENV_URL = "OUTLAST_REDIS_URL"
+
+
+def redacted(url: str) -> str:
+    """The URL with its password replaced by ``***`` (for messages and logs)."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    user = parts.username or ""
+    host = parts.netloc.rpartition("@")[2]
+    return urlunsplit(parts._replace(netloc=f"{user}:***@{host}"))
 
 
 @asynccontextmanager
@@ -42,9 +53,14 @@ async def connect(
         try:
             await client.ping()
         except (redis_errors.ConnectionError, redis_errors.TimeoutError, OSError) as exc:
+            where = redacted(url)
+            if isinstance(exc, redis_errors.AuthenticationError):
+                raise StoreUnavailable(
+                    f"Redis at {where} refused the credentials: {exc}; check the user and password in the URL"
+                ) from exc
             reason = str(exc).strip().rstrip(".") or type(exc).__name__
             raise StoreUnavailable(
-                f"cannot reach Redis at {url} ({reason}); start `outlast dev` or `outlast server` "
+                f"cannot reach Redis at {where} ({reason}); start `outlast dev` or `outlast server` "
                 f"in your project folder, or set {ENV_URL} to a running server"
             ) from exc
         yield client

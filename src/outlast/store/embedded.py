@@ -20,6 +20,7 @@ import socket
 import stat
 import subprocess
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import IO
@@ -83,12 +84,15 @@ class EmbeddedServer:
         appendonly: bool = True,
         binary: str | None = None,
         start_timeout: float = 10.0,
+        extra_args: Sequence[str] = (),
     ) -> None:
         self.data_dir = Path(data_dir)
         self.port = port or free_port()
         self.appendonly = appendonly
         self.binary = binary or find_server_binary()
         self.start_timeout = start_timeout
+        #: More server options (``--aclfile PATH``, ``--maxmemory 1gb`` …), after Outlast's own.
+        self.extra_args = list(extra_args)
         self.process: subprocess.Popen[bytes] | None = None
         self._lock_file: IO[str] | None = None
 
@@ -146,6 +150,7 @@ class EmbeddedServer:
             "--daemonize", "no",
             "--loglevel", "warning",
             "--logfile", str((self.data_dir / "server.log").resolve()),
+            *self.extra_args,
         ]  # fmt: skip
         try:
             # Its own session: a terminal's Ctrl-C goes to our process, which stops it in order.

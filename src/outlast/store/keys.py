@@ -25,6 +25,12 @@ then they expire together):
                                       child's start (RunQueue.enqueue of a run with a ``parent``).
                                       Read when the run is cancelled, to cancel its children.
 
+``outlast:run:{ID}:otel``     set     keys of the run's spans already exported to OpenTelemetry
+                                      (``run``, ``a:<n>``, ``s:<n>:<step>``, ``w:<step>``), so
+                                      a span rebuilt by several processes goes out once. Writer:
+                                      :mod:`outlast.observe.otel` (SADD), only when export is on.
+                                      Lifetime: ``retention`` after the last export.
+
 The meta hash also holds the run's lease (``lease_owner``, ``lease_until`` in server ms): the
 authoritative record of which worker executes the current attempt.
 
@@ -109,6 +115,11 @@ class RunKeys:
     def all(self) -> list[str]:
         """Every key of the run: the scripts that expire a finished run expire all of these."""
         return [self.meta, self.events, self.steps, self.objects, self.waits, self.children]
+
+
+def exported_spans(run_id: str) -> str:
+    """The run's set of exported span keys (not in :class:`RunKeys`: no script touches it)."""
+    return f"{PREFIX}:run:{{{run_id}}}:otel"
 
 
 def work_stream(version: str) -> str:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 from typing import Any
 
 import redis.asyncio as aioredis
@@ -36,9 +37,12 @@ class Bookkeeping:
         lanes: list[Lane],
         max_attempts: int,
         retry_after: float,
+        on_ended: Callable[[str], None] | None = None,
     ) -> None:
         """``lanes``: every lane of the worker (an exhausted run is unlisted from all of them);
-        ``retry_after``: seconds before a failed pipeline is sent again."""
+        ``retry_after``: seconds before a failed pipeline is sent again; ``on_ended``: told the
+        id of a run ended here without an attempt (its attempts ran out)."""
+        self.on_ended = on_ended
         self.redis = redis
         self.leases = leases
         self.worker_id = worker_id
@@ -124,6 +128,8 @@ class Bookkeeping:
         }
         data = {"error": error, "reason": Reason.ATTEMPTS_EXHAUSTED, "lost_workers": lost}
         await self.leases.finish(run_id, claim.attempt, RunStatus.FAILED, ev.RUN_FAILED, data, error)
+        if self.on_ended is not None:
+            self.on_ended(run_id)
         log.warning("worker %s: run %s failed: %s", self.worker_id, run_id, message)
         for each in {lane, *self.lanes}:
             self.unlist(each.index, run_id)

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 import redis as sync_redis
 from redis import exceptions as redis_errors
 
+from outlast.observe.logs import worker_id_var
 from outlast.store import keys, scripts
 
 log = logging.getLogger("outlast.worker")
@@ -71,6 +72,7 @@ class LeaseRenewer(threading.Thread):
         self._stop_event.set()
 
     def run(self) -> None:
+        worker_id_var.set(self.owner)  # a thread starts with an empty context: name the worker in its logs
         try:
             while not self._stop_event.wait(self.interval):
                 self.renew_all()

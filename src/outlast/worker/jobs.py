@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
-from urllib.parse import quote
+from urllib.parse import quote, urlencode
 
 import redis.asyncio as aioredis
 
@@ -51,4 +51,10 @@ def redis_url_of(redis: aioredis.Redis) -> str:
     auth = ""
     if user or password:
         auth = f"{quote(user or '', safe='')}:{quote(password or '', safe='')}@"
-    return f"{scheme}://{auth}{kw.get('host', '127.0.0.1')}:{kw.get('port', 6379)}/{db}"
+    # TLS settings given as URL parameters (rediss://…?ssl_ca_certs=…) go along too.
+    tls = {name: kw[name] for name in _TLS_OPTIONS if kw.get(name) is not None}
+    query = f"?{urlencode(tls)}" if tls and scheme == "rediss" else ""
+    return f"{scheme}://{auth}{kw.get('host', '127.0.0.1')}:{kw.get('port', 6379)}/{db}{query}"
+
+
+_TLS_OPTIONS = ("ssl_ca_certs", "ssl_certfile", "ssl_keyfile", "ssl_cert_reqs", "ssl_check_hostname")

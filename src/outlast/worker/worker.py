@@ -24,7 +24,7 @@ import logging
 import os
 import socket
 import uuid
-from collections.abc import Iterable
+from collections.abc import Coroutine, Iterable
 from typing import Any
 
 import redis.asyncio as aioredis
@@ -36,6 +36,8 @@ from outlast.core.runner import Outcome, Runner
 from outlast.core.workflow import Registry, Workflow
 from outlast.errors import ConfigError, OutlastError, StaleAttemptError, WorkflowNotFound
 from outlast.events import AttemptStatus, ClaimStatus, RunStatus
+from outlast.observe import RunObserver
+from outlast.observe.logs import bind_run, worker_id_var
 from outlast.sizes import cap_text
 from outlast.store import keys
 from outlast.store.base import AttemptStart
@@ -81,6 +83,7 @@ class Worker:
         max_stream_len: int = 0,
         launcher: Launcher | None = None,
         hold: float = 1.0,
+        observer: RunObserver | None = None,
     ) -> None:
         if concurrency < 1 or heartbeat <= 0 or lease_timeout <= heartbeat or max_attempts < 1:
             raise ConfigError(
@@ -129,9 +132,12 @@ class Worker:
         self._claiming = 0
         self._claims_done = asyncio.Event()
         self._claims_done.set()
+        #: Told when an attempt ends here (OpenTelemetry export: outlast.observe).
+        self.observer = observer
+        self._observing: set[asyncio.Task[None]] = set()
         self.books = Bookkeeping(
             redis, self.leases, worker_id=self.id, lanes=self.lanes, max_attempts=max_attempts,
-            retry_after=heartbeat,
+            retry_after=heartbeat, on_ended=None if observer is None else self._run_ended,
         )  # fmt: skip
         self.upkeep = Upkeep(
             redis, self.waits, worker_id=self.id, version=self.version, served=self.served,
@@ -163,6 +169,7 @@ class Worker:
     async def run(self, *, burst: bool = False) -> None:
         """Work until :meth:`stop` (or, with ``burst``, until nothing is queued or running)."""
         self.upkeep.bind()
+        worker_id_var.set(self.id)  # on every log line of this worker (its tasks inherit it)
         await self._prepare()
         renewer = self._renewer()
         renewer.start()
@@ -184,6 +191,7 @@ class Worker:
                 await self.books.flush()
             renewer.stop()
             await asyncio.to_thread(renewer.join)
+            await self._close_observer()
             with contextlib.suppress(OutlastError):
                 await guard(self.redis.hdel(keys.WORKERS, self.id))
 
@@ -328,6 +336,7 @@ class Worker:
                      claim.attempt, claim.detail)  # fmt: skip
 
     async def _execute(self, job: Job, claim: Claim) -> None:
+        bind_run(job.run_id, job.attempt_no)  # this task's log lines name the run (the body's too)
         try:
             settled = await self._run_claimed(job, claim)
         except asyncio.CancelledError:
@@ -338,6 +347,8 @@ class Worker:
         finally:
             self.jobs.pop(job.run_id, None)
             self._slot_free.set()
+            if self.observer is not None and job.attempt is not None:
+                self._observe(self.observer.attempt_ended(job.run_id, job.attempt_no))
         if not settled:
             # The store failed under this attempt (not a takeover): hand the run on now rather
             # than leave it looking alive, and keep its entry unless the hand-off is recorded.
@@ -414,6 +425,33 @@ class Worker:
             log.warning("worker %s: could not hand run %s on: %s", self.id, job.run_id, exc)
             return False
 
+    # -- observing -----------------------------------------------------------------------------
+
+    def _observe(self, report: Coroutine[Any, Any, None]) -> None:
+        """Run an observer's report in the background: it never holds up the run or the slot."""
+        task = asyncio.create_task(report, name="outlast-observe")
+        self._observing.add(task)
+        task.add_done_callback(self._observed)
+
+    def _observed(self, task: asyncio.Task[None]) -> None:
+        self._observing.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.warning("worker %s: observer failed: %r", self.id, task.exception())
+
+    def _run_ended(self, run_id: str) -> None:
+        if self.observer is not None:  # a run this worker ended without executing it (exhausted)
+            self._observe(self.observer.run_ended(run_id))
+
+    async def _close_observer(self, timeout: float = 5.0) -> None:
+        if self.observer is None:
+            return
+        if self._observing:
+            await asyncio.wait(list(self._observing), timeout=timeout)
+        try:
+            await asyncio.wait_for(self.observer.aclose(), timeout)
+        except Exception as exc:  # an exporter that cannot flush must not keep the worker alive
+            log.warning("worker %s: closing the observer failed: %r", self.id, exc)
+
     # -- draining ------------------------------------------------------------------------------
 
     async def _drain(self) -> None:
@@ -451,6 +489,7 @@ class Worker:
         (``alive``: someone else holds it; ``terminal``; ``gone``).
         """
         self.upkeep.bind()
+        worker_id_var.set(self.id)
         claim = await self.leases.claim(run_id, self.id, self.lease_ms, self.max_attempts, self.served)
         if claim.status != ClaimStatus.OK or claim.record is None:
             await self.books.settle_unclaimed(self.lanes[0], run_id, claim)
@@ -477,6 +516,7 @@ class Worker:
                 await notices
             renewer.stop()
             await asyncio.to_thread(renewer.join)
+            await self._close_observer()
         record = await self.store.get_run(run_id)
         if record.status in ev.TERMINAL_STATUSES or record.status == RunStatus.WAITING:
             return record.status
