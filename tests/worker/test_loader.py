@@ -29,16 +29,17 @@ def _restore_sys_path() -> object:
 
 
 def test_a_folder_inside_a_package_is_imported_by_its_dotted_name(tmp_path: Path) -> None:
-    # examples/blog/__init__.py imports `examples.common...`, as h16's examples do.
-    (tmp_path / "examples" / "blog").mkdir(parents=True)
-    (tmp_path / "examples" / "common").mkdir()
-    (tmp_path / "examples" / "__init__.py").write_text("")
-    (tmp_path / "examples" / "common" / "__init__.py").write_text("NAME = 'blog-x'\n")
-    (tmp_path / "examples" / "blog" / "__init__.py").write_text(
-        "import outlast\nfrom examples.common import NAME\n\n"
+    # shopapps/blog/__init__.py imports `shopapps.common...`, as the repo's examples/blog does (a name of
+    # its own: the real `examples` package may already be imported by other tests).
+    (tmp_path / "shopapps" / "blog").mkdir(parents=True)
+    (tmp_path / "shopapps" / "common").mkdir()
+    (tmp_path / "shopapps" / "__init__.py").write_text("")
+    (tmp_path / "shopapps" / "common" / "__init__.py").write_text("NAME = 'blog-x'\n")
+    (tmp_path / "shopapps" / "blog" / "__init__.py").write_text(
+        "import outlast\nfrom shopapps.common import NAME\n\n"
         "@outlast.workflow(name=NAME)\nasync def flow() -> int:\n    return 1\n"
     )
-    assert [wf.name for wf in load_app(str(tmp_path / "examples" / "blog"))] == ["blog-x"]
+    assert [wf.name for wf in load_app(str(tmp_path / "shopapps" / "blog"))] == ["blog-x"]
 
 
 def test_a_plain_folder_with_an_app_file(tmp_path: Path) -> None:
