@@ -6,7 +6,6 @@ import fcntl
 import os
 import pty
 import re
-import select
 import shlex
 import signal
 import struct
@@ -19,6 +18,7 @@ import pytest
 
 from outlast.client import Client
 from tests.cli.support import ANSI, CLI, Dev, Lines, clean_env, one_line_error
+from tests.pty_support import read_until_closed
 
 
 @pytest.fixture(scope="module")
@@ -70,16 +70,8 @@ def _pty_run(cwd: Path, *args: str) -> str:
     env.pop("NO_COLOR", None)
     proc = subprocess.Popen([*CLI, *args], cwd=cwd, env=env, stdin=slave, stdout=slave, stderr=slave)
     os.close(slave)
-    drawn = b""
     try:
-        while select.select([master], [], [], 60)[0]:
-            try:
-                chunk = os.read(master, 65536)
-            except OSError:  # EIO: the child closed the terminal
-                break
-            if not chunk:
-                break
-            drawn += chunk
+        drawn = read_until_closed(master)
     finally:
         os.close(master)
         proc.wait(30)

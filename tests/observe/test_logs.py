@@ -18,6 +18,7 @@ import pytest
 
 from outlast.errors import ConfigError
 from outlast.observe.logs import RunContextMiddleware, bind_run, configure_logging, run_id_var, worker_id_var
+from tests.pty_support import read_until_closed
 
 SCRIPT = """
 import asyncio, logging
@@ -55,15 +56,7 @@ def test_text_on_a_terminal() -> None:
     try:
         proc = subprocess.Popen([sys.executable, "-c", SCRIPT], stderr=secondary, env=_env())
         os.close(secondary)
-        output = b""
-        while True:
-            try:
-                chunk = os.read(primary, 4096)
-            except OSError:  # EIO: the child closed the terminal
-                break
-            if not chunk:
-                break
-            output += chunk
+        output = read_until_closed(primary)
         assert proc.wait(30) == 0
     finally:
         os.close(primary)
