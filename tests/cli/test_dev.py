@@ -3,7 +3,9 @@ keeps history across restarts, and Ctrl-C leaves no process behind."""
 
 from __future__ import annotations
 
+import os
 import re
+import signal
 import socket
 import time
 from pathlib import Path
@@ -123,3 +125,33 @@ def test_dev_with_a_broken_app_says_why_and_leaves_nothing(tmp_path: Path) -> No
         assert not descendants(dev.proc.pid)
     finally:
         dev.kill()
+
+
+@pytest.mark.timeout(240)
+def test_a_killed_dev_leaves_no_workers_and_its_successor_stops_the_old_valkey(tmp_path: Path) -> None:
+    dev = Dev(tmp_path, "--workers", "2", "--drain-timeout", "1").ready()
+    state = dev.state
+    leftovers = {state["valkey_pid"], *state["worker_pids"], *state["standby_pids"]}
+    successor: Dev | None = None
+    try:
+        done = dev.cli("run", "blog", "--input", '{"topic": "orphans"}')
+        assert done.returncode == 0, done.stderr
+        run_id = done.stdout.split()[0]
+        dev.proc.kill()  # SIGKILL: `outlast dev` cannot stop anything itself
+        dev.proc.wait()
+        # Its workers follow it (parent-death signal, then a drain): none keeps serving.
+        assert not _gone({*state["worker_pids"], *state["standby_pids"]}), "workers outlived outlast dev"
+        assert alive(state["valkey_pid"])  # a server cannot be told; the next dev stops it
+        successor = Dev(tmp_path).ready()
+        assert not _gone({state["valkey_pid"]}, timeout=5), "the orphaned Valkey still runs"
+        assert successor.state["valkey_pid"] != state["valkey_pid"]
+        listed = successor.cli("runs", "--limit", "10")
+        assert run_id in listed.stdout  # the orphan flushed its AOF on the way out: nothing lost
+        successor.err.wait_for(rf"stopped the Valkey \(pid {state['valkey_pid']}\) a killed outlast dev")
+        assert successor.stop() == 0
+    finally:
+        for pid in leftovers:
+            if alive(pid):
+                os.kill(pid, signal.SIGKILL)
+        if successor is not None:
+            successor.kill()

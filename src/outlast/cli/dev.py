@@ -124,6 +124,12 @@ def dev(
         if "in use by" in str(exc):
             fail(f"another outlast dev or server already runs in this folder ({exc})")
         fail(str(exc))
+    if embedded.stopped_orphan is not None:
+        err_console.print(
+            f"stopped the Valkey (pid {embedded.stopped_orphan}) a killed outlast dev had left running "
+            f"on {data_dir}",
+            markup=False,
+        )
     from outlast.cli.main import run_async
 
     sim = None

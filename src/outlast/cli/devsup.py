@@ -130,6 +130,7 @@ class Supervisor:
             sys.executable, "-m", "outlast.cli", "dev-worker", *self.targets,
             *(["--version", version] if version else ["--standby"]),
             "--redis", self.redis_url, "--drain-timeout", str(self.drain_timeout),
+            "--parent-pid", str(os.getpid()),
         ]  # fmt: skip
         proc = await asyncio.create_subprocess_exec(
             *cmd,

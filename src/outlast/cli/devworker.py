@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
 import importlib
 import logging
+import os
 import signal
 import sys
 from typing import Annotated, Any
@@ -26,6 +28,17 @@ from outlast.worker.worker import Worker
 
 READY = "dev-worker ready"
 STANDBY = "dev-worker standby"
+PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
+
+
+def follow_parent(parent_pid: int) -> None:
+    """Get SIGTERM (a drain) when ``outlast dev`` ends, even by SIGKILL, which it cannot pass on:
+    left running, its workers would keep serving a stack nobody watches any more."""
+    if sys.platform == "linux":
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+    if os.getppid() != parent_pid:  # it ended before the line above took effect
+        os.kill(os.getpid(), signal.SIGTERM)
 
 
 def load_apps(targets: list[str]) -> Registry:
@@ -48,6 +61,7 @@ def dev_worker(
     drain_timeout: Annotated[float, typer.Option(min=0)] = 5.0,
     heartbeat: Annotated[float, typer.Option(min=0.01)] = 1.0,
     lease_timeout: Annotated[float, typer.Option(min=0.05)] = 4.0,
+    parent_pid: Annotated[int | None, typer.Option(help="Stop (draining) when this process ends.")] = None,
 ) -> None:
     """A worker of ``outlast dev``: all workflows upgrade-safe, prints a ready line.
 
@@ -55,6 +69,8 @@ def dev_worker(
     the new version on stdin and only then imports the (changed) app: a reload skips the Python
     start-up. EOF on stdin (``outlast dev`` went away) ends it.
     """
+    if parent_pid is not None:
+        follow_parent(parent_pid)
     if standby:
         for module in (
             "outlast.llm.openai_provider",

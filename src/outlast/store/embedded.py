@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import importlib.util
+import logging
 import os
 import shutil
 import signal
@@ -28,6 +29,8 @@ from typing import IO
 from outlast.errors import StoreUnavailable
 
 DEFAULT_DATA_DIR = Path(".outlast") / "data"
+
+log = logging.getLogger("outlast.store")
 
 
 def find_server_binary() -> str:
@@ -68,6 +71,15 @@ def _ping(port: int, timeout: float = 0.2) -> bool:
         return False
 
 
+def _alive(pid: int) -> bool:
+    """Whether ``pid`` runs (a zombie nobody reaped has exited)."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return False
+    return state != "Z"
+
+
 class EmbeddedServer:
     """A ``valkey-server`` child process on a loopback port.
 
@@ -95,6 +107,8 @@ class EmbeddedServer:
         self.extra_args = list(extra_args)
         self.process: subprocess.Popen[bytes] | None = None
         self._lock_file: IO[str] | None = None
+        #: The pid of a server a dead owner of the data dir had left running, stopped by start().
+        self.stopped_orphan: int | None = None
 
     def _lock(self) -> None:
         """One server per data dir: two writing one AOF would corrupt it."""
@@ -114,6 +128,33 @@ class EmbeddedServer:
         lock.write(f"pid {os.getpid()} (port {self.port})")
         lock.flush()
         self._lock_file = lock
+
+    @property
+    def _pidfile(self) -> Path:
+        return self.data_dir / "valkey.pid"
+
+    def _stop_orphan(self) -> None:
+        """Stop a server a dead owner left running on this data dir (we hold its lock now).
+
+        A process SIGKILLed while it owned the data dir cannot stop its server; left running, it
+        would keep appending to the AOF the new server replays and writes too.
+        """
+        try:
+            pid = int(self._pidfile.read_text().strip())
+            name = Path(f"/proc/{pid}/comm").read_text().strip()
+        except (OSError, ValueError):
+            return
+        if name not in ("valkey-server", "redis-server"):
+            return  # the pid was reused by something else
+        log.warning("stopping the Valkey (pid %s) a previous owner of %s left running", pid, self.data_dir)
+        self.stopped_orphan = pid
+        with contextlib.suppress(OSError):
+            os.kill(pid, signal.SIGTERM)  # it flushes the AOF and exits
+        deadline = time.monotonic() + 10
+        while _alive(pid) and time.monotonic() < deadline:
+            time.sleep(0.02)  # waiting for a process we did not start: there is no event to await
+        with contextlib.suppress(OSError):
+            os.kill(pid, signal.SIGKILL)
 
     def _unlock(self) -> None:
         if self._lock_file is not None:
@@ -138,6 +179,7 @@ class EmbeddedServer:
             raise StoreUnavailable(
                 f"cannot use data dir {self.data_dir}: {exc.strerror or exc}; pick a writable one"
             ) from None
+        self._stop_orphan()
         args = [
             self.binary,
             "--port", str(self.port),
@@ -150,6 +192,7 @@ class EmbeddedServer:
             "--daemonize", "no",
             "--loglevel", "warning",
             "--logfile", str((self.data_dir / "server.log").resolve()),
+            "--pidfile", str(self._pidfile.resolve()),
             *self.extra_args,
         ]  # fmt: skip
         try:
