@@ -10,7 +10,7 @@ import asyncio
 import contextlib
 import logging
 import os
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -22,6 +22,7 @@ from starlette.responses import Response
 from outlast.api import assets, console, fleet, runs, streaming, workflows
 from outlast.api.adapters import ag_ui_routes, ui_routes
 from outlast.api.auth import Authenticator, admins_from_env, install_log_redaction, keys_from_env
+from outlast.api.cors import allow_cross_origin, check_origins, origins_from_env
 from outlast.api.errors import BodyLimitMiddleware, error_response, install_error_handlers
 from outlast.api.hub import Hub
 from outlast.api.metrics import ApiMetrics, LatencyMiddleware
@@ -78,6 +79,7 @@ def create_app(
     store_retry: float = 30.0,
     body_timeout: float = 30.0,
     metrics_token: str | None = None,
+    cors_origins: Sequence[str] | None = None,
 ) -> FastAPI:
     """The Outlast HTTP API.
 
@@ -94,7 +96,8 @@ def create_app(
     long a stream keeps retrying an unreachable store before it ends with an ``error`` event;
     ``body_timeout``: a request body that stops arriving for this long is answered 408;
     ``metrics_token``: the bearer token ``/metrics`` needs (default ``$OUTLAST_METRICS_TOKEN``; see
-    :class:`~outlast.api.auth.Authenticator`).
+    :class:`~outlast.api.auth.Authenticator`); ``cors_origins``: origins whose browser pages may
+    call the API (default ``$OUTLAST_CORS_ORIGINS``, comma-separated; none: no CORS headers).
     """
     url = redis_url or os.environ.get(ENV_URL)
     if not url:
@@ -104,6 +107,7 @@ def create_app(
     if store_retry < 0 or body_timeout <= 0:
         raise ConfigError("API settings: need store_retry >= 0 and body_timeout > 0")
     max_connections = max_connections or max_connections_from_env()
+    origins = check_origins(cors_origins) if cors_origins is not None else origins_from_env()
     settings = Settings(
         redis_url=url, max_body=max_body, keepalive=keepalive, retry_ms=retry_ms, block_ms=block_ms,
         send_timeout=send_timeout, retention=retention, max_connections=max_connections,
@@ -212,4 +216,5 @@ def create_app(
     app.add_middleware(BodyLimitMiddleware, max_body=max_body, timeout=body_timeout)
     app.add_middleware(LatencyMiddleware, metrics=metrics)
     app.add_middleware(RunContextMiddleware)  # the run id on the log lines of a request about a run
+    allow_cross_origin(app, origins)
     return app

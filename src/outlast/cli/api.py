@@ -116,11 +116,20 @@ def register(app: typer.Typer) -> None:
             ),
         ] = None,
         log_level: Annotated[str, typer.Option(help="uvicorn log level.")] = "info",
+        cors_origin: Annotated[
+            list[str] | None,
+            typer.Option(
+                help="An origin whose browser pages may call the API (repeat; * for any; "
+                "default: $OUTLAST_CORS_ORIGINS)."
+            ),
+        ] = None,
     ) -> None:
         """Serve the HTTP API (OpenAPI at /openapi.json, docs at /docs). Stateless: run any number."""
         from outlast.api.auth import keys_from_env, parse_api_keys
+        from outlast.api.cors import check_origins, origins_from_env
 
         try:
+            origins = check_origins(cors_origin) if cors_origin else origins_from_env()
             keys = parse_api_keys(keys_file.read_text()) if keys_file else keys_from_env()
         except OSError as exc:
             _err().print(f"[red]error:[/red] --keys-file {keys_file}: {exc.strerror}")
@@ -155,6 +164,7 @@ def register(app: typer.Typer) -> None:
             serve(
                 url, host=host, port=port, api_keys=keys, max_body=max_body, log_level=log_level,
                 max_header_bytes=max_header_bytes, body_timeout=body_timeout, max_connections=max_connections,
+                cors_origins=origins,
             )  # fmt: skip
         except OutlastError as exc:
             _err().print(f"[red]error:[/red] {exc}")
