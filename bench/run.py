@@ -13,6 +13,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from api_latency import main as api_latency
+from cluster_clients import main as cluster_clients
 from dev_start import main as dev_start
 from fan_out import main as fan_out
 from llm_limits import main as llm_limits
@@ -21,12 +22,15 @@ from mux_ab import main as mux_ab
 from onboarding import main as onboarding
 from step_overhead import main as step_overhead
 from ui_latency import main as ui_latency
+from worker_scaling import main as worker_scaling
 from worker_throughput import main as worker_throughput
 
 BENCHES: dict[str, Callable[[], Awaitable[None]]] = {
     "step": step_overhead,
     "worker": worker_throughput,
     "mux": mux_ab,
+    "scaling": worker_scaling,
+    "cluster_clients": cluster_clients,
     "api": api_latency,
     "fanout": fan_out,
     "llm": llm_limits,
