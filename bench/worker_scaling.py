@@ -60,7 +60,7 @@ class Target:
 
 
 async def start_workers(url: str, n: int, version: str, logs: Path) -> list[asyncio.subprocess.Process]:
-    env = {**os.environ, "BENCH_REDIS_URL": url, "OUTLAST_LOG_FORMAT": "json"}
+    env = {**os.environ, "BENCH_REDIS_URL": url}
     procs = []
     cmd = outlast_worker(url, "--concurrency", str(CONCURRENCY), "--version", version)
     for k in range(n):
@@ -169,7 +169,8 @@ async def rounds(targets: list[Target], logs: Path) -> None:
             except (OutlastError, Unavailable, ValueError) as exc:
                 if target.samples:
                     raise  # it worked before: a real failure
-                target.unavailable = str(exc).strip().splitlines()[0][:160]
+                said = str(exc).replace(target.url, "the URL").strip().splitlines()
+                target.unavailable = f"{type(exc).__name__}: {said[0] if said else ''}"[:120]
 
 
 async def main() -> None:
@@ -225,23 +226,25 @@ def report(targets: list[Target]) -> None:
 
 
 def limits(target: Target) -> None:
-    """What bounds the rate, from the CPU figures: the cores (ours or others' processes) or not."""
+    """What bounds the rate, from the CPU measured: one worker process runs on one core at most;
+    more share the host's cores with the server; and whatever else runs on the host takes its part."""
     cores = os.cpu_count() or 1
+    worker_s = statistics.median(s["worker_us"] for runs in target.samples.values() for s in runs) / 1e6
+    server_s = statistics.median(s["server_us"] for runs in target.samples.values() for s in runs) / 1e6
+    one_core, all_cores = 1 / worker_s, cores / (worker_s + server_s)
     n = max(WORKERS, key=lambda k: target.median(k, "runs_per_s"))
-    rate = target.median(n, "runs_per_s")
-    per_run = (target.median(n, "worker_us") + target.median(n, "server_us")) / 1e6
     host, ours = target.median(n, "host_pct"), target.median(n, "worker_pct") + target.median(n, "server_pct")
-    steal = target.median(n, "steal_pct")
-    verdict = (
-        f"CPU-bound: the host's {cores} cores are {host / cores:.0f}% busy"
-        if host >= 90 * cores
-        else f"not CPU-bound: the host is {host / cores:.0f}% busy"
+    print(
+        f"{'':<20}limit: CPU per run {worker_s * 1e6:.0f} µs in a worker + {server_s * 1e6:.0f} µs in the "
+        f"server{'s' if len(target.server_pids) > 1 else ''}; 1 worker is one process, one core at most: "
+        f"≤ {one_core:,.0f} runs/s; more share the {cores} cores with the server: ≤ {all_cores:,.0f} runs/s, "
+        f"so ≤ {all_cores / one_core:.2f}x over 1 worker is all {cores} idle cores allow"
     )
-    print(f"{'':<20}limit at {n}w ({rate:,.0f} runs/s): {verdict}, {ours:.0f} of its {100 * cores}% ours "
-          f"(server side {target.median(n, 'server_us') / 1e6 / per_run:.0%} of our CPU per run), "
-          f"{target.median(n, 'other_pct'):.0f}% other processes, {steal:.0f}% stolen by the hypervisor; "
-          f"{per_run * 1e6:.0f} µs of CPU per run caps {cores} idle cores at "
-          f"{cores / per_run:,.0f} runs/s")  # fmt: skip
+    print(
+        f"{'':<20}measured at {n}w: the host {host / cores:.0f}% busy, {ours:.0f} of its {100 * cores}% "
+        f"ours, {target.median(n, 'other_pct'):.0f}% other processes, "
+        f"{target.median(n, 'steal_pct'):.0f}% stolen by the hypervisor"
+    )
 
 
 if __name__ == "__main__":
