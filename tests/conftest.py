@@ -8,6 +8,10 @@
 * ``any_store`` — the same test once per store backend: ``MemoryStore``, and ``RedisStore`` on that
   Valkey (and on Redis 7 under the ``redis7`` marker), since both promise the same fencing,
   idempotency and reading rules (the contract in ``outlast.store.base.RunStore``).
+* ``cluster`` marker — ``redis_url`` / ``redis`` / ``any_store`` also run against a local Valkey
+  cluster of 3 masters (``valkey_cluster``, one per session; flushed per test on every master),
+  reached by its ``redis+cluster://`` URL, so every command and script of the test must keep its
+  keys in one hash slot as production on a cluster must (Valkey refuses CROSSSLOT).
 """
 
 from __future__ import annotations
@@ -19,10 +23,10 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 
 import pytest
-import redis.asyncio as aioredis
 
-from outlast.store.client import redis_from_url
+from outlast.store.client import RedisClient, redis_from_url
 from outlast.store.embedded import EmbeddedServer
+from outlast.store.embedded_cluster import EmbeddedCluster
 from outlast.store.memory import MemoryStore
 from outlast.store.redis import RedisStore
 
@@ -49,10 +53,20 @@ def valkey_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Embedded
     server.stop()
 
 
+@pytest.fixture(scope="session")
+def valkey_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedCluster]:
+    cluster = EmbeddedCluster(tmp_path_factory.mktemp("cluster"), masters=3, replicas=0)
+    cluster.start()
+    yield cluster
+    cluster.stop()
+
+
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     servers = ["valkey"]
     if metafunc.definition.get_closest_marker("redis7") and _system_redis_answers():
         servers.append("redis7")
+    if metafunc.definition.get_closest_marker("cluster"):
+        servers.append("cluster")
     if "any_store" in metafunc.fixturenames:
         metafunc.parametrize("any_store", ["memory", *servers], indirect=True)
     elif "redis_url" in metafunc.fixturenames:
@@ -60,15 +74,24 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
 
 
 @pytest.fixture
-def redis_url(request: pytest.FixtureRequest, valkey_server: EmbeddedServer) -> str:
-    backend = getattr(request, "param", "valkey")
-    return SYSTEM_REDIS_URL if backend == "redis7" else valkey_server.url
+def redis_url(request: pytest.FixtureRequest) -> str:
+    return _url_of(request, getattr(request, "param", "valkey"))
+
+
+def _url_of(request: pytest.FixtureRequest, backend: str) -> str:
+    if backend == "redis7":
+        return SYSTEM_REDIS_URL
+    if backend == "cluster":
+        cluster: EmbeddedCluster = request.getfixturevalue("valkey_cluster")
+        return cluster.url
+    server: EmbeddedServer = request.getfixturevalue("valkey_server")
+    return server.url
 
 
 @asynccontextmanager
-async def _flushed_client(url: str) -> AsyncIterator[aioredis.Redis]:
+async def _flushed_client(url: str) -> AsyncIterator[RedisClient]:
     client = redis_from_url(url)  # as Outlast's own processes make them (multiplexed scripts)
-    await client.flushdb()
+    await client.flushdb()  # (a cluster client sends it to every master)
     try:
         yield client
     finally:
@@ -76,7 +99,7 @@ async def _flushed_client(url: str) -> AsyncIterator[aioredis.Redis]:
 
 
 @pytest.fixture
-async def redis(redis_url: str) -> AsyncIterator[aioredis.Redis]:
+async def redis(redis_url: str) -> AsyncIterator[RedisClient]:
     async with _flushed_client(redis_url) as client:
         yield client
 
@@ -88,8 +111,7 @@ async def any_store(request: pytest.FixtureRequest) -> AsyncIterator[MemoryStore
     if backend == "memory":
         yield MemoryStore()
         return
-    url = SYSTEM_REDIS_URL if backend == "redis7" else request.getfixturevalue("valkey_server").url
-    async with _flushed_client(url) as client:
+    async with _flushed_client(_url_of(request, backend)) as client:
         yield RedisStore(client)
 
 

@@ -18,8 +18,6 @@ from collections.abc import AsyncIterator, Callable, Coroutine, Iterable, Mappin
 from dataclasses import dataclass, field
 from typing import Any
 
-import redis.asyncio as aioredis
-
 import outlast
 from examples.common.local_model import MODEL_ALIAS, LocalModel
 from examples.common.providers import SIM_ENV, uses_real_provider
@@ -27,6 +25,7 @@ from examples.common.sitehost import Page, SiteHost
 from outlast.control import Dispatcher
 from outlast.errors import OutlastError
 from outlast.llm.simulator import SimulatorServer
+from outlast.store.client import RedisClient
 from outlast.worker import Worker
 from outlast.worker.jobs import redis_url_of
 
@@ -46,7 +45,7 @@ def run_main(main: Callable[[], Coroutine[Any, Any, None]]) -> None:
 
 @dataclass
 class Stack:
-    redis: aioredis.Redis
+    redis: RedisClient
     dispatcher: Dispatcher
     site: SiteHost
     sims: list[SimulatorServer] = field(default_factory=list)

@@ -14,6 +14,7 @@ import redis.asyncio as aioredis
 
 import outlast
 from outlast import component, workflow
+from outlast.store.client import redis_from_url
 
 #: Set by the test or the child process: where the side-effect counters live.
 COUNTERS: dict[str, Any] = {}
@@ -61,7 +62,7 @@ async def pipeline(steps: int = 5, block_at: int = -1) -> dict[str, Any]:
 
 
 async def _child(url: str, run_id: str) -> None:
-    client = aioredis.Redis.from_url(url)
+    client = redis_from_url(url)
     COUNTERS["redis"] = client
     runner = outlast.Runner(outlast.RedisStore(client))
     await runner.execute(pipeline, run_id)

@@ -23,6 +23,8 @@ from outlast.store.redis import RedisStore
 from . import durable_app
 from .durable_app import pipeline
 
+pytestmark = pytest.mark.cluster
+
 ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -39,7 +41,7 @@ async def all_events(store: RedisStore, run_id: str) -> list[ev.Event]:
 
 
 async def counts(redis: aioredis.Redis) -> dict[str, int]:
-    keys = await redis.keys("count:*")
+    keys = [k async for k in redis.scan_iter("count:*")]  # (every master of a cluster)
     return {k.decode()[6:]: int(await redis.get(k)) for k in sorted(keys)}
 
 
@@ -59,7 +61,8 @@ async def test_run_completes_and_records_everything(store: RedisStore, redis: ai
     result = await runner.run(pipeline, {"steps": 3})
     assert result == {"total": 30, "text": "0;10;20;"}
     assert await counts(redis) == {"fetch0": 1, "fetch1": 1, "fetch2": 1, "summarise": 1}
-    run_id = (await redis.keys("outlast:run:*:meta"))[0].decode().split("{")[1].split("}")[0]
+    metas = [k async for k in redis.scan_iter("outlast:run:*:meta")]
+    run_id = metas[0].decode().split("{")[1].split("}")[0]
     events = await all_events(store, run_id)
     assert_contiguous(events)
     assert events[-1].type == ev.RUN_COMPLETED

@@ -11,6 +11,8 @@ import outlast
 from outlast import component, gather, workflow
 from outlast import events as ev
 
+pytestmark = pytest.mark.cluster
+
 
 class Chain:
     """Makes call ``i`` wait for call ``i + 1`` to finish, so calls finish in reverse order."""

@@ -5,11 +5,15 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
+
 import outlast
 from outlast.core.component import Component
 from outlast.core.trace import build_attempts, build_trace
 from outlast.llm.llm import completion_usage
 from outlast.store.base import RunStore
+
+pytestmark = pytest.mark.cluster
 
 
 async def _fake_llm(prompt: str) -> dict[str, Any]:

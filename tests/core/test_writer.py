@@ -17,6 +17,8 @@ from outlast.errors import SerializationError, StaleAttemptError
 from outlast.masking import Secrets
 from outlast.store.base import OP_STEP, NewRun, RunStore
 
+pytestmark = pytest.mark.cluster
+
 STEP = "write#0"
 
 

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import pytest
 import redis.asyncio as aioredis
 
 from outlast.ids import new_run_id
 from outlast.store import keys
 from outlast.store.chats import ChatIndex, tenant_scope
+
+pytestmark = pytest.mark.cluster
 
 
 async def test_a_chat_points_at_its_newest_run_in_whatever_order_it_is_told(redis: aioredis.Redis) -> None:

@@ -19,7 +19,7 @@ from outlast.store.leases import Claim, RunLeases
 from outlast.store.redis import RedisStore
 from outlast.store.waits import RedisWaits
 
-pytestmark = pytest.mark.redis7
+pytestmark = [pytest.mark.redis7, pytest.mark.cluster]
 
 LEASE_MS = 60_000
 

@@ -18,7 +18,7 @@ from outlast.store.base import OP_EXPIRE, OP_META, OP_STEP, AppendItem, NewRun
 from outlast.store.keys import run_keys
 from outlast.store.redis import RedisStore
 
-pytestmark = pytest.mark.redis7
+pytestmark = [pytest.mark.redis7, pytest.mark.cluster]
 
 
 def envelope(run_id: str, seq: int, type: str = ev.STATUS, attempt: int = 1) -> bytes:

@@ -19,7 +19,7 @@ from outlast import serde
 from outlast.errors import ProtocolViolation, RunEnded, RunNotFound, RunWaiting, StaleAttemptError
 from outlast.store.base import OP_META, OP_OBJECT, OP_STEP, OP_WAIT, AppendItem, NewRun, RunStore
 
-pytestmark = pytest.mark.redis7
+pytestmark = [pytest.mark.redis7, pytest.mark.cluster]
 
 
 def envelope(run_id: str, seq: int, type: str = ev.STATUS, attempt: int = 1) -> bytes:

@@ -14,8 +14,11 @@ from outlast.core.runner import Runner
 from outlast.errors import NotWaiting, StaleAttemptError, StoreError
 from outlast.store import keys
 from outlast.store.base import AppendItem
+from outlast.store.client import redis_from_url
 from outlast.store.redis import RedisStore
 from outlast.store.waits import RedisWaits, timer_member
+
+pytestmark = pytest.mark.cluster
 
 
 @outlast.workflow
@@ -77,9 +80,9 @@ async def test_suspend_is_refused_when_a_wait_was_settled_or_a_cancel_asked(redi
     assert (await runner.store.get_run(run_id)).last_seq == start.last_seq  # nothing was written
 
 
-async def test_many_scanners_settle_each_timer_once(redis: aioredis.Redis) -> None:
+async def test_many_scanners_settle_each_timer_once(redis: aioredis.Redis, redis_url: str) -> None:
     runs = [await suspended_run(redis, limit=0.05) for _ in range(20)]
-    scanners = [RedisWaits(aioredis.Redis.from_url(_url(redis))) for _ in range(4)]
+    scanners = [RedisWaits(redis_from_url(redis_url)) for _ in range(4)]
     try:
         # Wait for the deadlines by the server's clock, then scan from four "workers" at once.
         due = max([float(s) for _, s in await redis.zrange(keys.TIMERS, 0, -1, withscores=True)])
@@ -114,11 +117,6 @@ async def test_a_lost_dispatch_is_made_good_by_the_kick_timer(redis: aioredis.Re
     assert await waits.fire_due() >= 1
     assert [f[b"run"].decode() for _, f in await redis.xrange(keys.work_stream("dev"))] == [run_id]
     assert await redis.zscore(keys.TIMERS, timer_member(run_id, "kick")) is None
-
-
-def _url(redis: aioredis.Redis) -> str:
-    kw = redis.connection_pool.connection_kwargs
-    return f"redis://{kw['host']}:{kw['port']}/{kw.get('db', 0)}"
 
 
 async def test_a_second_input_for_a_settled_wait_is_refused(redis: aioredis.Redis) -> None:

@@ -16,6 +16,7 @@ from pydantic import BaseModel
 
 import outlast
 from outlast import component, workflow
+from outlast.store.client import redis_from_url
 
 _clients: dict[str, aioredis.Redis] = {}
 
@@ -23,7 +24,7 @@ _clients: dict[str, aioredis.Redis] = {}
 def counters() -> aioredis.Redis:
     client = _clients.get("r")
     if client is None:
-        client = _clients["r"] = aioredis.Redis.from_url(os.environ["APP_REDIS_URL"])
+        client = _clients["r"] = redis_from_url(os.environ["APP_REDIS_URL"])
     return client
 
 

@@ -64,7 +64,7 @@ async def test_bad_starts_are_refused_before_anything_is_written(
         await dispatcher.start(quick, {"n": 1}, version="@any")
     with pytest.raises(ConfigError, match="run id"):
         await dispatcher.start(quick, {"n": 1}, run_id="has{braces}")
-    assert await redis.keys("outlast:run:*") == []
+    assert [k async for k in redis.scan_iter("outlast:run:*")] == []
     with pytest.raises(OutlastError, match="reserved"):
         Worker([quick], redis, version="@mine")
     # A retention of 0 would PEXPIRE a finished run's keys at once (and a late field would then

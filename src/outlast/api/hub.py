@@ -26,10 +26,9 @@ from collections.abc import AsyncGenerator
 from functools import partial
 from typing import Any
 
-import redis.asyncio as aioredis
-
 from outlast import events as ev
 from outlast.errors import StoreUnavailable
+from outlast.store.client import RedisClient
 from outlast.store.reads import RunReader
 
 log = logging.getLogger("outlast.api")
@@ -135,7 +134,7 @@ class Hub:
 
     def __init__(
         self,
-        redis: aioredis.Redis,
+        redis: RedisClient,
         *,
         block_ms: int = 5_000,
         buffer: int = 1_024,

@@ -5,7 +5,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Annotated, Any, cast
 
-import redis.asyncio as aioredis
 from fastapi import Depends, Request
 
 from outlast.api.auth import Authenticator
@@ -16,6 +15,7 @@ from outlast.errors import RunNotFound
 from outlast.ids import valid_run_id
 from outlast.masking import MASK
 from outlast.store.base import RunRecord
+from outlast.store.client import RedisClient
 
 
 @dataclass(frozen=True)
@@ -36,7 +36,7 @@ class ApiState:
     settings: Settings
     auth: Authenticator
     metrics: ApiMetrics
-    redis: aioredis.Redis
+    redis: RedisClient
     dispatcher: Dispatcher
     hub: Hub
 

@@ -17,9 +17,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
 
-import redis.asyncio as aioredis
-
 from outlast.errors import ConfigError, StoreUnavailable
+from outlast.store.client import RedisClient
+from outlast.store.cluster import is_cluster_url, parse_cluster_url
 from outlast.store.connect import ENV_URL
 from outlast.store.embedded import DEFAULT_DATA_DIR
 
@@ -50,10 +50,20 @@ def pid_alive(pid: int) -> bool:
 
 
 def check_redis_url(url: str, where: str = "--redis") -> str:
-    """``url`` if it looks like a Redis URL, else a ConfigError saying what one looks like."""
+    """``url`` if it looks like a Redis URL (or a ``redis+cluster://`` one), else a ConfigError
+    saying what one looks like."""
+    if is_cluster_url(url):
+        try:
+            parse_cluster_url(url)
+        except ConfigError as exc:
+            raise ConfigError(f"{where}: {exc}") from None
+        return url
     parts = urlsplit(url)
     if parts.scheme not in _SCHEMES or (parts.scheme != "unix" and not parts.hostname):
-        raise ConfigError(f"{where} {url!r} is not a Redis URL; expected e.g. redis://127.0.0.1:6379/0")
+        raise ConfigError(
+            f"{where} {url!r} is not a Redis URL; expected e.g. redis://127.0.0.1:6379/0 "
+            "(or redis+cluster://host:port,host:port for a cluster)"
+        )
     return url
 
 
@@ -132,7 +142,7 @@ def find_api(option: str | None, folder: Path = Path()) -> Found:
 
 
 @asynccontextmanager
-async def connect(option: str | None) -> AsyncIterator[aioredis.Redis]:
+async def connect(option: str | None) -> AsyncIterator[RedisClient]:
     """A client of the store :func:`find_redis` picks (said on stderr when not given explicitly)."""
     from outlast.cli.main import note
     from outlast.store.connect import connect as open_store

@@ -6,7 +6,6 @@ import asyncio
 import time
 from typing import Annotated, Any
 
-import redis.asyncio as aioredis
 import typer
 from redis import exceptions as redis_errors
 from rich.console import Group, RenderableType
@@ -17,17 +16,18 @@ from rich.text import Text
 from outlast.cli.main import RedisOption, app, console, redis_url, run_async
 from outlast.errors import StoreUnavailable
 from outlast.store import keys
+from outlast.store.client import RedisClient
 
 _LLM_COST = f"{keys.PREFIX}:llm:{{llm:*}}:cost"
 _LLM_BREAKERS = f"{keys.PREFIX}:llm:breaker:*"
 
 
-async def _scan(redis: aioredis.Redis, pattern: str) -> list[str]:
+async def _scan(redis: RedisClient, pattern: str) -> list[str]:
     found = [k async for k in redis.scan_iter(pattern, count=500)]
     return sorted(k.decode() if isinstance(k, bytes) else str(k) for k in found)
 
 
-async def snapshot(redis: aioredis.Redis) -> dict[str, Any]:
+async def snapshot(redis: RedisClient) -> dict[str, Any]:
     """Everything ``top`` shows, read from the store once (StoreUnavailable if Redis goes away)."""
     try:
         return await _snapshot(redis)
@@ -35,7 +35,7 @@ async def snapshot(redis: aioredis.Redis) -> dict[str, Any]:
         raise StoreUnavailable(f"lost the store ({exc}); is `outlast dev` still running?") from exc
 
 
-async def _snapshot(redis: aioredis.Redis) -> dict[str, Any]:
+async def _snapshot(redis: RedisClient) -> dict[str, Any]:
     from outlast.control import Dispatcher
 
     dispatcher = Dispatcher(redis)

@@ -14,8 +14,6 @@ from collections.abc import AsyncGenerator
 from dataclasses import dataclass
 from typing import Any, cast
 
-import redis.asyncio as aioredis
-
 from outlast import events as ev
 from outlast.control.registry import RegistryCache, read_active, read_workflow
 from outlast.core.workflow import Workflow
@@ -24,9 +22,11 @@ from outlast.events import RunStatus
 from outlast.ids import new_run_id
 from outlast.store import keys, scripts
 from outlast.store.base import NewRun, RunRecord
+from outlast.store.client import RedisClient, register_script
 from outlast.store.commands import server_ms
 from outlast.store.errors import guard, text
 from outlast.store.leases import RunLeases
+from outlast.store.pubsub import publish
 from outlast.store.queue import RunQueue
 from outlast.store.reads import RunReader
 from outlast.store.redis import RedisStore
@@ -56,7 +56,7 @@ class Dispatcher:
     """Start, cancel and await runs; read and change deployment versions."""
 
     def __init__(
-        self, redis: aioredis.Redis, *, retention: float = 7 * 24 * 3600, cache_active_version: bool = False
+        self, redis: RedisClient, *, retention: float = 7 * 24 * 3600, cache_active_version: bool = False
     ) -> None:
         """``cache_active_version``: keep the active version and the workflows' registrations in
         memory, dropped whenever a change is announced (saves round trips per start; for
@@ -68,7 +68,7 @@ class Dispatcher:
         #: Read-only views of runs (snapshots, stream pages, the run index) for the API and CLI.
         self.reader = RunReader(redis)
         self._registry = RegistryCache(redis) if cache_active_version else None
-        self._promote = redis.register_script(scripts.PROMOTE)
+        self._promote = register_script(redis, scripts.PROMOTE)
 
     async def aclose(self) -> None:
         if self._registry is not None:
@@ -246,10 +246,22 @@ class Dispatcher:
                     run = dataclasses.replace(run, run_id=existing.decode())
                     if await guard(self.redis.exists(keys.run_keys(run.run_id).meta)):
                         record = await self.store.get_run(run.run_id)
+                        await self._redispatch(record)
                         return Started(run.run_id, False, record.version)
                     queued = run.queued_event(secret_args)  # its run expired: start it under that id
         created = await self.queue.enqueue(run, queued, lane)
         return Started(run.run_id, created, version)
+
+    async def _redispatch(self, record: RunRecord) -> None:
+        """Cluster mode: a run an earlier start recorded but never saw claimed may have lost its
+        enqueue step with that start's process (see store/queue.py); dispatch it again (a
+        duplicate entry is harmless). On one server a start is atomic: nothing to do."""
+        if not self.queue.split or record.status != RunStatus.QUEUED or record.attempt != 0:
+            return
+        await self.queue.dispatch(
+            record.run_id, record.lane or record.version, version=record.version,
+            created_ms=int(record.created_at * 1000), tenant=record.tenant, parent=record.parent,
+        )  # fmt: skip
 
     async def started_for(self, workflow: str, idempotency_key: str) -> str | None:
         """The run ``idempotency_key`` started for ``workflow``, if that run exists (read only)."""
@@ -286,7 +298,7 @@ class Dispatcher:
             if tag == "terminal":
                 return Cancelled(run_id, str(value), already=True)
             if tag == "leased":
-                await guard(self.redis.publish(keys.CANCEL_CHANNEL, run_id))
+                await publish(self.redis, keys.CANCEL_CHANNEL, run_id)
                 return Cancelled(run_id, "cancelling")
             outcome, _ = await self.leases.cancel_unleased(run_id, int(value))
             if outcome == "ok":

@@ -20,12 +20,13 @@ import logging
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
-import redis.asyncio as aioredis
 from redis import exceptions as redis_errors
 
 from outlast.errors import ConfigError
 from outlast.store import keys, scripts
+from outlast.store.client import RedisClient, register_script
 from outlast.store.errors import guard, text
+from outlast.store.pubsub import subscription
 
 if TYPE_CHECKING:
     from outlast.core.workflow import Workflow
@@ -56,7 +57,7 @@ def workflows_digest(workflows: Iterable[Workflow[Any, Any]]) -> str:
 
 
 async def register_workflows(
-    redis: aioredis.Redis,
+    redis: RedisClient,
     version: str,
     workflows: Iterable[Workflow[Any, Any]],
     *,
@@ -78,7 +79,7 @@ async def register_workflows(
     ]  # fmt: skip
     for name, info in infos.items():
         args += [name, json.dumps(info)]
-    script = redis.register_script(scripts.REGISTER)
+    script = register_script(redis, scripts.REGISTER)
     script_keys = [keys.workflows_key(version), keys.WORKERS, keys.VERSIONS, keys.DEPLOY]
     reply: list[Any] = await guard(script(keys=script_keys, args=args))
     if text(reply[0]) == "CONFLICT":
@@ -103,12 +104,12 @@ def _conflict(version: str, other_id: str, other: dict[str, Any], ours: set[str]
     )
 
 
-async def read_active(redis: aioredis.Redis) -> str | None:
+async def read_active(redis: RedisClient) -> str | None:
     value: Any = await guard(redis.hget(keys.DEPLOY, "active"))
     return value.decode() if value else None
 
 
-async def read_workflow(redis: aioredis.Redis, version: str, name: str) -> dict[str, Any] | None:
+async def read_workflow(redis: RedisClient, version: str, name: str) -> dict[str, Any] | None:
     raw: Any = await guard(redis.hget(keys.workflows_key(version), name))
     return None if raw is None else dict(json.loads(raw))
 
@@ -116,7 +117,7 @@ async def read_workflow(redis: aioredis.Redis, version: str, name: str) -> dict[
 class RegistryCache:
     """``await active()`` and ``await workflow(version, name)``, from memory while subscribed."""
 
-    def __init__(self, redis: aioredis.Redis) -> None:
+    def __init__(self, redis: RedisClient) -> None:
         self.redis = redis
         self._active: tuple[str | None] | None = None
         self._workflows: dict[tuple[str, str], dict[str, Any] | None] = {}
@@ -163,30 +164,27 @@ class RegistryCache:
 
     async def _listen(self) -> None:
         while True:
-            pubsub = self.redis.pubsub()
             try:
-                await pubsub.subscribe(keys.DEPLOY_CHANNEL)
-                while True:
-                    # A bounded wait, not listen(): a quiet channel would otherwise trip the client's
-                    # socket timeout (the API sets one) and read as a lost connection. A ping after
-                    # each quiet spell still finds a dead one.
-                    message = await pubsub.get_message(timeout=IDLE_PING)
-                    if message is None:
-                        await pubsub.ping()
-                    elif message.get("type") == "subscribe":
-                        self._subscribed = True
-                        self.subscribed.set()
-                    elif message.get("type") == "message":
-                        self._invalidate()
-                        self.changed.set()
+                async with subscription(self.redis, keys.DEPLOY_CHANNEL) as pubsub:
+                    while True:
+                        # A bounded wait, not listen(): a quiet channel would otherwise trip the
+                        # client's socket timeout (the API sets one) and read as a lost connection.
+                        # A ping after each quiet spell still finds a dead one.
+                        message = await pubsub.get_message(timeout=IDLE_PING)
+                        if message is None:
+                            await pubsub.ping()
+                        elif message.get("type") == "subscribe":
+                            self._subscribed = True
+                            self.subscribed.set()
+                        elif message.get("type") == "message":
+                            self._invalidate()
+                            self.changed.set()
             except redis_errors.RedisError as exc:
                 log.warning("registry cache: subscription lost (%s); reading per start meanwhile", exc)
             finally:
                 self._subscribed = False
                 self.subscribed.clear()
                 self._invalidate()
-                with contextlib.suppress(Exception):
-                    await pubsub.aclose()  # type: ignore[no-untyped-call]
             await asyncio.sleep(1.0)  # reconnect backoff; reads go to Redis until then
 
     async def aclose(self) -> None:

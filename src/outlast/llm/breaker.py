@@ -25,12 +25,12 @@ import time
 from dataclasses import dataclass
 from typing import Any, Literal, cast
 
-import redis.asyncio as aioredis
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from outlast.errors import ConfigError, StoreError, StoreUnavailable
+from outlast.store.client import RedisClient, register_script
 from outlast.store.keys import llm_breaker_key
 
 __all__ = ["Admission", "BreakerSettings", "BreakerState", "CircuitBreaker", "LocalBreaker"]
@@ -167,7 +167,7 @@ class CircuitBreaker:
 
     def __init__(
         self,
-        redis: aioredis.Redis,
+        redis: RedisClient,
         provider: str,
         *,
         failure_threshold: int = 5,
@@ -186,7 +186,7 @@ class CircuitBreaker:
             raise ConfigError("window_s must be >= 0.01, cooldown_s and probe_timeout_s > 0")
         self.provider = provider
         self._key = llm_breaker_key(provider)
-        self._script = redis.register_script(_BREAKER)
+        self._script = register_script(redis, _BREAKER)
         window_ms = round(window_s * 1000)
         self._params: list[str | int | float] = [
             failure_threshold,

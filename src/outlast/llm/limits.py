@@ -23,10 +23,9 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-import redis.asyncio as aioredis
-
 from outlast.errors import ConfigError, OutlastError
 from outlast.llm import limit_scripts
+from outlast.store.client import RedisClient, register_script
 from outlast.store.errors import guard
 from outlast.store.keys import llm_concurrency_key, llm_cost_key, llm_window_key
 
@@ -126,14 +125,14 @@ class RateLimiter:
     themselves always run on the Redis server's clock.
     """
 
-    def __init__(self, redis: aioredis.Redis, *, clock: Callable[[], float] | None = None) -> None:
+    def __init__(self, redis: RedisClient, *, clock: Callable[[], float] | None = None) -> None:
         self._redis = redis
         self._clock = clock or time.monotonic
-        self._acquire = redis.register_script(limit_scripts.ACQUIRE)
-        self._settle = redis.register_script(limit_scripts.SETTLE)
-        self._finish = redis.register_script(limit_scripts.FINISH)
-        self._renew = redis.register_script(limit_scripts.RENEW)
-        self._usage = redis.register_script(limit_scripts.USAGE)
+        self._acquire = register_script(redis, limit_scripts.ACQUIRE)
+        self._settle = register_script(redis, limit_scripts.SETTLE)
+        self._finish = register_script(redis, limit_scripts.FINISH)
+        self._renew = register_script(redis, limit_scripts.RENEW)
+        self._usage = register_script(redis, limit_scripts.USAGE)
 
     @staticmethod
     def _keys(key: LimitKey) -> list[str]:

@@ -59,7 +59,6 @@ from contextvars import ContextVar
 from types import TracebackType
 from typing import Any, Generic, TypeVar, overload
 
-import redis.asyncio as aioredis
 from pydantic import BaseModel
 
 from outlast import serde
@@ -75,6 +74,7 @@ from outlast.llm.errors import StreamInterrupted
 from outlast.llm.provider import Provider
 from outlast.llm.routing import DEFAULT_BREAKER, Router
 from outlast.llm.structured import ask_structured, model_name
+from outlast.store.client import RedisClient
 
 __all__ = ["LLM", "LLMCall", "LLMStream"]
 
@@ -118,7 +118,7 @@ class LLM(Router):
         self,
         providers: Sequence[Provider],
         *,
-        redis: aioredis.Redis | str | None = None,
+        redis: RedisClient | str | None = None,
         name: str = "llm",
         max_wait: float = 5.0,
         timeout: float = 300.0,

@@ -13,8 +13,6 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-import redis.asyncio as aioredis
-
 from outlast.errors import ConfigError
 from outlast.llm.breaker import BreakerSettings, CircuitBreaker, LocalBreaker
 from outlast.llm.calls import CallState, LLMRetry, ProviderCalls, Request
@@ -22,7 +20,7 @@ from outlast.llm.completion import Completion
 from outlast.llm.errors import AllProvidersFailed
 from outlast.llm.limits import RateLimiter
 from outlast.llm.provider import Provider
-from outlast.store.client import redis_from_url
+from outlast.store.client import RedisClient, redis_from_url
 
 __all__ = ["DEFAULT_BREAKER", "Router"]
 
@@ -40,7 +38,7 @@ class Router:
         self,
         providers: Sequence[Provider],
         *,
-        redis: aioredis.Redis | str | None = None,
+        redis: RedisClient | str | None = None,
         max_wait: float = 5.0,
         timeout: float = 300.0,
         retry: LLMRetry | None = None,
@@ -63,7 +61,7 @@ class Router:
         self.wait_notice = wait_notice
         self.window_margin = window_margin
         self._redis_url = redis if isinstance(redis, str) else None
-        self._redis = redis if isinstance(redis, aioredis.Redis) else None
+        self._redis = redis if isinstance(redis, RedisClient) else None
         self._limiter: RateLimiter | None = None
         self._breakers: dict[str, CircuitBreaker | LocalBreaker] = {}
 
@@ -119,7 +117,7 @@ class Router:
             self._redis = self._limiter = None
             self._breakers.clear()
 
-    def _redis_client(self) -> aioredis.Redis | None:
+    def _redis_client(self) -> RedisClient | None:
         if self._redis is None and self._redis_url is not None:
             self._redis = redis_from_url(self._redis_url)
         return self._redis

@@ -12,7 +12,7 @@ import os
 from typing import TYPE_CHECKING, Protocol
 
 if TYPE_CHECKING:
-    import redis.asyncio as aioredis
+    from outlast.store.client import RedisClient
 
 
 class RunObserver(Protocol):
@@ -39,7 +39,7 @@ def otel_enabled(environ: dict[str, str] | os._Environ[str] = os.environ) -> boo
     return bool(flag) or bool(endpoint)
 
 
-def observer_from_env(redis: aioredis.Redis, *, retention: float = 7 * 24 * 3600) -> RunObserver | None:
+def observer_from_env(redis: RedisClient, *, retention: float = 7 * 24 * 3600) -> RunObserver | None:
     """The OpenTelemetry exporter the environment asks for, or None (nothing imported)."""
     if not otel_enabled():
         return None

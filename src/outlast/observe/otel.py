@@ -26,7 +26,6 @@ from collections.abc import Sequence
 from importlib.metadata import PackageNotFoundError, version
 from typing import Any
 
-import redis.asyncio as aioredis
 from opentelemetry import trace
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import Event, ReadableSpan, SpanProcessor
@@ -36,6 +35,7 @@ from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 from outlast.errors import OutlastError
 from outlast.observe.spans import CLIENT, SpanData, build_spans, span_id_of, trace_id_of
 from outlast.store import keys
+from outlast.store.client import RedisClient
 from outlast.store.errors import guard
 from outlast.store.redis import RedisStore
 
@@ -55,7 +55,7 @@ class OtelExporter:
 
     def __init__(
         self,
-        redis: aioredis.Redis,
+        redis: RedisClient,
         processor: SpanProcessor,
         *,
         resource: Resource | None = None,
@@ -138,7 +138,7 @@ def default_resource() -> Resource:
     return Resource.create(attributes)
 
 
-def exporter_from_env(redis: aioredis.Redis, *, retention: float = 7 * 24 * 3600) -> OtelExporter:
+def exporter_from_env(redis: RedisClient, *, retention: float = 7 * 24 * 3600) -> OtelExporter:
     """OTLP over HTTP (protobuf), configured by the standard ``OTEL_EXPORTER_OTLP_*`` variables;
     ``OUTLAST_OTEL=console`` prints the spans to stdout instead."""
     exporter: SpanExporter

@@ -11,9 +11,8 @@ from __future__ import annotations
 
 from typing import Final
 
-import redis.asyncio as aioredis
-
 from outlast.store import keys
+from outlast.store.client import RedisClient, register_script
 from outlast.store.errors import guard
 
 #: KEYS[1] the chat key; ARGV run id, TTL seconds. Returns the run id the chat points at now.
@@ -35,10 +34,10 @@ def tenant_scope(tenant: str | None) -> str:
 class ChatIndex:
     """The ``outlast:chat:…`` records (see :func:`outlast.store.keys.chat_key`)."""
 
-    def __init__(self, redis: aioredis.Redis, ttl: float) -> None:
+    def __init__(self, redis: RedisClient, ttl: float) -> None:
         self.redis = redis
         self.ttl = max(1, int(ttl))
-        self._set_newer = redis.register_script(SET_NEWER)
+        self._set_newer = register_script(redis, SET_NEWER)
 
     async def record(self, workflow: str, tenant: str | None, chat_id: str, run_id: str) -> str:
         """Point the chat at ``run_id`` unless it already points at a newer run; returns its run."""

@@ -1,5 +1,6 @@
 """The asyncio Redis clients Outlast creates: redis-py, with commands packed by hiredis, and a
-multiplexed connection for the hot script calls.
+multiplexed connection for the hot script calls; or redis-py's cluster client for a
+``redis+cluster://`` URL (see :mod:`outlast.store.cluster`).
 
 redis-py's sync connections pack commands with ``hiredis.pack_command`` when hiredis is
 installed, but its asyncio connections pack them in pure Python: about 30 µs a command, the
@@ -7,7 +8,7 @@ largest single cost in a busy worker (every claim and append is a script call wi
 arguments). These connection classes pack the asyncio way's commands with hiredis too; replies
 are parsed by hiredis either way.
 
-The pool of such a client also owns a :class:`~outlast.store.mux.Multiplexer`, which the store
+The pool of a single-server client also owns a :class:`~outlast.store.mux.Multiplexer`, which the store
 uses for its script calls; closing the client closes it too.
 """
 
@@ -15,9 +16,10 @@ from __future__ import annotations
 
 import asyncio
 import os
-from typing import Any
+from typing import Any, TypeAlias, cast
 
 import redis.asyncio as aioredis
+from redis.asyncio.cluster import RedisCluster
 from redis.asyncio.connection import (
     AbstractConnection,
     BlockingConnectionPool,
@@ -26,8 +28,15 @@ from redis.asyncio.connection import (
     SSLConnection,
     UnixDomainSocketConnection,
 )
+from redis.commands.core import AsyncScript
 
+from outlast.store.cluster import cluster_from_url, is_cluster_url
 from outlast.store.mux import Multiplexer, pack
+
+#: What the store's code is given: a client of one server, or of a Redis / Valkey Cluster. Their
+#: commands are the same; pub/sub differs (see :mod:`outlast.store.pubsub`), and the cluster
+#: client sends each command (a script call too) to the master of its keys' hash slot.
+RedisClient: TypeAlias = aioredis.Redis | RedisCluster
 
 
 class _HiredisPacking:
@@ -89,19 +98,45 @@ class OutlastBlockingPool(OutlastPool, BlockingConnectionPool):
             await asyncio.sleep(0)
 
 
-def multiplexer_of(redis: aioredis.Redis) -> Multiplexer | None:
+def register_script(redis: RedisClient, script: str) -> AsyncScript:
+    """``redis.register_script(script)`` for either client (redis-py's annotation names only the
+    single-server one; its code serves the cluster client too, which routes each call to the
+    master of the script's keys and loads the script on every master when one lacks it)."""
+    return AsyncScript(cast(aioredis.Redis, redis), script)
+
+
+def is_cluster(redis: RedisClient) -> bool:
+    """True for a cluster client: multi-key writes that span slots are then split (see queue.py)."""
+    return isinstance(redis, RedisCluster)
+
+
+def multiplexer_of(redis: RedisClient) -> Multiplexer | None:
     """The client's multiplexed connection: None for a client not made by :func:`redis_from_url`,
-    or when ``OUTLAST_MULTIPLEX=0`` (its commands then go through redis-py alone)."""
+    for a cluster client (redis-py routes each command to its slot's master), or when
+    ``OUTLAST_MULTIPLEX=0`` (its commands then go through redis-py alone)."""
+    if isinstance(redis, RedisCluster):
+        return None
     pool = redis.connection_pool
     if not isinstance(pool, OutlastPool) or os.environ.get("OUTLAST_MULTIPLEX", "1") == "0":
         return None
     return pool.multiplexer
 
 
-def redis_from_url(url: str, *, wait_for_connection: float | None = None, **options: Any) -> aioredis.Redis:
+def redis_from_url(url: str, *, wait_for_connection: float | None = None, **options: Any) -> RedisClient:
     """``redis.asyncio.Redis.from_url`` with hiredis packing for the connection type it picked,
     and a :class:`~outlast.store.mux.Multiplexer` beside its pool. ``wait_for_connection``: with
-    ``max_connections``, how long a command waits for a free connection (default: it fails at once)."""
+    ``max_connections``, how long a command waits for a free connection (default: it fails at once).
+
+    A ``redis+cluster://`` / ``rediss+cluster://`` URL gives redis-py's cluster client instead
+    (``max_connections`` is then per node; ConfigError for a malformed URL); it connects on its
+    first command."""
+    if is_cluster_url(url):
+        cluster = cluster_from_url(url, **options)
+        kwargs = cluster.get_connection_kwargs()  # (shared with the nodes it discovers)
+        kind = kwargs.get("connection_class")
+        if kind in _FASTER:
+            kwargs["connection_class"] = _FASTER[kind]
+        return cluster
     if wait_for_connection is None:
         pool: OutlastPool = OutlastPool.from_url(url, **options)
     else:

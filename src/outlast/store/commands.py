@@ -5,15 +5,14 @@ from __future__ import annotations
 
 from typing import Any
 
-import redis.asyncio as aioredis
 from redis import exceptions as redis_errors
 from redis.commands.core import AsyncScript
 
-from outlast.store.client import multiplexer_of
+from outlast.store.client import RedisClient, multiplexer_of
 from outlast.store.errors import guard
 
 
-async def server_ms(redis: aioredis.Redis) -> int:
+async def server_ms(redis: RedisClient) -> int:
     """The server's clock in ms: leases and timers are compared with it, so hosts agree."""
     seconds, micros = await guard(redis.time())
     return int(seconds) * 1000 + int(micros) // 1000
@@ -34,7 +33,7 @@ class HotPath:
     redis-py. Calls are independent (not a transaction).
     """
 
-    def __init__(self, redis: aioredis.Redis) -> None:
+    def __init__(self, redis: RedisClient) -> None:
         self.redis = redis
         mux = multiplexer_of(redis)
         self._mux = mux if mux is not None and mux.usable else None

@@ -9,11 +9,10 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
-import redis.asyncio as aioredis
 from redis import exceptions as redis_errors
 
 from outlast.errors import ConfigError, StoreUnavailable
-from outlast.store.client import redis_from_url
+from outlast.store.client import RedisClient, redis_from_url
 from outlast.store.embedded import DEFAULT_DATA_DIR, EmbeddedServer
 
 ENV_URL = "OUTLAST_REDIS_URL"
@@ -32,10 +31,11 @@ def redacted(url: str) -> str:
 @asynccontextmanager
 async def connect(
     url: str | None = None, *, data_dir: str | os.PathLike[str] | None = None
-) -> AsyncIterator[aioredis.Redis]:
+) -> AsyncIterator[RedisClient]:
     """An asyncio Redis client, closed on exit.
 
-    ``url`` (or ``OUTLAST_REDIS_URL``) selects an external server; with neither, a private
+    ``url`` (or ``OUTLAST_REDIS_URL``) selects an external server, or a cluster with a
+    ``redis+cluster://host:port[,host:port…]`` URL (see :mod:`outlast.store.cluster`); with neither, a private
     Valkey is started with its data in ``data_dir`` (default ``.outlast/data``) and stopped
     on exit.
     """
@@ -52,7 +52,12 @@ async def connect(
     try:
         try:
             await client.ping()
-        except (redis_errors.ConnectionError, redis_errors.TimeoutError, OSError) as exc:
+        except (
+            redis_errors.ConnectionError,
+            redis_errors.TimeoutError,
+            OSError,
+            redis_errors.RedisClusterException,
+        ) as exc:  # (the cluster client's "cannot be connected": no seed answered)
             where = redacted(url)
             if isinstance(exc, redis_errors.AuthenticationError):
                 raise StoreUnavailable(

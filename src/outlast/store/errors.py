@@ -28,6 +28,14 @@ async def guard(pending: Awaitable[T] | T, what: str = "") -> T:
         return await cast(Awaitable[T], pending)
     except (redis_errors.ConnectionError, redis_errors.TimeoutError) as exc:
         raise StoreUnavailable(f"{what} failed: {exc}" if what else f"Redis unreachable: {exc}") from exc
+    except redis_errors.RedisClusterException as exc:
+        # The cluster client's own errors (not RedisErrors): no node answered, or a command
+        # whose keys span slots (a bug: every multi-key command and script stays in one slot).
+        if "cannot be connected" in str(exc):
+            raise StoreUnavailable(
+                f"{what} failed: {exc}" if what else f"Redis Cluster unreachable: {exc}"
+            ) from exc
+        raise StoreError(f"{what} failed: {exc}" if what else f"Redis Cluster error: {exc}") from exc
     except redis_errors.RedisError as exc:
         raise StoreError(f"{what} failed: {exc}" if what else f"Redis error: {exc}") from exc
 

@@ -1,7 +1,12 @@
 """The Redis key schema: every key Outlast writes is built here, and only here.
 
 Every key that belongs to one run carries the hash tag ``{<run_id>}`` so that all of them
-live in one Redis Cluster slot and a Lua script may touch them together.
+live in one Redis Cluster slot and a Lua script may touch them together. The global control keys
+that one script touches together (REGISTER, PROMOTE) share the tag ``{outlast:deploy}``: the whole
+name of ``outlast:deploy``, which has no braces and so hashes by its whole name into the same slot.
+Other global keys (work streams, lease indexes, run indexes, timers) each live in a slot of their
+own; no script touches two of them (in cluster mode a start writes them after the run's own script,
+see :mod:`outlast.store.queue`).
 
 Per-run keys (writer: the run's current attempt through the Lua scripts in
 :mod:`outlast.store.scripts`; lifetime: until ``retention`` seconds after the run ends,
@@ -45,17 +50,20 @@ Compute-plane keys (global, one per deployment version where named so):
                                          workers. Members removed when the run ends (by its
                                          worker, or by whoever FINISHes it); entries of ended
                                          runs found expired are pruned by ``deploy status``.
-``outlast:workers``              hash    worker id → JSON (host, pid, version, running, heartbeat,
-                                         lease timeout, workflows and their digest). Writer: each
+``outlast:{outlast:deploy}:workers``  hash  worker id → JSON (host, pid, version, running,
+                                         heartbeat, lease timeout, workflows and their digest). Writer: each
                                          worker, every heartbeat (first by REGISTER, which refuses
                                          a worker whose workflows differ from a live one's of its
                                          version); entries not renewed for the worker's lease
                                          timeout are pruned by readers.
-``outlast:workflows:<version>``  hash    workflow name → JSON (description, input/output schema).
-                                         Writer: workers at start-up (REGISTER replaces the whole
-                                         hash, so names no code has any more go). Lifetime:
-                                         permanent.
-``outlast:versions``             zset    version → last time a worker of it registered (ms).
+``outlast:{outlast:deploy}:workflows:<version>``  hash  workflow name → JSON (description,
+                                         input/output schema). Writer: workers at start-up
+                                         (REGISTER replaces the whole hash, so names no code has
+                                         any more go). Lifetime: permanent.
+``outlast:{outlast:deploy}:versions``  zset  version → last time a worker of it registered (ms).
+                                         (These three were ``outlast:workers``, ``outlast:versions``
+                                         and ``outlast:workflows:<version>`` before cluster support;
+                                         workers rebuild them when they start.)
 ``outlast:deploy``               hash    ``active`` → version new runs go to; ``previous`` → the
                                          one ``rollback`` returns to. Writer: ``outlast deploy``.
 ``outlast:runs``                 zset    run id → created ms: the run index for listing.
@@ -130,13 +138,17 @@ def lease_index(version: str) -> str:
     return f"{PREFIX}:leases:{version}"
 
 
-def workflows_key(version: str) -> str:
-    return f"{PREFIX}:workflows:{version}"
-
-
-WORKERS = f"{PREFIX}:workers"
-VERSIONS = f"{PREFIX}:versions"
 DEPLOY = f"{PREFIX}:deploy"
+#: The hash tag of the control keys REGISTER and PROMOTE touch with ``outlast:deploy`` (one slot).
+_CONTROL = f"{PREFIX}:{{{DEPLOY}}}"
+
+
+def workflows_key(version: str) -> str:
+    return f"{_CONTROL}:workflows:{version}"
+
+
+WORKERS = f"{_CONTROL}:workers"
+VERSIONS = f"{_CONTROL}:versions"
 RUNS_INDEX = f"{PREFIX}:runs"
 CANCEL_CHANNEL = f"{PREFIX}:cancel"
 SETTLED_CHANNEL = f"{PREFIX}:settled"

@@ -6,14 +6,13 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-import redis.asyncio as aioredis
-
 from outlast import events as ev
 from outlast import serde
 from outlast.errors import RunNotFound
 from outlast.events import ClaimStatus, ErrorInfo, Reason, RunStatus
 from outlast.store import scripts
 from outlast.store.base import RunRecord, checked_retention
+from outlast.store.client import RedisClient, register_script
 from outlast.store.commands import HotPath, hash_reply
 from outlast.store.errors import guard, text
 from outlast.store.keys import lease_index, run_keys
@@ -50,16 +49,16 @@ class RunLeases:
     """Claim, renew and release runs; request cancellation; end runs nobody executes."""
 
     def __init__(
-        self, redis: aioredis.Redis, *, retention: float = 7 * 24 * 3600, waits: RedisWaits | None = None
+        self, redis: RedisClient, *, retention: float = 7 * 24 * 3600, waits: RedisWaits | None = None
     ) -> None:
         """``waits``: the wait service that tells a finished child's parent (one is made if none)."""
         self.redis = redis
         self.retention = checked_retention(retention)
-        self._claim = redis.register_script(scripts.CLAIM)
-        self._renew = redis.register_script(scripts.RENEW)
-        self._release = redis.register_script(scripts.RELEASE)
-        self._cancel = redis.register_script(scripts.REQUEST_CANCEL)
-        self._finish = redis.register_script(scripts.FINISH)
+        self._claim = register_script(redis, scripts.CLAIM)
+        self._renew = register_script(redis, scripts.RENEW)
+        self._release = register_script(redis, scripts.RELEASE)
+        self._cancel = register_script(redis, scripts.REQUEST_CANCEL)
+        self._finish = register_script(redis, scripts.FINISH)
         self._hot = HotPath(redis)
         self.waits = waits or RedisWaits(redis)
 

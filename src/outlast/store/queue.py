@@ -1,15 +1,24 @@
-"""Recording a new run and dispatching it, in one script (starts and child runs share it)."""
+"""Recording a new run and dispatching it (starts and child runs share it).
+
+On one server a start is one script (``START``): the run's record and ``run.queued`` event, its
+work-stream entry, its index entries and its parent's children set, all at once. In a Redis
+Cluster those keys live in different hash slots (no script may span them), so a start takes two
+steps: ``CREATE_PENDING`` on the run's slot, then :meth:`RunQueue.dispatch` (the work-stream entry,
+the indexes, the parent's children set, one pipelined round trip across the nodes). The run exists
+before any worker can read its entry. If the process dies in between, its caller got an error, not
+the run: a retried start of the same run (a child's replay, an idempotency key) finds it never
+claimed and dispatches it again.
+"""
 
 from __future__ import annotations
 
 import time
 from typing import Any
 
-import redis.asyncio as aioredis
-
 from outlast import serde
 from outlast.store import keys, scripts
 from outlast.store.base import NewRun
+from outlast.store.client import RedisClient, is_cluster, register_script
 from outlast.store.commands import HotPath
 from outlast.store.errors import guard
 
@@ -27,28 +36,62 @@ def create_run_args(run: NewRun, queued_event: bytes, *more: Any) -> list[Any]:
 
 
 class RunQueue:
-    """Writes a run's record and ``run.queued`` event and puts it on its lane's work stream in one
-    script (``START``), so no half-written run can exist (a child run is also listed on its
-    parent)."""
+    """Writes a run's record and ``run.queued`` event and puts it on its lane's work stream: in one
+    script (``START``) on a single server, so no half-written run can exist (a child run is also
+    listed on its parent); in two steps in a cluster (see the module docstring)."""
 
-    def __init__(self, redis: aioredis.Redis) -> None:
+    def __init__(self, redis: RedisClient) -> None:
         self.redis = redis
-        self._start = redis.register_script(scripts.START)
-        self._requeue = redis.register_script(scripts.REQUEUE)
+        #: Cluster mode: a start is split (the run's slot first, then the enqueue writes).
+        self.split = is_cluster(redis)
+        self._start = register_script(redis, scripts.START)
+        self._create = register_script(redis, scripts.CREATE_PENDING)
+        self._requeue = register_script(redis, scripts.REQUEUE)
         self._hot = HotPath(redis)
 
     async def enqueue(self, run: NewRun, queued_event: bytes, lane: str) -> bool:
         """True when the run was created, False when it already existed (idempotent start)."""
         run_keys = keys.run_keys(run.run_id)
+        now_ms = int(time.time() * 1000)
+        if self.split:
+            args = create_run_args(run, queued_event)
+            reply: int = await guard(self._hot.script(self._create, [run_keys.meta, run_keys.events], args))
+            if reply:  # created, or never claimed (its enqueue step may be lost): enqueue it now
+                await self.dispatch(
+                    run.run_id,
+                    lane,
+                    version=run.version,
+                    created_ms=now_ms,
+                    tenant=run.tenant,
+                    parent=run.parent,
+                )
+            return reply == 1
         script_keys = [run_keys.meta, run_keys.events, keys.work_stream(lane), keys.RUNS_INDEX, keys.VERSIONS]
         if run.tenant:
             script_keys.append(keys.tenant_runs_index(run.tenant))
         if run.parent:
             script_keys.append(keys.run_keys(run.parent).children)
-        args = create_run_args(run, queued_event, int(time.time() * 1000), WORK_STREAM_MAXLEN)
+        args = create_run_args(run, queued_event, now_ms, WORK_STREAM_MAXLEN)
         # A script the server lost (a restart) is loaded and called again: nothing was written.
         created: int = await guard(self._hot.script(self._start, script_keys, args))
         return bool(created)
+
+    async def dispatch(
+        self, run_id: str, lane: str, *, version: str, created_ms: int, tenant: str = "", parent: str = ""
+    ) -> None:
+        """The enqueue step of a recorded run (cluster mode): its work-stream entry, its run index
+        entries (score ``created_ms``, kept if present), its version, and its place in its parent's
+        children. Each is idempotent but for the entry, whose duplicates are harmless."""
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.xadd(keys.work_stream(lane), {"run": run_id}, maxlen=WORK_STREAM_MAXLEN, approximate=True)
+        pipe.zadd(keys.RUNS_INDEX, {run_id: created_ms}, nx=True)
+        if tenant:
+            pipe.zadd(keys.tenant_runs_index(tenant), {run_id: created_ms}, nx=True)
+        pipe.zadd(keys.VERSIONS, {version: created_ms}, nx=True)
+        if parent:
+            pipe.sadd(keys.run_keys(parent).children, run_id)
+        replies: list[Any] = await guard(pipe.execute())
+        del replies
 
     async def requeue(self, stream: str, entry_id: bytes, consumer: str, run_id: str) -> bool:
         """Put ``run_id`` back on ``stream`` for another worker and ack the entry ``consumer`` read

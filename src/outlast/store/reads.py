@@ -9,11 +9,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-import redis.asyncio as aioredis
-
 from outlast import serde
 from outlast.store import keys, scripts
 from outlast.store.base import RunRecord
+from outlast.store.client import RedisClient, register_script
 from outlast.store.commands import HotPath, hash_reply
 from outlast.store.errors import guard
 
@@ -36,10 +35,10 @@ def record_of(meta: dict[bytes, bytes]) -> RunRecord | None:
 class RunReader:
     """Read-only views of runs on one server."""
 
-    def __init__(self, redis: aioredis.Redis) -> None:
+    def __init__(self, redis: RedisClient) -> None:
         self.redis = redis
         self._hot = HotPath(redis)
-        self._snapshot = redis.register_script(scripts.SNAPSHOT)
+        self._snapshot = register_script(redis, scripts.SNAPSHOT)
 
     # -- one run ------------------------------------------------------------------------------
 

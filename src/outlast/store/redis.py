@@ -8,13 +8,12 @@ from collections.abc import AsyncIterator, Sequence
 from functools import partial
 from typing import Any
 
-import redis.asyncio as aioredis
-
 from outlast import events as ev
 from outlast import serde
 from outlast.errors import ProtocolViolation, RunEnded, RunNotFound, RunWaiting, StaleAttemptError
 from outlast.store import scripts
 from outlast.store.base import AppendItem, AttemptStart, NewRun, RunRecord
+from outlast.store.client import RedisClient, register_script
 from outlast.store.commands import HotPath
 from outlast.store.errors import guard, text
 from outlast.store.keys import run_keys
@@ -31,12 +30,12 @@ class RedisStore:
     event's expiry: ``Runner(retention=...)``).
     """
 
-    def __init__(self, redis: aioredis.Redis, *, max_stream_len: int = 0) -> None:
+    def __init__(self, redis: RedisClient, *, max_stream_len: int = 0) -> None:
         self.redis = redis
         self.max_stream_len = max_stream_len
-        self._create = redis.register_script(scripts.CREATE_RUN)
-        self._begin = redis.register_script(scripts.BEGIN_ATTEMPT)
-        self._append = redis.register_script(scripts.APPEND)
+        self._create = register_script(redis, scripts.CREATE_RUN)
+        self._begin = register_script(redis, scripts.BEGIN_ATTEMPT)
+        self._append = register_script(redis, scripts.APPEND)
         #: Frequent commands over the client's multiplexed connection (see :class:`HotPath`).
         self.hot = HotPath(redis)
 

@@ -31,6 +31,27 @@ redis.call('XADD', KEYS[2], '0-1', 'e', ARGV[7])
 # Returns 1 when created, 0 when the run already existed (idempotent start).
 CREATE_RUN: Final = "local first_extra = 8\n" + _CREATE + "return 1\n"
 
+# KEYS: meta, events
+# ARGV: as CREATE_RUN
+# The first half of a start in cluster mode, where the enqueue writes (work stream, indexes) live
+# in other slots than the run's keys and follow in a second step (store/queue.py). As CREATE_RUN,
+# except that a run that exists but was never claimed (``queued`` at attempt 0) answers 2: its
+# enqueue step may have been lost with the process that started it, so the caller does it again
+# (a duplicate work-stream entry is harmless: the second claim finds the run held or ended).
+# Returns 1 when created, 2 when it exists and was never claimed, 0 otherwise.
+CREATE_PENDING: Final = (
+    """
+local cur = redis.call('HMGET', KEYS[1], 'status', 'attempt')
+if cur[1] then
+  if cur[1] == 'queued' and cur[2] == '0' then return 2 end
+  return 0
+end
+local first_extra = 8
+"""
+    + _CREATE
+    + "return 1\n"
+)
+
 # KEYS: meta, events, work stream (the run's lane), runs index, versions[, the tenant's runs
 #       index when tenant is not ''][, parent's children]
 # ARGV: run_id, workflow, version, tenant, input_json, now, queued_envelope, now_ms,

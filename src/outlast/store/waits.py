@@ -19,7 +19,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import jsonschema
-import redis.asyncio as aioredis
 
 from outlast import events as ev
 from outlast import serde
@@ -34,8 +33,10 @@ from outlast.errors import (
 from outlast.masking import MASK
 from outlast.store import keys, wait_scripts
 from outlast.store.base import AppendItem, NewRun
+from outlast.store.client import RedisClient, register_script
 from outlast.store.commands import HotPath, server_ms
 from outlast.store.errors import guard, text
+from outlast.store.pubsub import publish
 from outlast.store.queue import RunQueue
 
 #: Seconds after which a half-done input delivery is dispatched by a timer scan.
@@ -75,7 +76,7 @@ class RedisWaits:
 
     def __init__(
         self,
-        redis: aioredis.Redis,
+        redis: RedisClient,
         *,
         child_poll: float = 30.0,
         on_armed: Callable[[float], None] | None = None,
@@ -85,9 +86,9 @@ class RedisWaits:
         #: Called with the delay of each timer armed here (a worker wakes its timer scan for it).
         self.on_armed = on_armed
         self.queue = RunQueue(redis)
-        self._arm = redis.register_script(wait_scripts.ARM)
-        self._suspend = redis.register_script(wait_scripts.SUSPEND)
-        self._resolve = redis.register_script(wait_scripts.RESOLVE)
+        self._arm = register_script(redis, wait_scripts.ARM)
+        self._suspend = register_script(redis, wait_scripts.SUSPEND)
+        self._resolve = register_script(redis, wait_scripts.RESOLVE)
         self._hot = HotPath(redis)
 
     # -- the attempt's side -------------------------------------------------------------------
@@ -184,7 +185,7 @@ class RedisWaits:
         if tag == "live":
             if notify:  # a hint (the attempt also polls): the settling itself has happened
                 with contextlib.suppress(OutlastError):
-                    await guard(self.redis.publish(keys.SETTLED_CHANNEL, run_id))
+                    await publish(self.redis, keys.SETTLED_CHANNEL, run_id)
             return Settled(tag, checkpoint=bytes(reply[1]))
         if tag == "notdue":
             return Settled(tag, deadline=int(reply[1]))

@@ -8,12 +8,11 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
-import redis.asyncio as aioredis
-
 from outlast import events as ev
 from outlast.errors import OutlastError
 from outlast.events import ClaimStatus, ErrorInfo, Reason, RunStatus
 from outlast.store import keys
+from outlast.store.client import RedisClient
 from outlast.store.errors import guard
 from outlast.store.leases import Claim, RunLeases
 from outlast.worker.jobs import Lane
@@ -30,7 +29,7 @@ class Bookkeeping:
 
     def __init__(
         self,
-        redis: aioredis.Redis,
+        redis: RedisClient,
         leases: RunLeases,
         *,
         worker_id: str,

@@ -14,12 +14,15 @@ import logging
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any, cast
 
 import redis as sync_redis
 from redis import exceptions as redis_errors
+from redis.commands.core import Script
 
 from outlast.observe.logs import worker_id_var
 from outlast.store import keys, scripts
+from outlast.store.cluster import is_cluster_url, sync_cluster_from_url
 
 log = logging.getLogger("outlast.worker")
 
@@ -59,14 +62,20 @@ class LeaseRenewer(threading.Thread):
         on_renewed: Callable[[list[Renewal]], None],
     ) -> None:
         super().__init__(name=f"outlast-heartbeat-{owner}", daemon=True)
-        self.client = sync_redis.Redis.from_url(url, socket_timeout=max(1.0, interval))
+        self.client: sync_redis.Redis | sync_redis.RedisCluster
+        if is_cluster_url(url):
+            # (routes each RENEW to its run's master; the pipeline splits per node)
+            self.client = sync_cluster_from_url(url, socket_timeout=max(1.0, interval))
+        else:
+            self.client = sync_redis.Redis.from_url(url, socket_timeout=max(1.0, interval))
         self.owner = owner
         self.interval = interval
         self.lease_ms = lease_ms
         self._held = held
         self._on_renewed = on_renewed
         self._stop_event = threading.Event()
-        self._renew = self.client.register_script(scripts.RENEW)
+        # (redis-py annotates Script for its single-server client; its code serves the cluster one)
+        self._renew = Script(cast(sync_redis.Redis, self.client), scripts.RENEW)
 
     def stop(self) -> None:
         self._stop_event.set()
@@ -79,17 +88,26 @@ class LeaseRenewer(threading.Thread):
         finally:
             self.client.close()
 
+    def _renew_pipelined(self, held: list[Held]) -> list[Any]:
+        pipe = self.client.pipeline(transaction=False)
+        for lease in held:
+            meta = keys.run_keys(lease.run_id).meta
+            self._renew(keys=[meta], args=[lease.attempt, self.owner, self.lease_ms], client=pipe)
+        replies: list[Any] = pipe.execute(raise_on_error=False)
+        return replies
+
     def renew_all(self) -> None:
         held = self._held()
         if not held:
             return
         try:
-            pipe = self.client.pipeline(transaction=False)
-            for lease in held:
-                meta = keys.run_keys(lease.run_id).meta
-                self._renew(keys=[meta], args=[lease.attempt, self.owner, self.lease_ms], client=pipe)
-            replies = pipe.execute(raise_on_error=False)
-        except redis_errors.RedisError as exc:
+            replies = self._renew_pipelined(held)
+            if any(isinstance(reply, redis_errors.NoScriptError) for reply in replies):
+                # A cluster pipeline does not load scripts (redis-py's single-server one does): a
+                # node that lost it (a restart, a new master) gets it now, and the beat is redone.
+                self.client.script_load(scripts.RENEW)
+                replies = self._renew_pipelined(held)
+        except (redis_errors.RedisError, redis_errors.RedisClusterException) as exc:
             # Redis briefly away: the lease has slack and the next beat tries again; say so, since
             # a renewer that can never connect (bad URL, TLS) would otherwise fail in silence.
             log.warning("lease renewal for %d runs failed: %s", len(held), exc)
@@ -108,7 +126,7 @@ class LeaseRenewer(threading.Thread):
                 index_pipe.zadd(lease.index, {lease.run_id: until})
         indexed = False
         # The index is advisory (the meta hash holds the lease): a failed write is retried next beat.
-        with contextlib.suppress(redis_errors.RedisError):
+        with contextlib.suppress(redis_errors.RedisError, redis_errors.RedisClusterException):
             index_pipe.execute()
             indexed = True
         if indexed:

@@ -7,7 +7,10 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 from urllib.parse import quote, urlencode
 
-import redis.asyncio as aioredis
+from redis.asyncio.cluster import RedisCluster
+
+from outlast.store.client import RedisClient
+from outlast.store.cluster import cluster_url_of
 
 if TYPE_CHECKING:
     from outlast.core.runner import Attempt
@@ -39,9 +42,11 @@ class Job:
 STARTED, SETTLED, SKIPPED = "started", "settled", "skipped"
 
 
-def redis_url_of(redis: aioredis.Redis) -> str:
+def redis_url_of(redis: RedisClient) -> str:
     """A URL for another connection to the same server (the heartbeat thread, launched runs):
-    scheme (TLS), user, password and database kept."""
+    scheme (TLS), user, password and database kept; a ``redis+cluster://`` URL for a cluster."""
+    if isinstance(redis, RedisCluster):
+        return cluster_url_of(redis)
     kw = redis.connection_pool.connection_kwargs
     db = kw.get("db", 0)
     if "path" in kw:

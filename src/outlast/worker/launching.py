@@ -6,11 +6,10 @@ from __future__ import annotations
 import asyncio
 import logging
 
-import redis.asyncio as aioredis
-
 from outlast import events as ev
 from outlast.errors import OutlastError, RunNotFound
 from outlast.events import RunStatus
+from outlast.store.client import RedisClient
 from outlast.store.commands import server_ms
 from outlast.store.leases import RunLeases
 from outlast.store.redis import RedisStore
@@ -27,7 +26,7 @@ class Launching:
     def __init__(
         self,
         launcher: Launcher,
-        redis: aioredis.Redis,
+        redis: RedisClient,
         store: RedisStore,
         leases: RunLeases,
         books: Bookkeeping,

@@ -12,14 +12,15 @@ import socket
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-import redis.asyncio as aioredis
 from redis import exceptions as redis_errors
 
 from outlast.errors import OutlastError
 from outlast.events import Reason
 from outlast.store import keys
+from outlast.store.client import RedisClient
 from outlast.store.commands import server_ms
 from outlast.store.errors import guard
+from outlast.store.pubsub import subscription
 from outlast.store.waits import RedisWaits
 from outlast.worker.bookkeeping import Bookkeeping
 from outlast.worker.heartbeat import Held, Renewal
@@ -41,7 +42,7 @@ class Upkeep:
 
     def __init__(
         self,
-        redis: aioredis.Redis,
+        redis: RedisClient,
         waits: RedisWaits,
         *,
         worker_id: str,
@@ -131,25 +132,21 @@ class Upkeep:
         """Cancel requests and settled waits of the runs held here, as they are published."""
         cancel_channel = keys.CANCEL_CHANNEL.encode()
         while True:
-            pubsub = self.redis.pubsub()
             try:
-                await pubsub.subscribe(keys.CANCEL_CHANNEL, keys.SETTLED_CHANNEL)
-                async for message in pubsub.listen():
-                    if message.get("type") != "message":
-                        continue
-                    job = self.jobs.get(message["data"].decode())
-                    if job is None or job.attempt is None:
-                        continue
-                    if message["channel"] == cancel_channel:
-                        job.attempt.cancel(Reason.CANCELLED)
-                    else:
-                        job.attempt.wake()
+                async with subscription(self.redis, keys.CANCEL_CHANNEL, keys.SETTLED_CHANNEL) as pubsub:
+                    async for message in pubsub.listen():
+                        if message.get("type") != "message":
+                            continue
+                        job = self.jobs.get(message["data"].decode())
+                        if job is None or job.attempt is None:
+                            continue
+                        if message["channel"] == cancel_channel:
+                            job.attempt.cancel(Reason.CANCELLED)
+                        else:
+                            job.attempt.wake()
             except redis_errors.RedisError as exc:
                 # Notices are hints: meanwhile the heartbeat sees cancels and attempts poll.
                 log.warning("worker %s: notice listener lost Redis: %s (resubscribing)", self.worker_id, exc)
-            finally:
-                with contextlib.suppress(Exception):
-                    await pubsub.aclose()  # type: ignore[no-untyped-call]
             await asyncio.sleep(NOTICE_RETRY)
 
     # -- the beat -----------------------------------------------------------------------------

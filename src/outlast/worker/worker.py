@@ -27,7 +27,6 @@ import uuid
 from collections.abc import Coroutine, Iterable
 from typing import Any
 
-import redis.asyncio as aioredis
 from redis import exceptions as redis_errors
 
 from outlast import events as ev
@@ -41,6 +40,7 @@ from outlast.observe.logs import bind_run, worker_id_var
 from outlast.sizes import cap_text
 from outlast.store import keys
 from outlast.store.base import AttemptStart
+from outlast.store.client import RedisClient
 from outlast.store.commands import server_ms
 from outlast.store.errors import BUSYGROUP, NOGROUP, guard, reply_code
 from outlast.store.leases import Claim, RunLeases
@@ -52,6 +52,7 @@ from outlast.worker.heartbeat import LeaseRenewer
 from outlast.worker.jobs import SETTLED, SKIPPED, STARTED, Job, Lane, redis_url_of
 from outlast.worker.launcher import Launcher
 from outlast.worker.launching import Launching
+from outlast.worker.reading import WorkReader
 from outlast.worker.unserved import UnservedRuns
 from outlast.worker.upkeep import Upkeep
 
@@ -70,7 +71,7 @@ class Worker:
     def __init__(
         self,
         workflows: Registry | Iterable[Workflow[Any, Any]],
-        redis: aioredis.Redis,
+        redis: RedisClient,
         *,
         concurrency: int = 10,
         version: str | None = None,
@@ -224,7 +225,7 @@ class Worker:
 
     async def _dispatch_loop(self, burst: bool) -> None:
         block_ms = 50 if burst else int(self.heartbeat * 1000)
-        streams: dict[Any, Any] = {lane.stream: ">" for lane in self.lanes}
+        reader = WorkReader(self.redis, self.id, [lane.stream for lane in self.lanes], self.queue)
         stopping = asyncio.ensure_future(self._stopping.wait())  # one waiter for the whole loop
         try:
             while not self._stopping.is_set():
@@ -237,11 +238,10 @@ class Worker:
                 free = self.concurrency - len(self.jobs)
                 if free <= 0:
                     self._slot_free.clear()
+                    await reader.park()  # (cluster: reads still out would hold runs meanwhile)
                     await self._slot_free.wait()
                     continue
-                read = asyncio.ensure_future(
-                    self.redis.xreadgroup(keys.WORK_GROUP, self.id, streams, count=free, block=block_ms)
-                )
+                read = asyncio.ensure_future(reader.read(free, block_ms))
                 await asyncio.wait([read, stopping], return_when=asyncio.FIRST_COMPLETED)
                 if not read.done():
                     read.cancel()
@@ -249,7 +249,7 @@ class Worker:
                         await read
                     break
                 try:
-                    reply = read.result()
+                    entries = read.result()
                 except redis_errors.RedisError as exc:
                     log.warning("worker %s: reading the work stream failed: %s", self.id, exc)
                     if reply_code(exc) == NOGROUP:  # the server lost its data (restart without persistence)
@@ -257,16 +257,13 @@ class Worker:
                             await self._create_groups()
                     await asyncio.sleep(self.heartbeat)
                     continue
-                batch = [
-                    (self._lane_of[stream], entry_id, fields[b"run"].decode())
-                    for stream, entries in reply or []
-                    for entry_id, fields in entries
-                ]
+                batch = [(self._lane_of[stream], entry_id, run_id) for stream, entry_id, run_id in entries]
                 await self._dispatch(batch)
                 if burst and not batch and not self.jobs and not await self.upkeep.takeover_scan():
                     break
         finally:
             stopping.cancel()
+            await reader.aclose()
 
     async def _dispatch(self, batch: list[tuple[Lane, bytes, str]]) -> None:
         """Claim a batch of dispatched runs concurrently; ack the entries of those not started.

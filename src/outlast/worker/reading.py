@@ -1,0 +1,117 @@
+"""Reading a worker's work streams: one blocking ``XREADGROUP`` over all of them on one server; in a
+Redis Cluster, where each stream lives in its own hash slot (a command may not span two), one
+read per stream, all outstanding at once.
+
+A cluster read that returns leaves the others blocked for the next call, so a run started on any
+stream wakes the worker at once and no entry a read already took is dropped. Each read asks for
+as many entries as the worker had free slots when it was sent; entries beyond the slots free now
+are handed back to their stream for another worker (``REQUEUE``: re-added and acked at once), and
+so is what outstanding reads took when the worker fills up (:meth:`WorkReader.park`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from typing import Any
+
+from redis import exceptions as redis_errors
+
+from outlast.errors import OutlastError
+from outlast.store import keys
+from outlast.store.client import RedisClient, is_cluster
+from outlast.store.queue import RunQueue
+
+log = logging.getLogger("outlast.worker")
+
+#: One entry read: (stream, entry id, run id).
+Entry = tuple[bytes, bytes, str]
+
+
+def _entries(reply: Any) -> list[Entry]:
+    return [
+        (stream if isinstance(stream, bytes) else str(stream).encode(), entry_id, fields[b"run"].decode())
+        for stream, entries in reply or []
+        for entry_id, fields in entries
+        if fields  # (an entry deleted since it was delivered)
+    ]
+
+
+class WorkReader:
+    """``await reader.read(count, block_ms)``: up to ``count`` entries of ``streams`` for
+    ``consumer`` (redis-py's errors are raised as they are). ``aclose()`` drops cluster reads
+    still outstanding."""
+
+    def __init__(self, redis: RedisClient, consumer: str, streams: list[str], queue: RunQueue) -> None:
+        self.redis = redis
+        self.consumer = consumer
+        self.streams = streams
+        self.queue = queue
+        self.per_stream = is_cluster(redis)
+        self._pending: dict[str, asyncio.Task[Any]] = {}
+
+    async def read(self, count: int, block_ms: int) -> list[Entry]:
+        if not self.per_stream:
+            reply = await self.redis.xreadgroup(
+                keys.WORK_GROUP, self.consumer, dict.fromkeys(self.streams, ">"), count=count, block=block_ms
+            )
+            return _entries(reply)
+        for stream in self.streams:
+            if stream not in self._pending:
+                self._pending[stream] = asyncio.ensure_future(
+                    self.redis.xreadgroup(
+                        keys.WORK_GROUP, self.consumer, {stream: ">"}, count=count, block=block_ms
+                    )
+                )
+        await asyncio.wait(self._pending.values(), return_when=asyncio.FIRST_COMPLETED)
+        entries: list[Entry] = []
+        failure: BaseException | None = None
+        for stream, task in list(self._pending.items()):
+            if not task.done():
+                continue
+            del self._pending[stream]
+            try:
+                entries += _entries(task.result())
+            except redis_errors.RedisError as exc:
+                failure = failure or exc
+            except redis_errors.RedisClusterException as exc:  # no node answered (not a RedisError)
+                failure = failure or redis_errors.ConnectionError(str(exc))
+        if len(entries) > count:
+            await self._hand_back(entries[count:])
+            entries = entries[:count]
+        if failure is not None and not entries:
+            raise failure
+        return entries
+
+    async def _hand_back(self, extra: list[Entry]) -> None:
+        """Entries beyond the free slots go back to their stream for another worker (still pending
+        for this consumer if that fails: XAUTOCLAIM re-reads them after the lease timeout)."""
+        for stream, entry_id, run_id in extra:
+            try:
+                await self.queue.requeue(stream.decode(), entry_id, self.consumer, run_id)
+            except OutlastError as exc:
+                log.warning("worker %s: could not hand run %s back: %s", self.consumer, run_id, exc)
+
+    async def park(self) -> None:
+        """The worker is full: let the outstanding reads end (each within its block time) and hand
+        back what they took, rather than hold runs no slot here will take soon."""
+        pending, self._pending = list(self._pending.values()), {}
+        if not pending:
+            return
+        await asyncio.wait(pending)
+        taken: list[Entry] = []
+        for task in pending:
+            with contextlib.suppress(redis_errors.RedisError, redis_errors.RedisClusterException):
+                taken += _entries(task.result())
+        await self._hand_back(taken)
+
+    async def aclose(self) -> None:
+        pending, self._pending = list(self._pending.values()), {}
+        for task in pending:
+            task.cancel()
+        for task in pending:
+            with contextlib.suppress(
+                asyncio.CancelledError, redis_errors.RedisError, redis_errors.RedisClusterException
+            ):
+                await task
