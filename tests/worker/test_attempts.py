@@ -20,7 +20,7 @@ from outlast.control import Dispatcher
 from .app import crashy
 from .conftest import SpawnWorker, WorkerProcess
 
-pytestmark = pytest.mark.timeout(180)
+pytestmark = [pytest.mark.timeout(180), pytest.mark.cluster]
 
 
 @contextlib.asynccontextmanager

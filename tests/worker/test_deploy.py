@@ -22,7 +22,7 @@ from .app import gated, hang, multi, quick
 from .conftest import APP, LEASE, SpawnWorker
 from .test_faults import check_stream, events_of, wait_event
 
-pytestmark = pytest.mark.timeout(120)
+pytestmark = [pytest.mark.timeout(120), pytest.mark.cluster]
 
 
 async def cli(redis_url: str, *args: str) -> str:

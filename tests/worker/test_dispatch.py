@@ -18,6 +18,8 @@ from outlast.worker import Worker
 
 from .app import quick
 
+pytestmark = pytest.mark.cluster
+
 
 @outlast.workflow(upgrade_safe=True)
 async def portable(n: int) -> int:

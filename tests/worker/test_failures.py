@@ -14,7 +14,7 @@ from .app import boom, hang, quick
 from .conftest import SpawnWorker
 from .test_faults import events_of, wait_event
 
-pytestmark = pytest.mark.timeout(120)
+pytestmark = [pytest.mark.timeout(120), pytest.mark.cluster]
 
 
 async def test_an_error_too_large_to_store_fails_the_run_once_with_its_cause(

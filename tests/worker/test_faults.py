@@ -15,7 +15,7 @@ from outlast.control import Dispatcher
 from .app import gated, hang, multi
 from .conftest import LEASE, SpawnWorker
 
-pytestmark = pytest.mark.timeout(120)
+pytestmark = [pytest.mark.timeout(120), pytest.mark.cluster]
 
 
 async def events_of(dispatcher: Dispatcher, run_id: str) -> list[ev.Event]:

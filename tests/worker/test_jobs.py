@@ -7,6 +7,8 @@ import redis.asyncio as aioredis
 
 from outlast.worker.jobs import redis_url_of
 
+pytestmark = pytest.mark.cluster
+
 
 @pytest.mark.parametrize(
     "url",

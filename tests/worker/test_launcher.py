@@ -16,7 +16,7 @@ from .app import gated, multi
 from .conftest import APP, SpawnWorker
 from .test_faults import check_stream, events_of, wait_event
 
-pytestmark = pytest.mark.timeout(120)
+pytestmark = [pytest.mark.timeout(120), pytest.mark.cluster]
 
 
 async def test_subprocess_launcher_runs_each_run_in_its_own_process(

@@ -15,7 +15,7 @@ from outlast.control import Dispatcher
 from .app import chatty
 from .conftest import SpawnWorker
 
-pytestmark = pytest.mark.timeout(60)
+pytestmark = [pytest.mark.timeout(60), pytest.mark.cluster]
 
 
 async def test_a_worker_logs_json_lines_with_run_attempt_and_worker(

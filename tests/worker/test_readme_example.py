@@ -5,9 +5,13 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+import pytest
+
 from outlast.control import Dispatcher
 
 from .conftest import SpawnWorker
+
+pytestmark = pytest.mark.cluster
 
 README = Path(__file__).parents[2] / "README.md"
 

@@ -31,7 +31,7 @@ from .app import traced
 from .conftest import SpawnWorker
 from .test_faults import wait_event
 
-pytestmark = pytest.mark.timeout(120)
+pytestmark = [pytest.mark.timeout(120), pytest.mark.cluster]
 
 
 @dataclass(frozen=True)

@@ -21,7 +21,7 @@ from .app import anywhere, multi, quick
 from .conftest import APP, HEARTBEAT, LEASE, SpawnWorker
 from .test_faults import check_stream, events_of
 
-pytestmark = pytest.mark.timeout(120)
+pytestmark = [pytest.mark.timeout(120), pytest.mark.cluster]
 
 OLDER = str(Path(__file__).with_name("app_older.py"))  # lacks `quick` and `anywhere`
 WARNING = "has no workflow {!r}"

@@ -22,7 +22,7 @@ from outlast.worker import Worker
 
 from .test_faults import events_of, wait_event
 
-pytestmark = pytest.mark.timeout(60)
+pytestmark = [pytest.mark.timeout(60), pytest.mark.cluster]
 
 # Set by the tests, awaited by the ``held`` component: in-process, so no polling is needed.
 gates: dict[str, asyncio.Event] = {}

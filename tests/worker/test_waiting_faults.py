@@ -21,7 +21,7 @@ from .app import approval, fan_out, napper, quick
 from .conftest import HEARTBEAT, SpawnWorker, WorkerProcess
 from .test_faults import check_stream, events_of, wait_event
 
-pytestmark = pytest.mark.timeout(180)
+pytestmark = [pytest.mark.timeout(180), pytest.mark.cluster]
 
 
 async def start_many(dispatcher: Dispatcher, wf: Any, inputs: Sequence[dict[str, Any]]) -> list[str]:

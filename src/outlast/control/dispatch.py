@@ -260,7 +260,7 @@ class Dispatcher:
             return
         await self.queue.dispatch(
             record.run_id, record.lane or record.version, version=record.version,
-            created_ms=int(record.created_at * 1000), tenant=record.tenant, parent=record.parent,
+            created_ms=int(record.created_at * 1000), tenant=record.tenant, parent=record.parent, repair=True,
         )  # fmt: skip
 
     async def started_for(self, workflow: str, idempotency_key: str) -> str | None:

@@ -4,10 +4,11 @@ On one server a start is one script (``START``): the run's record and ``run.queu
 work-stream entry, its index entries and its parent's children set, all at once. In a Redis
 Cluster those keys live in different hash slots (no script may span them), so a start takes two
 steps: ``CREATE_PENDING`` on the run's slot, then :meth:`RunQueue.dispatch` (the work-stream entry,
-the indexes, the parent's children set, one pipelined round trip across the nodes). The run exists
-before any worker can read its entry. If the process dies in between, its caller got an error, not
-the run: a retried start of the same run (a child's replay, an idempotency key) finds it never
-claimed and dispatches it again.
+then the version, the tenant's index and the parent's children set in one pipelined round trip
+across the nodes, the run index last). The run exists before any worker can read its entry. If the
+process dies in between, its caller got an error, not the run: a retried start of the same run (a
+child's replay, an idempotency key) finds it never claimed and not in the run index, and
+dispatches it again (three round trips instead of one: starts are not the per-step hot path).
 """
 
 from __future__ import annotations
@@ -77,19 +78,28 @@ class RunQueue:
         return bool(created)
 
     async def dispatch(
-        self, run_id: str, lane: str, *, version: str, created_ms: int, tenant: str = "", parent: str = ""
-    ) -> None:
-        """The enqueue step of a recorded run (cluster mode): its work-stream entry, its run index
-        entries (score ``created_ms``, kept if present), its version, and its place in its parent's
-        children. Each is idempotent but for the entry, whose duplicates are harmless."""
+        self, run_id: str, lane: str, *, version: str, created_ms: int, tenant: str = "", parent: str = "",
+        repair: bool = False,
+    ) -> None:  # fmt: skip
+        """The enqueue step of a recorded run (cluster mode): its work-stream entry first, then (one
+        pipelined round trip) its run index entries (score ``created_ms``, kept if present), its
+        version, and its place in its parent's children. ``repair``: a retried start of a run
+        never claimed; nothing is done if the run is indexed (the last write, so its entry exists:
+        only a start that died halfway is dispatched again)."""
+        if repair and await guard(self.redis.zscore(keys.RUNS_INDEX, run_id)) is not None:
+            return
+        await guard(
+            self.redis.xadd(
+                keys.work_stream(lane), {"run": run_id}, maxlen=WORK_STREAM_MAXLEN, approximate=True
+            )
+        )
         pipe = self.redis.pipeline(transaction=False)
-        pipe.xadd(keys.work_stream(lane), {"run": run_id}, maxlen=WORK_STREAM_MAXLEN, approximate=True)
-        pipe.zadd(keys.RUNS_INDEX, {run_id: created_ms}, nx=True)
         if tenant:
             pipe.zadd(keys.tenant_runs_index(tenant), {run_id: created_ms}, nx=True)
         pipe.zadd(keys.VERSIONS, {version: created_ms}, nx=True)
         if parent:
             pipe.sadd(keys.run_keys(parent).children, run_id)
+        pipe.zadd(keys.RUNS_INDEX, {run_id: created_ms}, nx=True)  # (last: see ``repair``)
         replies: list[Any] = await guard(pipe.execute())
         del replies
 

@@ -63,7 +63,8 @@ class LeaseRenewer(threading.Thread):
     ) -> None:
         super().__init__(name=f"outlast-heartbeat-{owner}", daemon=True)
         self.client: sync_redis.Redis | sync_redis.RedisCluster
-        if is_cluster_url(url):
+        self.cluster = is_cluster_url(url)
+        if self.cluster:
             # (routes each RENEW to its run's master; the pipeline splits per node)
             self.client = sync_cluster_from_url(url, socket_timeout=max(1.0, interval))
         else:
@@ -88,6 +89,21 @@ class LeaseRenewer(threading.Thread):
         finally:
             self.client.close()
 
+    def _renew_each(self, held: list[Held]) -> list[Any]:
+        """Cluster mode: redis-py's cluster pipeline refuses script calls, so each RENEW is sent on
+        its own (to its run's master; a node that lacks the script gets it loaded). A call that
+        fails is skipped, as a failed reply in a pipeline is."""
+        replies: list[Any] = []
+        for lease in held:
+            meta = keys.run_keys(lease.run_id).meta
+            try:
+                replies.append(self._renew(keys=[meta], args=[lease.attempt, self.owner, self.lease_ms]))
+            except (redis_errors.RedisError, redis_errors.RedisClusterException) as exc:
+                replies.append(exc)
+        if held and all(isinstance(reply, Exception) for reply in replies):
+            raise replies[0]  # (nothing got through: said once, as a pipeline's failure is)
+        return replies
+
     def _renew_pipelined(self, held: list[Held]) -> list[Any]:
         pipe = self.client.pipeline(transaction=False)
         for lease in held:
@@ -101,12 +117,7 @@ class LeaseRenewer(threading.Thread):
         if not held:
             return
         try:
-            replies = self._renew_pipelined(held)
-            if any(isinstance(reply, redis_errors.NoScriptError) for reply in replies):
-                # A cluster pipeline does not load scripts (redis-py's single-server one does): a
-                # node that lost it (a restart, a new master) gets it now, and the beat is redone.
-                self.client.script_load(scripts.RENEW)
-                replies = self._renew_pipelined(held)
+            replies = self._renew_each(held) if self.cluster else self._renew_pipelined(held)
         except (redis_errors.RedisError, redis_errors.RedisClusterException) as exc:
             # Redis briefly away: the lease has slack and the next beat tries again; say so, since
             # a renewer that can never connect (bad URL, TLS) would otherwise fail in silence.
