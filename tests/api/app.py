@@ -14,6 +14,7 @@ import redis.asyncio as aioredis
 
 import outlast
 from outlast import component, workflow
+from outlast.store.client import redis_from_url
 
 _clients: dict[int, aioredis.Redis] = {}
 
@@ -21,7 +22,7 @@ _clients: dict[int, aioredis.Redis] = {}
 def _redis() -> aioredis.Redis:
     loop = id(asyncio.get_running_loop())
     if loop not in _clients:
-        _clients[loop] = aioredis.Redis.from_url(os.environ["OUTLAST_REDIS_URL"])
+        _clients[loop] = redis_from_url(os.environ["OUTLAST_REDIS_URL"])  # (a cluster URL too)
     return _clients[loop]
 
 

@@ -93,18 +93,22 @@ class WorkReader:
             except OutlastError as exc:
                 log.warning("worker %s: could not hand run %s back: %s", self.consumer, run_id, exc)
 
-    async def park(self) -> None:
-        """The worker is full: let the outstanding reads end (each within its block time) and hand
-        back what they took, rather than hold runs no slot here will take soon."""
-        pending, self._pending = list(self._pending.values()), {}
-        if not pending:
-            return
-        await asyncio.wait(pending)
-        taken: list[Entry] = []
-        for task in pending:
-            with contextlib.suppress(redis_errors.RedisError, redis_errors.RedisClusterException):
-                taken += _entries(task.result())
-        await self._hand_back(taken)
+    async def park(self, slot_free: asyncio.Event) -> None:
+        """The worker is full: wait for ``slot_free``, handing back at once whatever outstanding
+        reads take meanwhile, rather than hold runs no slot here will take soon."""
+        waiter = asyncio.ensure_future(slot_free.wait())
+        try:
+            while not slot_free.is_set():
+                await asyncio.wait([waiter, *self._pending.values()], return_when=asyncio.FIRST_COMPLETED)
+                taken: list[Entry] = []
+                for stream, task in list(self._pending.items()):
+                    if task.done():
+                        del self._pending[stream]
+                        with contextlib.suppress(redis_errors.RedisError, redis_errors.RedisClusterException):
+                            taken += _entries(task.result())
+                await self._hand_back(taken)
+        finally:
+            waiter.cancel()
 
     async def aclose(self) -> None:
         pending, self._pending = list(self._pending.values()), {}

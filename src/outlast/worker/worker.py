@@ -238,8 +238,7 @@ class Worker:
                 free = self.concurrency - len(self.jobs)
                 if free <= 0:
                     self._slot_free.clear()
-                    await reader.park()  # (cluster: reads still out would hold runs meanwhile)
-                    await self._slot_free.wait()
+                    await reader.park(self._slot_free)  # (cluster: reads still out hand runs back)
                     continue
                 read = asyncio.ensure_future(reader.read(free, block_ms))
                 await asyncio.wait([read, stopping], return_when=asyncio.FIRST_COMPLETED)
