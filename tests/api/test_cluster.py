@@ -2,9 +2,9 @@
 HTTP executes on the worker and streams over SSE exactly once; a cancel reaches the worker through
 pub/sub on one node; an idempotent start returns the same run.
 
-The rest of the API package shares one worker and API on database 5 of the single server (a
-cluster has only database 0, which the ``redis`` fixture of cluster-marked tests flushes); this
-module brings up its own on the session's cluster, flushed first.
+The rest of the API package runs on the cluster too (``servers`` in conftest.py is parametrised);
+this module is the short, explicit version, with a worker and an API of its own on the session's
+cluster, under a version of their own (the package's worker serves ``dev`` there).
 """
 
 from __future__ import annotations
@@ -14,7 +14,6 @@ from collections.abc import AsyncIterator, Iterator
 
 import httpx
 import pytest
-import redis as redis_sync
 from httpx_sse import aconnect_sse
 
 from outlast.client import AsyncClient
@@ -24,14 +23,12 @@ from outlast.store.embedded_cluster import EmbeddedCluster
 from .support import ApiServer, assert_exactly_once, read_sse, spawn_worker
 
 pytestmark = pytest.mark.timeout(120)
+VERSION = "cluster-api"
 
 
 @pytest.fixture(scope="module")
 def cluster_api(valkey_cluster: EmbeddedCluster) -> Iterator[ApiServer]:
-    for node in valkey_cluster.masters:
-        with redis_sync.Redis(host="127.0.0.1", port=node.port) as client:
-            client.flushall()
-    worker = spawn_worker(valkey_cluster.url, "--concurrency", "20")
+    worker = spawn_worker(valkey_cluster.url, "--concurrency", "20", "--version", VERSION)
     api = ApiServer(valkey_cluster.url)
     try:
         worker.wait_ready()
@@ -49,7 +46,9 @@ async def http(cluster_api: ApiServer) -> AsyncIterator[httpx.AsyncClient]:
 
 
 async def test_a_run_started_over_http_runs_and_streams_once(http: httpx.AsyncClient) -> None:
-    response = await http.post("/v1/workflows/ticks/runs", json={"input": {"n": 200, "every": 1}})
+    response = await http.post(
+        "/v1/workflows/ticks/runs", json={"input": {"n": 200, "every": 1}, "version": VERSION}
+    )
     assert response.status_code == 202, response.text
     run_id = response.json()["run_id"]
     path = f"/v1/runs/{run_id}/events"
@@ -66,7 +65,7 @@ async def test_a_cancel_reaches_the_worker_and_a_repeated_start_is_the_same_run(
     http: httpx.AsyncClient, cluster_api: ApiServer
 ) -> None:
     gate = f"gate:{uuid.uuid4().hex}"  # never opened: the run holds until cancelled
-    body = {"input": {"n": 3, "gate": gate}, "idempotency_key": uuid.uuid4().hex}
+    body = {"input": {"n": 3, "gate": gate}, "idempotency_key": uuid.uuid4().hex, "version": VERSION}
     started = await http.post("/v1/workflows/ticks/runs", json=body)
     again = await http.post("/v1/workflows/ticks/runs", json=body)
     run_id = started.json()["run_id"]

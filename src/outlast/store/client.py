@@ -128,9 +128,13 @@ def redis_from_url(url: str, *, wait_for_connection: float | None = None, **opti
     ``max_connections``, how long a command waits for a free connection (default: it fails at once).
 
     A ``redis+cluster://`` / ``rediss+cluster://`` URL gives redis-py's cluster client instead
-    (``max_connections`` is then per node; ConfigError for a malformed URL); it connects on its
-    first command."""
+    (ConfigError for a malformed URL); it connects on its first command. Its pools cannot make a
+    command wait for a free connection (past ``max_connections`` a node's pool fails), so with
+    ``wait_for_connection`` the cap is left off: each node's pool grows with the blocking reads
+    under way (the API's SSE tails), as it must for them all to be served."""
     if is_cluster_url(url):
+        if wait_for_connection is not None:
+            options.pop("max_connections", None)
         cluster = cluster_from_url(url, **options)
         kwargs = cluster.get_connection_kwargs()  # (shared with the nodes it discovers)
         kind = kwargs.get("connection_class")
