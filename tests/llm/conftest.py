@@ -8,6 +8,7 @@ import pytest
 import redis.asyncio as aioredis
 
 from outlast.llm.simulator import SimulatorServer
+from outlast.store.client import redis_from_url
 
 
 @pytest.fixture
@@ -31,7 +32,7 @@ async def fleet(
     opened: list[aioredis.Redis] = []
 
     def connect(n: int) -> list[aioredis.Redis]:
-        clients = [aioredis.Redis.from_url(redis_url) for _ in range(n)]
+        clients = [redis_from_url(redis_url) for _ in range(n)]  # (a cluster URL too)
         opened.extend(clients)
         return clients
 

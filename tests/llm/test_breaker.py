@@ -13,6 +13,8 @@ from outlast.errors import ConfigError
 from outlast.llm.breaker import BreakerSettings, CircuitBreaker, LocalBreaker
 from outlast.store.keys import llm_breaker_key
 
+pytestmark = pytest.mark.cluster
+
 
 @pytest.fixture
 def clients(fleet: Callable[[int], list[aioredis.Redis]]) -> list[aioredis.Redis]:

@@ -24,6 +24,8 @@ from outlast.llm.limits import (
 )
 from outlast.store.keys import llm_concurrency_key, llm_cost_key, llm_window_key
 
+pytestmark = pytest.mark.cluster
+
 KEY = LimitKey("openai", "gpt-4o")
 KEY_ARGS = (KEY.provider, KEY.model)
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+# Not cluster-marked: these check the single-server client's pool (hiredis packing, its
+# multiplexer); the cluster client's commands are exercised by every cluster-marked module.
 import asyncio
 import time
 

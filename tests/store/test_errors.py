@@ -15,6 +15,8 @@ from outlast.store.errors import BUSYGROUP, NOGROUP, guard, reply_code
 from outlast.store.memory import MemoryStore
 from outlast.store.redis import RedisStore
 
+pytestmark = pytest.mark.cluster
+
 
 async def test_busygroup_and_nogroup_are_recognised_raw_and_mapped(redis: aioredis.Redis) -> None:
     await redis.xgroup_create("s", "g", id="0", mkstream=True)

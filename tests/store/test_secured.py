@@ -7,6 +7,7 @@ processes, then reads the server's ``ACL LOG``, which records every command the 
 
 from __future__ import annotations
 
+# Not cluster-marked: each test starts its own Valkey with an ACL file (one server).
 import asyncio
 import os
 import re

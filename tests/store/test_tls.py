@@ -9,6 +9,7 @@ a CA and a server certificate for 127.0.0.1 made here.
 
 from __future__ import annotations
 
+# Not cluster-marked: each test starts its own TLS Valkey behind a proxy (one server).
 import asyncio
 import contextlib
 import datetime
