@@ -75,12 +75,16 @@ class OutlastPool(ConnectionPool):
     def __init__(self, **options: Any) -> None:
         super().__init__(**options)
         self.multiplexer = Multiplexer(self)
+        #: Commits followed by WAIT/WAITAOF (see outlast.store.durability): on a connection of
+        #: their own, so a wait holds up other commits only, not claims and reads.
+        self.commit_multiplexer = Multiplexer(self)
 
     async def disconnect(self, inuse_connections: bool = True) -> None:
         try:
             await super().disconnect(inuse_connections)
         finally:
             await self.multiplexer.aclose()
+            await self.commit_multiplexer.aclose()
 
 
 class OutlastBlockingPool(OutlastPool, BlockingConnectionPool):
@@ -110,16 +114,17 @@ def is_cluster(redis: RedisClient) -> bool:
     return isinstance(redis, RedisCluster)
 
 
-def multiplexer_of(redis: RedisClient) -> Multiplexer | None:
-    """The client's multiplexed connection: None for a client not made by :func:`redis_from_url`,
-    for a cluster client (redis-py routes each command to its slot's master), or when
-    ``OUTLAST_MULTIPLEX=0`` (its commands then go through redis-py alone)."""
+def multiplexer_of(redis: RedisClient, *, commits: bool = False) -> Multiplexer | None:
+    """The client's multiplexed connection (``commits``: the one for waited commits): None for a
+    client not made by :func:`redis_from_url`, for a cluster client (redis-py routes each command
+    to its slot's master), or when ``OUTLAST_MULTIPLEX=0`` (its commands then go through redis-py
+    alone)."""
     if isinstance(redis, RedisCluster):
         return None
     pool = redis.connection_pool
     if not isinstance(pool, OutlastPool) or os.environ.get("OUTLAST_MULTIPLEX", "1") == "0":
         return None
-    return pool.multiplexer
+    return pool.commit_multiplexer if commits else pool.multiplexer
 
 
 def redis_from_url(url: str, *, wait_for_connection: float | None = None, **options: Any) -> RedisClient:

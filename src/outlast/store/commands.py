@@ -33,10 +33,50 @@ class HotPath:
     redis-py. Calls are independent (not a transaction).
     """
 
-    def __init__(self, redis: RedisClient) -> None:
+    def __init__(self, redis: RedisClient, *, shared_waits: bool = False) -> None:
+        """``shared_waits``: commit waits go over the main multiplexed connection rather than one
+        of their own (for the benchmark that compares both)."""
         self.redis = redis
         mux = multiplexer_of(redis)
         self._mux = mux if mux is not None and mux.usable else None
+        self._commit_mux = self._mux if shared_waits else multiplexer_of(redis, commits=True)
+        if self._mux is None:
+            self._commit_mux = None
+
+    async def script_then_wait(
+        self, script: AsyncScript, keys: list[Any], args: list[Any], wait: tuple[Any, ...]
+    ) -> tuple[Any, Any]:
+        """Call a script, then ``wait`` (WAIT/WAITAOF) on the same connection: (script's reply,
+        wait's reply). Without a multiplexer, the pair is one redis-py pipeline (one connection)."""
+        if self._commit_mux is None:
+            return await self._pipelined(script, keys, args, wait)
+        try:
+            reply: tuple[Any, Any] = await self._commit_mux.execute_then_wait(
+                wait, "EVALSHA", script.sha, len(keys), *keys, *args
+            )
+        except redis_errors.NoScriptError:
+            await self.redis.script_load(script.script)
+            reply = await self._commit_mux.execute_then_wait(
+                wait, "EVALSHA", script.sha, len(keys), *keys, *args
+            )
+        return reply
+
+    async def _pipelined(
+        self, script: AsyncScript, keys: list[Any], args: list[Any], wait: tuple[Any, ...]
+    ) -> tuple[Any, Any]:
+        for loaded in (False, True):
+            async with self.redis.pipeline(transaction=False) as pipe:
+                pipe.evalsha(script.sha, len(keys), *keys, *args)
+                pipe.execute_command(*wait)
+                reply, waited = await pipe.execute(raise_on_error=False)
+            if isinstance(reply, redis_errors.NoScriptError) and not loaded:
+                await self.redis.script_load(script.script)
+                continue
+            for result in (reply, waited):
+                if isinstance(result, Exception):
+                    raise result
+            break
+        return reply, waited
 
     async def script(self, script: AsyncScript, keys: list[Any], args: list[Any]) -> Any:
         """Call a script; one the server lost (a restart) is loaded and called again."""

@@ -24,7 +24,9 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 from types import TracebackType
-from typing import IO
+from typing import IO, Any
+
+import redis
 
 from outlast.errors import StoreUnavailable
 
@@ -78,6 +80,19 @@ def _alive(pid: int) -> bool:
     except (OSError, IndexError):
         return False
     return state != "Z"
+
+
+def _replication_field(port: int, name: str) -> str | None:
+    """One field of ``INFO replication`` (None when the server does not answer)."""
+    client = redis.Redis(host="127.0.0.1", port=port, socket_timeout=1)
+    try:
+        info: dict[str, Any] = client.info("replication")  # type: ignore[assignment]
+        value = info.get(name)
+    except redis.RedisError:
+        return None
+    finally:
+        client.close()
+    return None if value is None else str(value)
 
 
 class EmbeddedServer:
@@ -248,6 +263,26 @@ class EmbeddedServer:
             proc.stderr.close()
         self.process = None
         self._unlock()
+
+    def start_replica(self, data_dir: str | os.PathLike[str], *, timeout: float = 10.0) -> EmbeddedServer:
+        """Start a replica of this (running) server in ``data_dir``; returned once it has synced
+        (failover tests and the commit-wait benchmark use a master with one replica)."""
+        master = redis.Redis(host="127.0.0.1", port=self.port, socket_timeout=5)
+        try:  # the master picks the sync delay (5 s by default, to batch replicas): none here
+            master.config_set("repl-diskless-sync-delay", 0)
+        finally:
+            master.close()
+        replica = EmbeddedServer(
+            data_dir, appendonly=self.appendonly, binary=self.binary,
+            extra_args=["--replicaof", "127.0.0.1", str(self.port), "--repl-diskless-sync-delay", "0"],
+        ).start()  # fmt: skip
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if _replication_field(replica.port, "master_link_status") == "up":
+                return replica
+            time.sleep(0.01)  # polling the replica's sync; the server offers no event to await
+        replica.kill()
+        raise StoreUnavailable(f"the replica on port {replica.port} did not sync within {timeout}s")
 
     def __enter__(self) -> EmbeddedServer:
         return self.start()

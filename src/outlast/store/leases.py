@@ -14,6 +14,7 @@ from outlast.store import scripts
 from outlast.store.base import RunRecord, checked_retention
 from outlast.store.client import RedisClient, register_script
 from outlast.store.commands import HotPath, hash_reply
+from outlast.store.durability import CommitWait, commit_wait_of
 from outlast.store.errors import guard, text
 from outlast.store.keys import lease_index, run_keys
 from outlast.store.waits import RedisWaits
@@ -49,10 +50,14 @@ class RunLeases:
     """Claim, renew and release runs; request cancellation; end runs nobody executes."""
 
     def __init__(
-        self, redis: RedisClient, *, retention: float = 7 * 24 * 3600, waits: RedisWaits | None = None
-    ) -> None:
-        """``waits``: the wait service that tells a finished child's parent (one is made if none)."""
+        self, redis: RedisClient, *, retention: float = 7 * 24 * 3600, waits: RedisWaits | None = None,
+        commit_wait: CommitWait | str | None = None,
+    ) -> None:  # fmt: skip
+        """``waits``: the wait service that tells a finished child's parent (one is made if none).
+        ``commit_wait``: whether a run ended here waits for replicas or AOF fsyncs (see
+        :mod:`outlast.store.durability`; default ``OUTLAST_COMMIT_WAIT``)."""
         self.redis = redis
+        self.commit_wait = commit_wait_of(commit_wait)
         self.retention = checked_retention(retention)
         self._claim = register_script(redis, scripts.CLAIM)
         self._renew = register_script(redis, scripts.RENEW)
@@ -139,7 +144,17 @@ class RunLeases:
             run_id, expected_attempt, status, event_type, serde.dumps(data), repr(self.retention),
             serde.dumps(error) if error is not None else "",
         ]  # fmt: skip
-        reply: list[Any] = await guard(self._finish(keys=keys.all(), args=args))
+        reply: list[Any]
+        if self.commit_wait.enabled:
+            wait = self.commit_wait.command()
+            pair: tuple[Any, Any] = await guard(
+                self._hot.script_then_wait(self._finish, keys.all(), args, wait)
+            )
+            reply, waited = pair
+            if text(reply[0]).lower() == "ok":
+                self.commit_wait.check(waited, f"run {run_id} ended {status}")
+        else:
+            reply = await guard(self._finish(keys=keys.all(), args=args))
         tag = text(reply[0]).lower()
         if tag == "ok":
             # Nobody holds the run any more: unlist it from its lane's lease index (where a

@@ -9,6 +9,10 @@ at once when the connection is idle, or with the others made in the same event-l
 its future is resolved when its reply arrives. Parsing is hiredis, as in redis-py.
 
 Only non-blocking commands belong here: a blocking read would hold up every caller behind it.
+The one exception is a commit wait (``WAIT``/``WAITAOF``, bounded by its timeout, see
+:meth:`Multiplexer.execute_then_wait`): callers whose commands went out in the same write share
+one wait, placed after them. The store sends those on a multiplexer of their own, so a wait
+holds up only other commits.
 Connection parameters (host or socket path, credentials, database, timeouts) are taken from
 the redis-py client the multiplexer serves, so both always talk to the same server the same way.
 """
@@ -143,6 +147,8 @@ class Multiplexer:
         self._connecting: asyncio.Lock | None = None
         self._buffer: list[bytes] = []
         self._flush_scheduled = False
+        #: Waits to send after the buffered commands (one per distinct wait command).
+        self._waits: dict[tuple[Any, ...], asyncio.Future[Any]] = {}
 
     @property
     def usable(self) -> bool:
@@ -175,16 +181,46 @@ class Multiplexer:
                 asyncio.get_running_loop().call_soon(self._flush)
         return await future
 
+    async def execute_then_wait(self, wait: tuple[Any, ...], *args: Any) -> tuple[Any, Any]:
+        """Send one command followed, on this connection, by ``wait`` (``WAIT n ms`` or
+        ``WAITAOF local n ms``, which cover every write the connection made before them): the
+        command's reply and the wait's. Commands buffered in the same event-loop turn share one
+        wait, sent after the last of them (group commit). The command's error, if any, is raised
+        (its wait is still sent; a failed command wrote nothing to wait for)."""
+        protocol = self._protocol
+        if protocol is None or protocol.lost is not None or self._loop is not asyncio.get_running_loop():
+            protocol = await self._connect()
+        packed = pack(args)
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[Any] = loop.create_future()
+        protocol.expect(future)
+        self._buffer.append(packed)
+        waited = self._waits.get(wait)
+        if waited is None:
+            waited = self._waits[wait] = loop.create_future()
+            waited.add_done_callback(_retrieved)
+        if not self._flush_scheduled:
+            self._flush_scheduled = True
+            loop.call_soon(self._flush)
+        reply = await future
+        return reply, await asyncio.shield(waited)  # shared: one caller's cancellation is its own
+
     def _flush(self) -> None:
         # The buffer always belongs to the current connection: _connect empties it when it
         # replaces a lost one (whose callers were failed by connection_lost).
         self._flush_scheduled = False
         count, data, self._buffer = len(self._buffer), b"".join(self._buffer), []
+        waits, self._waits = self._waits, {}
         protocol = self._protocol
         if data and protocol is not None and protocol.transport is not None and protocol.lost is None:
+            for command, waited in waits.items():  # after the commands they cover
+                protocol.expect(waited)
+                data += pack(command)
             protocol.transport.write(data)
-            if len(protocol.waiting) == count:  # only these are owed: the silence starts now
+            if len(protocol.waiting) == count + len(waits):  # only these are owed: the silence starts now
                 protocol.restart_clock()
+            return
+        _fail_waits(waits)
 
     async def _connect(self) -> _Protocol:
         loop = asyncio.get_running_loop()
@@ -194,12 +230,16 @@ class Multiplexer:
                 _abandon(self._protocol.transport)
             self._protocol, self._connecting, self._loop = None, asyncio.Lock(), loop
             self._buffer, self._flush_scheduled = [], False
+            _fail_waits(self._waits)
+            self._waits = {}
         if self._connecting is None:
             self._connecting = asyncio.Lock()
         async with self._connecting:
             if self._protocol is not None and self._protocol.lost is None:
                 return self._protocol
             self._buffer = []  # requests buffered for a lost connection failed with it
+            waits, self._waits = self._waits, {}
+            _fail_waits(waits)
             self._protocol = await self._open()
             return self._protocol
 
@@ -265,3 +305,17 @@ def _abandon(transport: asyncio.Transport) -> None:
         if sock is not None:
             with contextlib.suppress(OSError):
                 sock.shutdown(socket.SHUT_RDWR)
+
+
+def _fail_waits(waits: dict[tuple[Any, ...], asyncio.Future[Any]]) -> None:
+    """Waits whose commands were never sent (their connection was lost first)."""
+    for waited in waits.values():
+        if not waited.done():
+            waited.set_exception(
+                redis_errors.ConnectionError("connection to the server lost before the wait")
+            )
+
+
+def _retrieved(future: asyncio.Future[Any]) -> None:
+    if not future.cancelled():
+        future.exception()  # a wait nobody awaited any more (its callers failed) is not logged

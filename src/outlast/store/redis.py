@@ -15,6 +15,7 @@ from outlast.store import scripts
 from outlast.store.base import AppendItem, AttemptStart, NewRun, RunRecord
 from outlast.store.client import RedisClient, register_script
 from outlast.store.commands import HotPath
+from outlast.store.durability import CommitWait, commit_wait_of
 from outlast.store.errors import guard, text
 from outlast.store.keys import run_keys
 from outlast.store.queue import create_run_args
@@ -27,12 +28,17 @@ class RedisStore:
 
     ``max_stream_len`` caps each run's stream while it runs (exact trimming; readers see a
     ``stream.gap``). How long a finished run's keys live is the writer's choice (the terminal
-    event's expiry: ``Runner(retention=...)``).
+    event's expiry: ``Runner(retention=...)``). ``commit_wait``: whether step commits and run
+    ends wait for replicas or AOF fsyncs (:mod:`outlast.store.durability`; default
+    ``OUTLAST_COMMIT_WAIT``, else off).
     """
 
-    def __init__(self, redis: RedisClient, *, max_stream_len: int = 0) -> None:
+    def __init__(
+        self, redis: RedisClient, *, max_stream_len: int = 0, commit_wait: CommitWait | str | None = None
+    ) -> None:
         self.redis = redis
         self.max_stream_len = max_stream_len
+        self.commit_wait = commit_wait_of(commit_wait)
         self._create = register_script(redis, scripts.CREATE_RUN)
         self._begin = register_script(redis, scripts.BEGIN_ATTEMPT)
         self._append = register_script(redis, scripts.APPEND)
@@ -67,7 +73,17 @@ class RedisStore:
     async def append(self, run_id: str, attempt: int, items: Sequence[AppendItem]) -> int:
         keys = run_keys(run_id)
         args: list[Any] = [attempt, self.max_stream_len, repr(time.time()), frame_batch(items)]
-        reply: list[Any] = await guard(self.hot.script(self._append, keys.all(), args))
+        reply: list[Any]
+        if self.commit_wait.applies(items):
+            wait = self.commit_wait.command()
+            pair: tuple[Any, Any] = await guard(
+                self.hot.script_then_wait(self._append, keys.all(), args, wait)
+            )
+            reply, waited = pair
+            if text(reply[0]) == "OK":
+                self.commit_wait.check(waited, f"run {run_id} seq {items[-1].seq}")
+        else:
+            reply = await guard(self.hot.script(self._append, keys.all(), args))
         tag = text(reply[0])
         if tag == "OK":
             return int(reply[1])

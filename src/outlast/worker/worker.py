@@ -104,7 +104,9 @@ class Worker:
         self.id = worker_id or f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
         self.store = RedisStore(redis, max_stream_len=max_stream_len)
         self.waits = RedisWaits(redis, on_armed=lambda delay: self.upkeep.timer_armed(delay))
-        self.leases = RunLeases(redis, retention=retention, waits=self.waits)
+        self.leases = RunLeases(
+            redis, retention=retention, waits=self.waits, commit_wait=self.store.commit_wait
+        )
         # hold: a wait due within this many seconds keeps its run here; a longer one suspends it.
         self.runner = Runner(self.store, retention=retention, worker_id=self.id, waits=self.waits, hold=hold)
         self.runner.spare_slot = lambda: len(self.jobs) < self.concurrency
