@@ -84,7 +84,11 @@ def worker(
                 gc.collect()
                 gc.freeze()
                 names = ", ".join(wf.name for wf in registry)
-                console.print(f"worker {w.id} version {w.version}: {names} (concurrency {concurrency})")
+                wait = w.store.commit_wait
+                durable = f", commit wait {wait}" if wait.enabled else ""
+                console.print(
+                    f"worker {w.id} version {w.version}: {names} (concurrency {concurrency}{durable})"
+                )
             await running
             console.print(f"worker {w.id} stopped after {w.started_runs} runs")
 

@@ -1,0 +1,155 @@
+"""Failover: the master dies, its replica takes over, every run completes within the loss bound.
+
+Replication is asynchronous. What a promoted replica may lack is a suffix of what the master
+acknowledged: the writes it had not yet sent (docs/deploy.md, "Replication, failover and what
+can be lost"). Each of Outlast's writes is one script, replicated as one unit, so the replica
+holds a consistent prefix of every run: no gap in a run's seqs, no event without its checkpoint.
+A lost step commit makes its step run again on replay (at least once); the log readers see
+after the failover is still contiguous, each step completed once. With
+``OUTLAST_COMMIT_WAIT=replicas:1`` nothing a worker was told is committed is lost.
+
+To make the window certain rather than a race, the replica is cut off first (``REPLICAOF NO
+ONE``: a partition), the master goes on acknowledging writes for a while, then it is SIGKILLed
+and the replica is the new master (a manual failover, with a fresh replica of its own).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import time
+from collections import Counter
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+import redis.asyncio as aioredis
+
+from outlast import events as ev
+from outlast.control import Dispatcher
+from outlast.store.client import redis_from_url
+from outlast.store.embedded import EmbeddedServer
+from outlast.store.keys import run_keys
+from outlast.store.redis import RedisStore
+
+from .conftest import SpawnWorker
+from .failover_app import long_run
+
+pytestmark = pytest.mark.timeout(60)
+
+APP = str(Path(__file__).with_name("failover_app.py"))
+RUNS = 4
+STEPS = 25
+
+
+async def until(check: Callable[[], bool], what: str, timeout: float = 20) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        await asyncio.sleep(0.01)  # polling a file another process writes, or a server's INFO
+
+
+class Notes:
+    """The worker's ``start <tag> <i>`` lines (see failover_app)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def lines(self) -> list[str]:
+        return self.path.read_text().splitlines() if self.path.exists() else []
+
+    def acknowledged(self) -> set[tuple[str, int]]:
+        """Step commits the worker was told are durable: step i+1 started."""
+        started = [line.split() for line in self.lines()]
+        return {(tag, int(i) - 1) for _, tag, i in started if int(i) > 0}
+
+
+async def snapshot(client: aioredis.Redis, run_id: str) -> dict[int, ev.Event]:
+    """The run as the promoted node holds it, checked to be a consistent prefix; its
+    step.completed events by step index."""
+    store = RedisStore(client)
+    events = [e async for e in store.read_events(run_id, follow=False)]
+    assert [e.seq for e in events] == list(range(1, len(events) + 1))  # no gap
+    assert (await store.get_run(run_id)).last_seq == len(events)
+    completed = {int(e.data["result"]): e for e in events if e.type == ev.STEP_COMPLETED}
+    checkpoints = await client.hlen(run_keys(run_id).steps)  # type: ignore[misc]
+    assert checkpoints == len(completed)  # each step.completed came with its checkpoint
+    return completed
+
+
+@pytest.mark.parametrize("mode", ["off", "replicas:1:5000"])
+async def test_a_promoted_replica_loses_at_most_unreplicated_commits_and_every_run_completes(
+    mode: str, spawn_worker: SpawnWorker, tmp_path: Path
+) -> None:
+    master = EmbeddedServer(tmp_path / "master").start()
+    replica = master.start_replica(tmp_path / "replica")
+    servers = [master, replica]
+    notes = Notes(tmp_path / "notes.log")
+    env = {"OUTLAST_COMMIT_WAIT": mode, "FAILOVER_LOG": str(notes.path)}
+    old = redis_from_url(master.url)
+    new = redis_from_url(replica.url)
+    try:
+        start = Dispatcher(old).start
+        runs = {
+            f"t{n}": (await start(long_run, {"tag": f"t{n}", "steps": STEPS})).run_id for n in range(RUNS)
+        }
+        first = await spawn_worker(url=master.url, app=APP, concurrency=RUNS, env=env)
+
+        # Every run is under way; then the partition: the replica stops following the master.
+        await until(lambda: all(f"start {tag} 2" in notes.lines() for tag in runs), "every run's third step")
+        await new.replicaof("NO", "ONE")
+        before = set(notes.lines())
+        if mode == "off":
+            # A step that started after the partition and was acknowledged (the next one began):
+            # its commit exists on the master alone.
+            def acked_alone() -> bool:
+                lines = set(notes.lines())
+                fresh = (line.split() for line in lines - before)
+                return any(f"start {tag} {int(i) + 1}" in lines for _, tag, i in fresh)
+
+            await until(acked_alone, "a step commit acknowledged after the partition")
+        else:
+            # A commit is held in WAIT: the master has it, no replica does, the worker is not told.
+            async def blocked() -> int:
+                return int((await old.info("clients"))["blocked_clients"])
+
+            deadline = time.monotonic() + 20
+            while await blocked() == 0:
+                assert time.monotonic() < deadline, "no commit waited for the replica"
+                await asyncio.sleep(0.01)
+        acknowledged = notes.acknowledged()
+        master.kill()
+        first.signal(signal.SIGKILL)
+        await first.wait()
+
+        # The bound, on the promoted node before anything more is written to it.
+        kept = {tag: set(await snapshot(new, run_id)) for tag, run_id in runs.items()}
+        lost = {(tag, i) for tag, i in acknowledged if i not in kept[tag]}
+        if mode == "off":
+            assert lost, "commits acknowledged after the partition are on the dead master only"
+        else:
+            assert not lost, f"acknowledged commits lost despite {mode}: {sorted(lost)}"
+
+        # Recovery: a fresh replica for the new master, a worker on it; every run completes.
+        servers.append(replica.start_replica(tmp_path / "replica2"))
+        await spawn_worker(url=replica.url, app=APP, concurrency=RUNS, env=env)
+        dispatcher = Dispatcher(new)
+        for run_id in runs.values():
+            assert await dispatcher.result(run_id, timeout=30) == sum(range(STEPS))
+        starts = Counter(notes.lines())
+        for tag, run_id in runs.items():
+            events = [e async for e in dispatcher.store.read_events(run_id, follow=False)]
+            assert [e.seq for e in events] == list(range(1, len(events) + 1))
+            completed = Counter(int(e.data["result"]) for e in events if e.type == ev.STEP_COMPLETED)
+            assert completed == Counter(range(STEPS))  # each step completed once in the log
+            for i in kept[tag]:
+                assert starts[f"start {tag} {i}"] == 1  # kept commits never ran again
+            for lost_tag, i in lost:
+                if lost_tag == tag:
+                    assert starts[f"start {tag} {i}"] == 2  # a lost commit: its step ran again
+    finally:
+        await old.aclose()
+        await new.aclose()
+        for server in servers:
+            server.kill()
