@@ -14,6 +14,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from api_latency import main as api_latency
 from cluster_clients import main as cluster_clients
+from commit_wait import main as commit_wait
 from dev_start import main as dev_start
 from fan_out import main as fan_out
 from llm_limits import main as llm_limits
@@ -31,6 +32,7 @@ BENCHES: dict[str, Callable[[], Awaitable[None]]] = {
     "mux": mux_ab,
     "scaling": worker_scaling,
     "cluster_clients": cluster_clients,
+    "commit": commit_wait,
     "api": api_latency,
     "fanout": fan_out,
     "llm": llm_limits,

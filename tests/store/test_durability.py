@@ -157,3 +157,27 @@ async def test_a_run_ended_by_finish_waits_too(master: aioredis.Redis, tmp_path:
     assert (await leases.cancel_unleased("f1", 1))[0] == "ok"
     assert (leases.commit_wait.waits, leases.commit_wait.shortfalls) == (1, 0)
     assert (await store.get_run("f1")).status == RunStatus.CANCELLED
+
+
+async def test_commits_made_while_a_wait_is_in_flight_share_the_next_one(redis: aioredis.Redis) -> None:
+    # The suite's server has no replica: each WAIT 1 lasts its whole timeout, holding up the
+    # connection. Commits written meanwhile must not each queue a wait of their own behind it.
+    store = RedisStore(redis, commit_wait="replicas:1:1000")
+    runs = [f"q{i}" for i in range(11)]
+    for run_id in runs:
+        await started(store, run_id)
+    before = await wait_calls(redis)
+    first = asyncio.ensure_future(store.append(runs[0], 1, [AppendItem(2, event(runs[0], 2), (STEP,))]))
+    for _ in range(2000):  # until its WAIT is in flight (polling the server: it has no event)
+        if int((await redis.info("clients"))["blocked_clients"]):
+            break
+        await asyncio.sleep(0.005)
+    later = []
+    for run_id in runs[1:]:  # one per event-loop turn
+        later.append(
+            asyncio.ensure_future(store.append(run_id, 1, [AppendItem(2, event(run_id, 2), (STEP,))]))
+        )
+        await asyncio.sleep(0)
+    assert await asyncio.gather(first, *later) == [2] * len(runs)
+    assert await wait_calls(redis) - before == 2
+    assert store.commit_wait.shortfalls == len(runs)  # and every commit stood

@@ -147,8 +147,10 @@ class Multiplexer:
         self._connecting: asyncio.Lock | None = None
         self._buffer: list[bytes] = []
         self._flush_scheduled = False
-        #: Waits to send after the buffered commands (one per distinct wait command).
+        #: Waits to send after the commands written so far (one per distinct wait command), and
+        #: those sent and not yet answered: at most one of each is in flight.
         self._waits: dict[tuple[Any, ...], asyncio.Future[Any]] = {}
+        self._inflight: dict[tuple[Any, ...], asyncio.Future[Any]] = {}
 
     @property
     def usable(self) -> bool:
@@ -184,9 +186,11 @@ class Multiplexer:
     async def execute_then_wait(self, wait: tuple[Any, ...], *args: Any) -> tuple[Any, Any]:
         """Send one command followed, on this connection, by ``wait`` (``WAIT n ms`` or
         ``WAITAOF local n ms``, which cover every write the connection made before them): the
-        command's reply and the wait's. Commands buffered in the same event-loop turn share one
-        wait, sent after the last of them (group commit). The command's error, if any, is raised
-        (its wait is still sent; a failed command wrote nothing to wait for)."""
+        command's reply and the wait's. Commands share waits (group commit): one wait follows
+        the commands written in the same event-loop turn, and while a wait is in flight (the
+        server holds up the connection until it ends) the commands written meanwhile share the
+        next one, sent when it returns. The command's error, if any, is raised (its wait is still
+        sent; a failed command wrote nothing to wait for)."""
         protocol = self._protocol
         if protocol is None or protocol.lost is not None or self._loop is not asyncio.get_running_loop():
             protocol = await self._connect()
@@ -210,17 +214,36 @@ class Multiplexer:
         # replaces a lost one (whose callers were failed by connection_lost).
         self._flush_scheduled = False
         count, data, self._buffer = len(self._buffer), b"".join(self._buffer), []
-        waits, self._waits = self._waits, {}
         protocol = self._protocol
-        if data and protocol is not None and protocol.transport is not None and protocol.lost is None:
-            for command, waited in waits.items():  # after the commands they cover
-                protocol.expect(waited)
-                data += pack(command)
-            protocol.transport.write(data)
-            if len(protocol.waiting) == count + len(waits):  # only these are owed: the silence starts now
-                protocol.restart_clock()
+        if protocol is None or protocol.transport is None or protocol.lost is not None:
+            waits, self._waits = self._waits, {}
+            _fail_waits(waits)
             return
-        _fail_waits(waits)
+        sent = 0
+        for command, waited in list(self._waits.items()):
+            busy = self._inflight.get(command)
+            if busy is not None and not busy.done():
+                continue  # the commands just written will share the next one, sent when it returns
+            del self._waits[command]
+            protocol.expect(waited)  # after the commands it covers
+            data += pack(command)
+            self._inflight[command] = waited
+            waited.add_done_callback(self._wait_ended)
+            sent += 1
+        if data:
+            protocol.transport.write(data)
+            if len(protocol.waiting) == count + sent:  # only these are owed: the silence starts now
+                protocol.restart_clock()
+
+    def _wait_ended(self, _waited: asyncio.Future[Any]) -> None:
+        if (
+            self._waits
+            and not self._flush_scheduled
+            and self._loop is not None
+            and not self._loop.is_closed()
+        ):
+            self._flush_scheduled = True
+            self._loop.call_soon(self._flush)
 
     async def _connect(self) -> _Protocol:
         loop = asyncio.get_running_loop()
@@ -231,7 +254,7 @@ class Multiplexer:
             self._protocol, self._connecting, self._loop = None, asyncio.Lock(), loop
             self._buffer, self._flush_scheduled = [], False
             _fail_waits(self._waits)
-            self._waits = {}
+            self._waits, self._inflight = {}, {}
         if self._connecting is None:
             self._connecting = asyncio.Lock()
         async with self._connecting:

@@ -1,0 +1,156 @@
+"""What commit waits (``OUTLAST_COMMIT_WAIT``) cost per durable step, on a master with one replica.
+
+One process, one embedded Valkey master (AOF on) and one replica of it on loopback. For each
+setting: a sequential run of no-op steps (each step's commit waits, so its latency is the cost),
+and 64 runs at once (their commits share waits: one WAIT per socket write), in steps/s. Beside
+them: how long a PING takes on the main multiplexed connection (the one claims and reads use)
+while the 64 runs commit, with the waits on their own connection (the default) and on the main
+one — a WAIT blocks every command queued behind it on its connection.
+
+WAITAOF's local fsync follows ``appendfsync``: with ``everysec`` (Outlast's default) a wait
+lasts until the next once-a-second fsync; the rows marked ``always`` set ``appendfsync always``
+on the master and the replica first.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import redis.asyncio as aioredis
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import outlast
+from outlast.store.client import multiplexer_of, redis_from_url
+from outlast.store.commands import HotPath
+from outlast.store.embedded import EmbeddedServer
+from step_overhead import noop, pct
+
+CONCURRENT_RUNS = 64
+ROUNDS = 3  # the settings take turns, round after round: a shared host's drift falls on all alike
+
+# label, OUTLAST_COMMIT_WAIT, appendfsync, waits on the main connection,
+# sequential steps per round, steps per run of the 64 at once per round
+SETTINGS: list[tuple[str, str, str, bool, int, int]] = [
+    ("off (default)", "off", "everysec", False, 500, 15),
+    ("replicas:1", "replicas:1", "everysec", False, 500, 15),
+    ("replicas:1, waits on the main connection", "replicas:1", "everysec", True, 500, 15),
+    ("aof (local fsync), everysec", "aof", "everysec", False, 500, 15),
+    ("aof (local fsync), always", "aof", "always", False, 200, 15),
+    ("aof:1:1 (+ replica's fsync), always", "aof:1:1:1500", "always", False, 3, 1),
+]
+
+
+@outlast.workflow(name="bench_commit_steps")
+async def steps(n: int) -> int:
+    for i in range(n):
+        await noop(i)
+    return n
+
+
+def timed_workflow(samples: list[float]) -> outlast.Workflow[Any, Any]:
+    @outlast.workflow(name="bench_commit_timed")
+    async def timed(n: int) -> int:
+        for i in range(n):
+            t0 = time.perf_counter()
+            await noop(i)
+            samples.append(time.perf_counter() - t0)
+        return n
+
+    return timed
+
+
+async def pings_until(client: aioredis.Redis, done: asyncio.Event) -> list[float]:
+    mux = multiplexer_of(client)
+    assert mux is not None
+    out = []
+    while not done.is_set():
+        t0 = time.perf_counter()
+        await mux.execute("PING")
+        out.append(time.perf_counter() - t0)
+        await asyncio.sleep(0.001)
+    return out
+
+
+class Figures:
+    def __init__(self) -> None:
+        self.samples: list[float] = []
+        self.pings: list[float] = []
+        self.steps = 0
+        self.seconds = 0.0
+        self.waits = 0
+        self.shortfalls = 0
+        self.commits = 0
+
+
+async def measure(
+    client: aioredis.Redis, setting: tuple[str, str, str, bool, int, int], out: Figures
+) -> None:
+    _, mode, _, shared, sequential, per_run = setting
+    store = outlast.RedisStore(client, commit_wait=mode)
+    if shared:
+        store.hot = HotPath(client, shared_waits=True)
+    runner = outlast.Runner(store)
+    samples: list[float] = []
+    timed = timed_workflow(samples)
+    await runner.run(timed, {"n": 3})  # warm-up
+    samples.clear()
+    await runner.run(timed, {"n": sequential})
+    out.samples += samples
+    t0 = time.perf_counter()
+    done = asyncio.Event()
+    pinger = asyncio.create_task(pings_until(client, done))
+    await asyncio.gather(*(runner.run(steps, {"n": per_run}) for _ in range(CONCURRENT_RUNS)))
+    done.set()
+    out.pings += await pinger
+    out.seconds += time.perf_counter() - t0
+    out.steps += CONCURRENT_RUNS * per_run
+    out.waits += store.commit_wait.waits
+    out.shortfalls += store.commit_wait.shortfalls
+    # Commits: each step's, and each run's end (the 3 warm-up steps and the timed run's included).
+    out.commits += 3 + 1 + sequential + 1 + CONCURRENT_RUNS * (per_run + 1)
+
+
+async def set_fsync(servers: list[EmbeddedServer], value: str) -> None:
+    for server in servers:
+        client = aioredis.Redis(port=server.port)
+        try:
+            await client.config_set("appendfsync", value)
+        finally:
+            await client.aclose()
+
+
+async def main() -> None:
+    figures = {setting[0]: Figures() for setting in SETTINGS}
+    with tempfile.TemporaryDirectory(prefix="outlast-bench-") as tmp:
+        master = EmbeddedServer(Path(tmp) / "master").start()
+        replica = master.start_replica(Path(tmp) / "replica")
+        client = redis_from_url(master.url)
+        logging.getLogger("outlast.store").setLevel(logging.ERROR)  # shortfalls are counted below
+        try:
+            for _ in range(ROUNDS):
+                for setting in SETTINGS:
+                    await set_fsync([master, replica], setting[2])
+                    await measure(client, setting, figures[setting[0]])
+        finally:
+            await client.aclose()
+            replica.stop()
+            master.stop()
+    print("\n== commit waits: durable step cost on a master with one replica (loopback, AOF on) ==")
+    head = f"{'OUTLAST_COMMIT_WAIT':<42}{'step p50 µs':>12}{'p99 µs':>10}{'steps/s x64':>13}"
+    print(f"{head}{'PING p50 µs':>13}{'p99 µs':>10}{'waits/commit':>14}")
+    for label, f in figures.items():
+        rate = f.steps / f.seconds
+        line = f"{label:<42}{pct(f.samples, 0.5):>12.0f}{pct(f.samples, 0.99):>10.0f}{rate:>13,.0f}"
+        print(f"{line}{pct(f.pings, 0.5):>13.0f}{pct(f.pings, 0.99):>10.0f}{f.waits / f.commits:>14.3f}")
+        if f.shortfalls:
+            print(f"  ({f.shortfalls} of {f.waits} waits fell short of the target within the timeout)")
+    sequential = len(figures["off (default)"].samples)
+    print(f"step: a no-op component in one run, sequential ({sequential} steps in the first row);")
+    print(f"steps/s x64: {CONCURRENT_RUNS} runs at once, their commits sharing waits (run ends included);")
+    print("PING: on the main multiplexed connection (claims, reads) while those 64 runs commit")
