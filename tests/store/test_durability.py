@@ -136,6 +136,7 @@ async def test_without_the_multiplexer_the_pair_is_one_pipeline(
         await client.aclose()
 
 
+@pytest.mark.cluster
 async def test_a_wait_that_falls_short_leaves_the_commit_standing_and_says_so(
     redis: aioredis.Redis, caplog: pytest.LogCaptureFixture
 ) -> None:

@@ -21,14 +21,17 @@ import time
 from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
+import redis
 import redis.asyncio as aioredis
 
 from outlast import events as ev
 from outlast.control import Dispatcher
 from outlast.store.client import redis_from_url
 from outlast.store.embedded import EmbeddedServer
+from outlast.store.embedded_cluster import EmbeddedCluster
 from outlast.store.keys import run_keys
 from outlast.store.redis import RedisStore
 
@@ -76,6 +79,26 @@ async def snapshot(client: aioredis.Redis, run_id: str) -> dict[int, ev.Event]:
     checkpoints = await client.hlen(run_keys(run_id).steps)  # type: ignore[misc]
     assert checkpoints == len(completed)  # each step.completed came with its checkpoint
     return completed
+
+
+def wait_calls(port: int) -> int:
+    client = redis.Redis(port=port)
+    try:
+        stats: dict[str, Any] = client.info("commandstats")  # type: ignore[assignment]
+    finally:
+        client.close()
+    return int(stats.get("cmdstat_wait", {}).get("calls", 0))
+
+
+async def check_logs(dispatcher: Dispatcher, runs: dict[str, str], notes: Notes) -> Counter[str]:
+    """Every run's log after recovery: contiguous, each step completed once; how often each
+    step's body started."""
+    for run_id in runs.values():
+        events = [e async for e in dispatcher.store.read_events(run_id, follow=False)]
+        assert [e.seq for e in events] == list(range(1, len(events) + 1))
+        completed = Counter(int(e.data["result"]) for e in events if e.type == ev.STEP_COMPLETED)
+        assert completed == Counter(range(STEPS))  # each step completed once in the log
+    return Counter(notes.lines())
 
 
 @pytest.mark.parametrize("mode", ["off", "replicas:1:5000"])
@@ -137,12 +160,8 @@ async def test_a_promoted_replica_loses_at_most_unreplicated_commits_and_every_r
         dispatcher = Dispatcher(new)
         for run_id in runs.values():
             assert await dispatcher.result(run_id, timeout=30) == sum(range(STEPS))
-        starts = Counter(notes.lines())
-        for tag, run_id in runs.items():
-            events = [e async for e in dispatcher.store.read_events(run_id, follow=False)]
-            assert [e.seq for e in events] == list(range(1, len(events) + 1))
-            completed = Counter(int(e.data["result"]) for e in events if e.type == ev.STEP_COMPLETED)
-            assert completed == Counter(range(STEPS))  # each step completed once in the log
+        starts = await check_logs(dispatcher, runs, notes)
+        for tag in runs:
             for i in kept[tag]:
                 assert starts[f"start {tag} {i}"] == 1  # kept commits never ran again
             for lost_tag, i in lost:
@@ -153,3 +172,40 @@ async def test_a_promoted_replica_loses_at_most_unreplicated_commits_and_every_r
         await new.aclose()
         for server in servers:
             server.kill()
+
+
+@pytest.mark.parametrize("mode", ["off", "replicas:1"])
+async def test_on_a_cluster_a_killed_masters_runs_continue_and_keep_every_waited_commit(
+    mode: str, spawn_worker: SpawnWorker, tmp_path: Path
+) -> None:
+    notes = Notes(tmp_path / "notes.log")
+    env = {"OUTLAST_COMMIT_WAIT": mode, "FAILOVER_LOG": str(notes.path)}
+    with EmbeddedCluster(tmp_path / "cluster", masters=3, replicas=1, node_timeout_ms=1000) as cluster:
+        client = redis_from_url(cluster.url)
+        try:
+            dispatcher = Dispatcher(client)
+            start = dispatcher.start
+            runs = {
+                f"c{n}": (await start(long_run, {"tag": f"c{n}", "steps": STEPS})).run_id for n in range(6)
+            }
+            for _ in range(2):
+                await spawn_worker(url=cluster.url, app=APP, concurrency=len(runs), env=env)
+            await until(
+                lambda: all(f"start {tag} 2" in notes.lines() for tag in runs), "every run's third step"
+            )
+            victim = cluster.master_of(run_keys(next(iter(runs.values()))).meta)
+            victim.kill()
+            acknowledged = notes.acknowledged()  # told durable before the kill (or on another master)
+            await asyncio.to_thread(cluster.wait_for_promotion, victim)
+            # Back as the replica of its replica (else every waited commit there times out).
+            await asyncio.to_thread(victim.start)
+            for run_id in runs.values():
+                assert await dispatcher.result(run_id, timeout=40) == sum(range(STEPS))
+            starts = await check_logs(dispatcher, runs, notes)
+            waits = sum(wait_calls(node.port) for node in cluster.nodes if node.running)
+            assert (waits > 0) == (mode != "off")  # the commits' WAITs reached the masters
+            if mode != "off":
+                again = sorted((tag, i) for tag, i in acknowledged if starts[f"start {tag} {i}"] > 1)
+                assert not again, f"steps whose commits were acknowledged ran again: {again}"
+        finally:
+            await client.aclose()

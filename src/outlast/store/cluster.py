@@ -92,13 +92,30 @@ def _redacted(url: str) -> str:
     return f"{scheme}{sep}{user}:***@{rest[len(auth) + 1 :]}"
 
 
+class OutlastCluster(RedisCluster):
+    """redis-py's cluster client, plus the single-server clients of its masters that carry
+    commits followed by WAIT/WAITAOF (see :mod:`outlast.store.node_commits`), closed with it."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.commit_clients: dict[str, Any] = {}
+
+    async def aclose(self) -> None:
+        try:
+            await super().aclose()
+        finally:
+            clients, self.commit_clients = self.commit_clients, {}
+            for client in clients.values():
+                await client.aclose()
+
+
 def cluster_from_url(url: str, **options: Any) -> RedisCluster:
     """An asyncio cluster client for ``url``; ``options`` (timeouts, ``max_connections`` per node)
     are redis-py's. ConfigError for a bad URL or option."""
     parsed = parse_cluster_url(url)
     nodes = [ClusterNode(host, port) for host, port in parsed.seeds]
     try:
-        client: RedisCluster = RedisCluster(
+        client: RedisCluster = OutlastCluster(  # type: ignore[abstract]
             startup_nodes=nodes, ssl=parsed.tls, **{**parsed.options, **options}
         )
     except TypeError as exc:  # an option (from the query string) redis-py does not take

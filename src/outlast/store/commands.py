@@ -6,10 +6,12 @@ from __future__ import annotations
 from typing import Any
 
 from redis import exceptions as redis_errors
+from redis.asyncio.cluster import RedisCluster
 from redis.commands.core import AsyncScript
 
 from outlast.store.client import RedisClient, multiplexer_of
 from outlast.store.errors import guard
+from outlast.store.node_commits import NodeCommits
 
 
 async def server_ms(redis: RedisClient) -> int:
@@ -42,12 +44,16 @@ class HotPath:
         self._commit_mux = self._mux if shared_waits else multiplexer_of(redis, commits=True)
         if self._mux is None:
             self._commit_mux = None
+        self._nodes = NodeCommits(redis) if isinstance(redis, RedisCluster) else None
 
     async def script_then_wait(
         self, script: AsyncScript, keys: list[Any], args: list[Any], wait: tuple[Any, ...]
     ) -> tuple[Any, Any]:
         """Call a script, then ``wait`` (WAIT/WAITAOF) on the same connection: (script's reply,
-        wait's reply). Without a multiplexer, the pair is one redis-py pipeline (one connection)."""
+        wait's reply). Without a multiplexer, the pair is one redis-py pipeline (one connection);
+        on a cluster, it goes to the master of the keys' slot (see :mod:`outlast.store.node_commits`)."""
+        if self._nodes is not None:
+            return await self._nodes.script_then_wait(script, keys, args, wait)
         if self._commit_mux is None:
             return await self._pipelined(script, keys, args, wait)
         try:
