@@ -26,9 +26,10 @@ import redis.asyncio as aioredis
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import outlast
-from outlast.store.client import multiplexer_of, redis_from_url
+from outlast.store.client import RedisClient, multiplexer_of, redis_from_url
 from outlast.store.commands import HotPath
 from outlast.store.embedded import EmbeddedServer
+from outlast.store.embedded_cluster import EmbeddedCluster
 from step_overhead import noop, pct
 
 CONCURRENT_RUNS = 64
@@ -43,6 +44,10 @@ SETTINGS: list[tuple[str, str, str, bool, int, int]] = [
     ("aof (local fsync), everysec", "aof", "everysec", False, 500, 15),
     ("aof (local fsync), always", "aof", "always", False, 200, 15),
     ("aof:1:1 (+ replica's fsync), always", "aof:1:1:1500", "always", False, 3, 1),
+]
+CLUSTER_SETTINGS: list[tuple[str, str, str, bool, int, int]] = [
+    ("off (default)", "off", "everysec", False, 500, 15),
+    ("replicas:1", "replicas:1", "everysec", False, 500, 15),
 ]
 
 
@@ -65,13 +70,12 @@ def timed_workflow(samples: list[float]) -> outlast.Workflow[Any, Any]:
     return timed
 
 
-async def pings_until(client: aioredis.Redis, done: asyncio.Event) -> list[float]:
+async def pings_until(client: RedisClient, done: asyncio.Event) -> list[float]:
     mux = multiplexer_of(client)
-    assert mux is not None
     out = []
     while not done.is_set():
         t0 = time.perf_counter()
-        await mux.execute("PING")
+        await (client.ping() if mux is None else mux.execute("PING"))  # (a cluster: any master)
         out.append(time.perf_counter() - t0)
         await asyncio.sleep(0.001)
     return out
@@ -88,17 +92,24 @@ class Figures:
         self.sent = 0  # WAIT/WAITAOF commands the server received while the 64 runs committed
 
 
-async def waits_sent(client: aioredis.Redis) -> int:
-    stats = await client.info("commandstats")
-    return sum(int(stats.get(f"cmdstat_{name}", {}).get("calls", 0)) for name in ("wait", "waitaof"))
+async def waits_sent(ports: list[int]) -> int:
+    total = 0
+    for port in ports:
+        client = aioredis.Redis(port=port)
+        try:
+            stats = await client.info("commandstats")
+        finally:
+            await client.aclose()
+        total += sum(int(stats.get(f"cmdstat_{name}", {}).get("calls", 0)) for name in ("wait", "waitaof"))
+    return total
 
 
 async def measure(
-    client: aioredis.Redis, setting: tuple[str, str, str, bool, int, int], out: Figures
+    client: RedisClient, setting: tuple[str, str, str, bool, int, int], out: Figures, ports: list[int]
 ) -> None:
     _, mode, _, shared, sequential, per_run = setting
     store = outlast.RedisStore(client, commit_wait=mode)
-    if shared:
+    if shared and isinstance(client, aioredis.Redis):
         store.hot = HotPath(client, shared_waits=True)
     runner = outlast.Runner(store)
     samples: list[float] = []
@@ -107,7 +118,7 @@ async def measure(
     samples.clear()
     await runner.run(timed, {"n": sequential})
     out.samples += samples
-    sent_before = await waits_sent(client)
+    sent_before = await waits_sent(ports)
     t0 = time.perf_counter()
     done = asyncio.Event()
     pinger = asyncio.create_task(pings_until(client, done))
@@ -116,7 +127,7 @@ async def measure(
     out.pings += await pinger
     out.seconds += time.perf_counter() - t0
     out.steps += CONCURRENT_RUNS * per_run
-    out.sent += await waits_sent(client) - sent_before
+    out.sent += await waits_sent(ports) - sent_before
     out.waits += store.commit_wait.waits
     out.shortfalls += store.commit_wait.shortfalls
 
@@ -130,23 +141,39 @@ async def set_fsync(servers: list[EmbeddedServer], value: str) -> None:
             await client.aclose()
 
 
-async def main() -> None:
+async def on_one_master(tmp: Path) -> dict[str, Figures]:
     figures = {setting[0]: Figures() for setting in SETTINGS}
-    with tempfile.TemporaryDirectory(prefix="outlast-bench-") as tmp:
-        master = EmbeddedServer(Path(tmp) / "master").start()
-        replica = master.start_replica(Path(tmp) / "replica")
-        client = redis_from_url(master.url)
-        logging.getLogger("outlast.store").setLevel(logging.ERROR)  # shortfalls are counted below
+    master = EmbeddedServer(tmp / "master").start()
+    replica = master.start_replica(tmp / "replica")
+    client = redis_from_url(master.url)
+    try:
+        for _ in range(ROUNDS):
+            for setting in SETTINGS:
+                await set_fsync([master, replica], setting[2])
+                await measure(client, setting, figures[setting[0]], [master.port])
+    finally:
+        await client.aclose()
+        replica.stop()
+        master.stop()
+    return figures
+
+
+async def on_a_cluster(tmp: Path) -> dict[str, Figures]:
+    figures = {setting[0]: Figures() for setting in CLUSTER_SETTINGS}
+    with EmbeddedCluster(tmp / "cluster", masters=3, replicas=1) as cluster:
+        client = redis_from_url(cluster.url)
+        ports = [node.port for node in cluster.masters]
         try:
             for _ in range(ROUNDS):
-                for setting in SETTINGS:
-                    await set_fsync([master, replica], setting[2])
-                    await measure(client, setting, figures[setting[0]])
+                for setting in CLUSTER_SETTINGS:
+                    await measure(client, setting, figures[setting[0]], ports)
         finally:
             await client.aclose()
-            replica.stop()
-            master.stop()
-    print("\n== commit waits: durable step cost on a master with one replica (loopback, AOF on) ==")
+    return figures
+
+
+def report(title: str, figures: dict[str, Figures], ping: str) -> None:
+    print(f"\n== {title} ==")
     head = f"{'OUTLAST_COMMIT_WAIT':<42}{'step p50 µs':>12}{'p99 µs':>10}{'steps/s x64':>13}"
     print(f"{head}{'PING p50 µs':>13}{'p99 µs':>10}{'waits/step x64':>16}")
     for label, f in figures.items():
@@ -155,8 +182,19 @@ async def main() -> None:
         print(f"{line}{pct(f.pings, 0.5):>13.0f}{pct(f.pings, 0.99):>10.0f}{f.sent / f.steps:>16.3f}")
         if f.shortfalls:
             print(f"  ({f.shortfalls} of {f.waits} waits fell short of the target within the timeout)")
-    sequential = len(figures["off (default)"].samples)
+    sequential = len(next(iter(figures.values())).samples)
     print(f"step: a no-op component in one run, sequential ({sequential} steps in the first row);")
     print(f"steps/s x64: {CONCURRENT_RUNS} runs at once, their commits sharing waits (run ends included);")
-    print("waits/step x64: WAIT/WAITAOF commands the server received per step in that phase;")
-    print("PING: on the main multiplexed connection (claims, reads) while those 64 runs commit")
+    print("waits/step x64: WAIT/WAITAOF commands the servers received per step in that phase;")
+    print(f"PING: {ping} while those 64 runs commit")
+
+
+async def main() -> None:
+    logging.getLogger("outlast.store").setLevel(logging.ERROR)  # shortfalls are counted
+    with tempfile.TemporaryDirectory(prefix="outlast-bench-") as tmp:
+        single = await on_one_master(Path(tmp))
+        clustered = await on_a_cluster(Path(tmp))
+    title = "commit waits: durable step cost on a master with one replica (loopback, AOF on)"
+    report(title, single, "on the main multiplexed connection (claims, reads)")
+    title = "commit waits on a cluster: 3 masters with a replica each (loopback, AOF on)"
+    report(title, clustered, "through the cluster client (a master)")
