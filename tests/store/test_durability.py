@@ -182,3 +182,16 @@ async def test_commits_made_while_a_wait_is_in_flight_share_the_next_one(redis: 
     assert await asyncio.gather(first, *later) == [2] * len(runs)
     assert await wait_calls(redis) - before == 2
     assert store.commit_wait.shortfalls == len(runs)  # and every commit stood
+
+
+async def test_a_server_that_cannot_fsync_for_waitaof_is_refused_up_front(tmp_path: Path) -> None:
+    with EmbeddedServer(tmp_path / "no-aof", appendonly=False) as server:
+        client = redis_from_url(server.url)
+        try:
+            await RedisStore(client, commit_wait="replicas:1").check_commit_wait()  # WAIT: any server
+            with pytest.raises(
+                ConfigError, match="OUTLAST_COMMIT_WAIT=aof:1:0:1000: the server refused WAITAOF"
+            ):
+                await RedisStore(client, commit_wait="aof").check_commit_wait()
+        finally:
+            await client.aclose()

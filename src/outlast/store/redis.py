@@ -8,14 +8,23 @@ from collections.abc import AsyncIterator, Sequence
 from functools import partial
 from typing import Any
 
+from redis import exceptions as redis_errors
+
 from outlast import events as ev
 from outlast import serde
-from outlast.errors import ProtocolViolation, RunEnded, RunNotFound, RunWaiting, StaleAttemptError
+from outlast.errors import (
+    ConfigError,
+    ProtocolViolation,
+    RunEnded,
+    RunNotFound,
+    RunWaiting,
+    StaleAttemptError,
+)
 from outlast.store import scripts
 from outlast.store.base import AppendItem, AttemptStart, NewRun, RunRecord
 from outlast.store.client import RedisClient, register_script
 from outlast.store.commands import HotPath
-from outlast.store.durability import CommitWait, commit_wait_of
+from outlast.store.durability import ENV_COMMIT_WAIT, CommitWait, commit_wait_of
 from outlast.store.errors import guard, text
 from outlast.store.keys import run_keys
 from outlast.store.queue import create_run_args
@@ -44,6 +53,20 @@ class RedisStore:
         self._append = register_script(redis, scripts.APPEND)
         #: Frequent commands over the client's multiplexed connection (see :class:`HotPath`).
         self.hot = HotPath(redis)
+
+    async def check_commit_wait(self) -> None:
+        """ConfigError now, rather than at every commit, when the server cannot honour
+        ``commit_wait``: WAITAOF needs Redis 7.2+ / Valkey 8, and the local fsync ``appendonly yes``."""
+        wait = self.commit_wait
+        if wait.mode != "aof":
+            return
+        try:
+            await self.redis.execute_command("WAITAOF", wait.local, 0, 1)  # at most 1 ms
+        except redis_errors.ResponseError as exc:
+            raise ConfigError(
+                f"{ENV_COMMIT_WAIT}={wait}: the server refused WAITAOF ({exc}); it needs Redis 7.2+ or "
+                "Valkey 8, and appendonly yes for the local fsync"
+            ) from None
 
     def wait_backend(self) -> RedisWaits:
         """Waits on this server: attempts may suspend; timers are settled by any worker."""

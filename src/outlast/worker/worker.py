@@ -217,6 +217,7 @@ class Worker:
                     raise
 
     async def _prepare(self) -> None:
+        await self.store.check_commit_wait()  # (ConfigError: the server lacks WAITAOF)
         await self._create_groups()
         # Refused (ConfigError) when a live worker of this version runs other code.
         now = await server_ms(self.redis) / 1000
