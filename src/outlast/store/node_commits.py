@@ -74,12 +74,21 @@ class NodeCommits:
                 raise redis_errors.ConnectionError(f"no master serves the slot of {keys[0]!r}")
             try:
                 return await self._path(node).script_then_wait(script, keys, args, wait)
-            except _REROUTE:
-                await self._refresh(seen)  # the slot moved (a failover): ask again, then retry
             except _UNREACHABLE:
                 with contextlib.suppress(*_UNREACHABLE):
                     await self._refresh(seen)
                 raise
+            except redis_errors.ResponseError as exc:
+                # (A single-server client does not know the cluster's replies: they come as
+                # plain ResponseErrors, named by their first word.)
+                code = str(exc).split(" ", 1)[0]
+                down = code == "CLUSTERDOWN" or isinstance(exc, redis_errors.ClusterDownError)
+                if not (down or isinstance(exc, _REROUTE) or code in ("MOVED", "ASK", "TRYAGAIN")):
+                    raise
+                with contextlib.suppress(*_UNREACHABLE):
+                    await self._refresh(seen)  # the slot moved (a failover): ask again, then retry
+                if down:  # mid-failover: the writer retries after a pause
+                    raise redis_errors.ConnectionError(str(exc)) from exc
         raise redis_errors.ConnectionError(f"the slot of {keys[0]!r} kept moving; try again")
 
     async def _refresh(self, seen: int) -> None:
