@@ -16,7 +16,9 @@ and the replica is the new master (a manual failover, with a fresh replica of it
 from __future__ import annotations
 
 import asyncio
+import os
 import signal
+import sys
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -34,6 +36,7 @@ from outlast.store.embedded import EmbeddedServer
 from outlast.store.embedded_cluster import EmbeddedCluster
 from outlast.store.keys import run_keys
 from outlast.store.redis import RedisStore
+from outlast.worker import Worker
 
 from .conftest import SpawnWorker
 from .failover_app import long_run
@@ -209,3 +212,20 @@ async def test_on_a_cluster_a_killed_masters_runs_continue_and_keep_every_waited
                 assert not again, f"steps whose commits were acknowledged ran again: {again}"
         finally:
             await client.aclose()
+
+
+async def test_a_worker_reports_its_commit_wait_and_the_waits_that_fell_short(
+    redis_url: str, redis: aioredis.Redis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("OUTLAST_COMMIT_WAIT", "replicas:1:5")
+    worker = Worker([long_run], redis, worker_id="w-durable")
+    worker.store.commit_wait.check(0, "run r seq 2")  # the suite's server has no replica: short
+    await worker.upkeep.report()
+    (listed,) = [w for w in await Dispatcher(redis).workers() if w["id"] == "w-durable"]
+    assert (listed["commit_wait"], listed["commit_wait_shortfalls"]) == ("replicas:1:5", 1)
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", "from outlast.cli.main import main; main()", "workers", "--redis", redis_url,
+        stdout=asyncio.subprocess.PIPE, env={**os.environ, "COLUMNS": "200"},
+    )  # fmt: skip
+    shown, _ = await asyncio.wait_for(proc.communicate(), 60)
+    assert b"replicas:1:5 (1 fell short)" in shown

@@ -140,12 +140,17 @@ def workers(redis: RedisOption = None) -> None:
     async def show() -> None:
         async with connect(redis) as client:
             rows = await Dispatcher(client).workers()
-        table = Table("id", "version", "host", "pid", "running", "last heartbeat")
+        waits = any(w.get("commit_wait") for w in rows)  # a column only where someone waits
+        table = Table("id", "version", "host", "pid", "running", "last heartbeat", *(["commit wait"] * waits))
         for w in rows:
             age = w["heartbeat_age"]
             state = " (draining)" if w.get("draining") else ""
             running = str(len(w["running"]))
-            table.add_row(w["id"], w["version"] + state, w["host"], str(w["pid"]), running, f"{age:.1f}s ago")
+            row = [w["id"], w["version"] + state, w["host"], str(w["pid"]), running, f"{age:.1f}s ago"]
+            if waits:
+                short = int(w.get("commit_wait_shortfalls") or 0)
+                row.append(str(w.get("commit_wait") or "off") + (f" ({short:,} fell short)" if short else ""))
+            table.add_row(*row)
         console.print(table if rows else "no live workers")
 
     run_async(show())

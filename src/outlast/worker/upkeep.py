@@ -19,6 +19,7 @@ from outlast.events import Reason
 from outlast.store import keys
 from outlast.store.client import RedisClient
 from outlast.store.commands import server_ms
+from outlast.store.durability import CommitWait
 from outlast.store.errors import guard
 from outlast.store.pubsub import subscription
 from outlast.store.waits import RedisWaits
@@ -59,12 +60,15 @@ class Upkeep:
         claim: ClaimFn,
         dispatch: DispatchFn,
         unserved: Callable[[str], bool],
+        commit_wait: CommitWait | None = None,
     ) -> None:
         """``jobs``: the worker's runs (read here, owned by the worker); ``stopping``: set when it
         drains; ``served``/``digest``: the workflows its code has (reported); ``claim`` and
         ``dispatch``: the worker's, for orphans and stranded entries; ``unserved``: whether a run
-        is known to be of a workflow the worker's code lacks (a takeover scan looks past it)."""
+        is known to be of a workflow the worker's code lacks (a takeover scan looks past it);
+        ``commit_wait``: its store's setting, reported with its shortfalls."""
         self.redis = redis
+        self.commit_wait = commit_wait
         self.waits = waits
         self.worker_id = worker_id
         self.version = version
@@ -203,12 +207,18 @@ class Upkeep:
         """What ``outlast workers`` shows; ``lease_timeout`` says when the entry is stale, and
         ``workflows``/``digest`` what code it runs (a worker of other code refuses to join).
         ``now``: the server's clock in seconds (liveness is judged on it, as leases are)."""
-        return {
+        info = {
             "id": self.worker_id, "host": socket.gethostname(), "pid": os.getpid(), "version": self.version,
             "running": sorted(self.jobs), "concurrency": self.concurrency, "heartbeat_at": now,
             "draining": self.stopping.is_set(), "lease_timeout": self.lease_ms / 1000,
             "workflows": list(self.served), "digest": self.digest,
         }  # fmt: skip
+        wait = self.commit_wait
+        if wait is not None and wait.enabled:
+            # Commits whose WAIT/WAITAOF fell short (they stood on the master alone): a replica
+            # or AOF that is not keeping up shows here, fleet-wide (``outlast workers``).
+            info |= {"commit_wait": str(wait), "commit_wait_shortfalls": wait.shortfalls}
+        return info
 
     async def report(self) -> None:
         """List this worker (and what it runs) in the workers hash (``outlast workers``)."""

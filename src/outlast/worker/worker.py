@@ -147,6 +147,7 @@ class Worker:
             digest=self.digest, concurrency=concurrency, heartbeat=heartbeat, lease_ms=self.lease_ms,
             lanes=self.lanes, jobs=self.jobs, stopping=self._stopping, books=self.books,
             claim=self._try_claim, dispatch=self._dispatch, unserved=self.unserved.known,
+            commit_wait=self.store.commit_wait,
         )  # fmt: skip
         #: With a launcher, runs are executed by what it launches (``outlast execute``), not in here.
         self.launching = None if launcher is None else Launching(
