@@ -56,7 +56,7 @@ CORE_META_FIELDS = frozenset(
     {"v", "run_id", "workflow", "version", "tenant", "input", "status", "attempt", "last_seq", "created_at",
      "updated_at", "started_at", "finished_at", "result", "error", "progress", "status_message",
      "lease_owner", "lease_until", "cancel_requested", "lost_workers", "lane", "parent", "resumes",
-     "losses", "tokens", "cost"}
+     "losses", "tokens", "cost", "fairness_key", "queue"}
 )  # fmt: skip
 
 
@@ -72,6 +72,8 @@ class NewRun:
     extra: dict[str, str] = field(default_factory=dict)
     lane: str = ""  # the work stream's version when it differs from ``version`` (upgrade-safe runs)
     parent: str = ""  # the run that started this one as its child
+    fairness_key: str = ""  # queued behind this key in its partition's fair queue ("" = straight on)
+    queue: str = ""  # the work-stream partition it was queued on (set by RunQueue.enqueue)
 
     def __post_init__(self) -> None:
         if not valid_run_id(self.run_id):
@@ -87,6 +89,9 @@ class NewRun:
             fields["lane"] = self.lane
         if self.parent:
             fields["parent"] = self.parent
+        if self.fairness_key:
+            fields["fairness_key"] = self.fairness_key
+            fields["queue"] = self.queue
         return fields
 
     def queued_event(self, secret_args: tuple[str, ...] = ()) -> bytes:
@@ -151,6 +156,8 @@ class RunRecord(BaseModel):
     losses: int = 0  # attempts in a row that lost their worker since the run last made progress
     tokens: float = 0  # LLM tokens (in + out) of its completed steps, added with each step.completed
     cost: float = 0  # their estimated cost in US dollars (steps with a known price)
+    fairness_key: str = ""  # the fair queue's key it was started with ("" = none)
+    queue: str = ""  # the work-stream partition of its fair queue (its cap is released there)
 
     @classmethod
     def from_hash(cls, raw: dict[str, str]) -> RunRecord:

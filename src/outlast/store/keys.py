@@ -45,6 +45,40 @@ Compute-plane keys (global, one per deployment version where named so):
                                          hand-off; consumer group ``workers``. Writer: start,
                                          release; entries are acked once a worker holds the run.
                                          Trimmed to ~100k entries.
+``outlast:work:<version>/<i>``   stream  partition ``i`` (1..N-1) of the version's queue, when it has N > 1
+                                         partitions (``OUTLAST_QUEUE_PARTITIONS``); the same
+                                         entries, group and trimming as partition 0, which is
+                                         ``outlast:work:<version>`` itself. Writer: start (a
+                                         fairness key's partition is the key's hash mod N, else
+                                         round-robin), the fair pump. Read by every worker of the
+                                         version (all partitions up to the most ever used).
+``outlast:partitions``           hash    version (or ``@any``) → ``"<n> <max>"``: the partitions
+                                         new starts use (the last registering worker's setting)
+                                         and the most ever used (workers read all of those).
+                                         Writer: workers at start-up (SET_PARTITIONS). Permanent.
+
+Fair queues (:mod:`outlast.store.fair`): per work-stream partition ``S`` (its full key name is
+the hash tag, so these share the stream's slot and one script moves runs between them).
+Writers: the fair scripts only (:mod:`outlast.store.fair_scripts`). Lifetime: a list or zset
+goes when emptied; the hashes stay (a few bytes per key ever capped or weighted).
+
+``outlast:fair:{S}:q:<key>``     list    run ids of fairness key ``key`` waiting for the pump
+                                         (pushed at start, popped onto ``S`` by the pump).
+``outlast:fair:{S}:ring``        list    fairness keys with waiting runs and room under their
+                                         cap, in round-robin order (a key is listed at most once).
+``outlast:fair:{S}:parked``      set     keys with waiting runs that are at their cap; back to
+                                         the ring when one of their runs is released.
+``outlast:fair:{S}:run:<key>``   zset    run id → pumped ms: runs of a capped key pumped and not
+                                         yet released (ended). Released by the worker that ends
+                                         the run, or by any worker that finds it ended (reaper).
+``outlast:fair:{S}:limits``      hash    ``c:<key>`` → max_concurrency, ``w:<key>`` → weight (runs
+                                         per turn). Writer: start (given), ``set_fairness``.
+``outlast:fair:{S}:credit``      hash    key → runs left of its current turn (a pump that ran out
+                                         of room mid-turn); cleared when the turn resumes.
+``outlast:fair:{S}:bell``        string  set while a bell entry (``{run: "", bell: 1}``) that
+                                         wakes workers is on ``S`` and not yet pumped: at most one
+                                         bell per partition at a time. PX 10 s (self-healing).
+
 ``outlast:leases:<version>``     zset    index of leased runs → lease expiry (server ms), scanned
                                          for takeovers. Advisory: the meta hash decides. Writer:
                                          workers. Members removed when the run ends (by its
@@ -134,6 +168,32 @@ def work_stream(version: str) -> str:
     return f"{PREFIX}:work:{version}"
 
 
+def work_partition(version: str, partition: int) -> str:
+    """Partition ``partition`` of a version's queue (0 is :func:`work_stream` itself)."""
+    return work_stream(version) if partition == 0 else f"{PREFIX}:work:{version}/{partition}"
+
+
+def _fair(stream: str) -> str:
+    return f"{PREFIX}:fair:{{{stream}}}"
+
+
+def fair_waiting(stream: str, key: str) -> str:
+    """Runs of fairness key ``key`` waiting in partition ``stream`` (see the module docstring)."""
+    return f"{_fair(stream)}:q:{key}"
+
+
+def fair_running(stream: str, key: str) -> str:
+    """Pumped, unreleased runs of capped fairness key ``key`` in partition ``stream``."""
+    return f"{_fair(stream)}:run:{key}"
+
+
+def fair_keys(stream: str) -> list[str]:
+    """The partition's fixed fair keys, in the fair scripts' order: ring, parked, limits, credit,
+    bell (the per-key lists and zsets are named by the scripts from ARGV prefixes)."""
+    base = _fair(stream)
+    return [f"{base}:ring", f"{base}:parked", f"{base}:limits", f"{base}:credit", f"{base}:bell"]
+
+
 def lease_index(version: str) -> str:
     return f"{PREFIX}:leases:{version}"
 
@@ -154,6 +214,7 @@ CANCEL_CHANNEL = f"{PREFIX}:cancel"
 SETTLED_CHANNEL = f"{PREFIX}:settled"
 DEPLOY_CHANNEL = f"{PREFIX}:deploy:changed"
 TIMERS = f"{PREFIX}:timers"
+PARTITIONS = f"{PREFIX}:partitions"
 WORK_GROUP = "workers"
 #: The pseudo-version of upgrade-safe runs: a worker of any version may execute them.
 ANY_VERSION = "@any"

@@ -9,19 +9,25 @@ across the nodes, the run index last). The run exists before any worker can read
 process dies in between, its caller got an error, not the run: a retried start of the same run (a
 child's replay, an idempotency key) finds it never claimed and not in the run index, and
 dispatches it again (three round trips instead of one: starts are not the per-step hot path).
+
+The stream is one of the lane's partitions; a run with a fairness key is queued behind its key in
+its partition (:mod:`outlast.store.fair`): ``START_FAIR`` on one server, the one-slot ``PUSH`` as
+the enqueue step in a cluster.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from typing import Any
 
 from outlast import serde
-from outlast.store import keys, scripts
+from outlast.store import fair_scripts, keys, scripts
 from outlast.store.base import NewRun
 from outlast.store.client import RedisClient, is_cluster, register_script
 from outlast.store.commands import HotPath
 from outlast.store.errors import guard
+from outlast.store.fair import BELL_MS, Fairness, FairQueues, Partitions
 
 WORK_STREAM_MAXLEN = 100_000
 
@@ -49,9 +55,20 @@ class RunQueue:
         self._create = register_script(redis, scripts.CREATE_PENDING)
         self._requeue = register_script(redis, scripts.REQUEUE)
         self._hot = HotPath(redis)
+        self.partitions = Partitions(redis)
+        self.fair = FairQueues(redis, WORK_STREAM_MAXLEN)
+        self._start_fair = register_script(redis, fair_scripts.START_FAIR)
 
-    async def enqueue(self, run: NewRun, queued_event: bytes, lane: str) -> bool:
-        """True when the run was created, False when it already existed (idempotent start)."""
+    async def enqueue(
+        self, run: NewRun, queued_event: bytes, lane: str, fairness: Fairness | None = None
+    ) -> bool:
+        """True when the run was created, False when it already existed (idempotent start).
+
+        The run goes on one of its lane's partitions; with ``fairness``, behind its key in the
+        key's partition (the pump moves it on: :mod:`outlast.store.fair`)."""
+        stream = await self.partitions.stream_for(lane, fairness.key if fairness else "")
+        if fairness is not None:
+            run = dataclasses.replace(run, fairness_key=fairness.key, queue=stream)
         run_keys = keys.run_keys(run.run_id)
         now_ms = int(time.time() * 1000)
         if self.split:
@@ -65,9 +82,13 @@ class RunQueue:
                     created_ms=now_ms,
                     tenant=run.tenant,
                     parent=run.parent,
+                    stream=stream,
+                    fairness=fairness,
                 )
             return reply == 1
-        script_keys = [run_keys.meta, run_keys.events, keys.work_stream(lane), keys.RUNS_INDEX, keys.VERSIONS]
+        if fairness is not None:
+            return await self._start_fairly(run, queued_event, stream, fairness, now_ms)
+        script_keys = [run_keys.meta, run_keys.events, stream, keys.RUNS_INDEX, keys.VERSIONS]
         if run.tenant:
             script_keys.append(keys.tenant_runs_index(run.tenant))
         if run.parent:
@@ -77,22 +98,40 @@ class RunQueue:
         created: int = await guard(self._hot.script(self._start, script_keys, args))
         return bool(created)
 
+    async def _start_fairly(
+        self, run: NewRun, queued_event: bytes, stream: str, fairness: Fairness, now_ms: int
+    ) -> bool:
+        """START_FAIR (one server): START with the run queued behind its fairness key."""
+        run_keys = keys.run_keys(run.run_id)
+        partition, *fair_keys = self.fair.push_keys(stream, fairness.key)
+        script_keys = [run_keys.meta, run_keys.events, partition, keys.RUNS_INDEX, keys.VERSIONS, *fair_keys]
+        if run.tenant:
+            script_keys.append(keys.tenant_runs_index(run.tenant))
+        if run.parent:
+            script_keys.append(keys.run_keys(run.parent).children)
+        more = [now_ms, WORK_STREAM_MAXLEN, *self.fair.push_args(fairness), BELL_MS]
+        created: int = await guard(
+            self._hot.script(self._start_fair, script_keys, create_run_args(run, queued_event, *more))
+        )
+        return bool(created)
+
     async def dispatch(
         self, run_id: str, lane: str, *, version: str, created_ms: int, tenant: str = "", parent: str = "",
-        repair: bool = False,
+        repair: bool = False, stream: str | None = None, fairness: Fairness | None = None,
     ) -> None:  # fmt: skip
         """The enqueue step of a recorded run (cluster mode): its work-stream entry first, then (one
         pipelined round trip) its run index entries (score ``created_ms``, kept if present), its
         version, and its place in its parent's children. ``repair``: a retried start of a run
         never claimed; nothing is done if the run is indexed (the last write, so its entry exists:
-        only a start that died halfway is dispatched again)."""
+        only a start that died halfway is dispatched again). ``stream``: the partition (default:
+        the lane's first); with ``fairness``, the run is queued behind its key there (``PUSH``)."""
         if repair and await guard(self.redis.zscore(keys.RUNS_INDEX, run_id)) is not None:
             return
-        await guard(
-            self.redis.xadd(
-                keys.work_stream(lane), {"run": run_id}, maxlen=WORK_STREAM_MAXLEN, approximate=True
-            )
-        )
+        stream = stream or keys.work_stream(lane)
+        if fairness is not None:
+            await self.fair.push(stream, run_id, fairness)
+        else:
+            await guard(self.redis.xadd(stream, {"run": run_id}, maxlen=WORK_STREAM_MAXLEN, approximate=True))
         pipe = self.redis.pipeline(transaction=False)
         if tenant:
             pipe.zadd(keys.tenant_runs_index(tenant), {run_id: created_ms}, nx=True)

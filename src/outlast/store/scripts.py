@@ -26,6 +26,9 @@ redis.call('HSET', KEYS[1], unpack(fields))
 redis.call('XADD', KEYS[2], '0-1', 'e', ARGV[7])
 """
 
+#: The record-writing body shared with the fair start (outlast.store.fair_scripts.START_FAIR).
+CREATE_BODY: Final = _CREATE
+
 # KEYS: meta, events
 # ARGV: run_id, workflow, version, tenant, input_json, now, queued_envelope, [field, value]*
 # Returns 1 when created, 0 when the run already existed (idempotent start).

@@ -180,7 +180,8 @@ class RedisWaits:
         tag = text(reply[0]).lower()
         if tag == "requeue":
             lane = text(reply[1])
-            await guard(self.redis.xadd(keys.work_stream(lane), {"run": run_id}))
+            # Straight onto a partition of its lane, not through a fair queue: it was admitted once.
+            await guard(self.redis.xadd(await self.queue.partitions.stream_for(lane), {"run": run_id}))
             return Settled(tag, lane)
         if tag == "live":
             if notify:  # a hint (the attempt also polls): the settling itself has happened
