@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Callable
 from typing import Any
 
 from redis import exceptions as redis_errors
@@ -27,23 +28,36 @@ log = logging.getLogger("outlast.worker")
 
 #: One entry read: (stream, entry id, run id).
 Entry = tuple[bytes, bytes, str]
+#: Looks at an entry's fields first: whether it is a run's (if not, it is not dispatched: the hook
+#: acks it). The fair queues' hook (outlast.worker.queues) sees bells and pumped entries here.
+Inspect = Callable[[bytes, bytes, dict[bytes, bytes]], bool]
 
 
-def _entries(reply: Any) -> list[Entry]:
+def _entries(reply: Any, inspect: Inspect | None = None) -> list[Entry]:
     return [
-        (stream if isinstance(stream, bytes) else str(stream).encode(), entry_id, fields[b"run"].decode())
+        (name, entry_id, fields[b"run"].decode())
         for stream, entries in reply or []
+        for name in [stream if isinstance(stream, bytes) else str(stream).encode()]
         for entry_id, fields in entries
-        if fields  # (an entry deleted since it was delivered)
+        if fields and (inspect is None or inspect(name, entry_id, fields))  # (deleted since delivered)
     ]
 
 
 class WorkReader:
     """``await reader.read(count, block_ms)``: up to ``count`` entries of ``streams`` for
     ``consumer`` (redis-py's errors are raised as they are). ``aclose()`` drops cluster reads
-    still outstanding."""
+    still outstanding. ``streams`` is read at each call (the caller may add to it); ``inspect``
+    sees each entry's fields first."""
 
-    def __init__(self, redis: RedisClient, consumer: str, streams: list[str], queue: RunQueue) -> None:
+    def __init__(
+        self,
+        redis: RedisClient,
+        consumer: str,
+        streams: list[str],
+        queue: RunQueue,
+        inspect: Inspect | None = None,
+    ) -> None:
+        self.inspect = inspect
         self.redis = redis
         self.consumer = consumer
         self.streams = streams
@@ -51,12 +65,15 @@ class WorkReader:
         self.per_stream = is_cluster(redis)
         self._pending: dict[str, asyncio.Task[Any]] = {}
 
-    async def read(self, count: int, block_ms: int) -> list[Entry]:
+    async def read(self, count: int, block_ms: int | None) -> list[Entry]:
+        """``block_ms`` None: do not wait for entries (in a cluster, the reads already outstanding
+        are not waited for either: what they take comes with a later call)."""
         if not self.per_stream:
             reply = await self.redis.xreadgroup(
                 keys.WORK_GROUP, self.consumer, dict.fromkeys(self.streams, ">"), count=count, block=block_ms
             )
-            return _entries(reply)
+            return _entries(reply, self.inspect)
+        sent = []
         for stream in self.streams:
             if stream not in self._pending:
                 self._pending[stream] = asyncio.ensure_future(
@@ -64,7 +81,11 @@ class WorkReader:
                         keys.WORK_GROUP, self.consumer, {stream: ">"}, count=count, block=block_ms
                     )
                 )
-        await asyncio.wait(self._pending.values(), return_when=asyncio.FIRST_COMPLETED)
+                sent.append(self._pending[stream])
+        if block_ms is not None:
+            await asyncio.wait(self._pending.values(), return_when=asyncio.FIRST_COMPLETED)
+        elif sent:
+            await asyncio.wait(sent)
         entries: list[Entry] = []
         failure: BaseException | None = None
         for stream, task in list(self._pending.items()):
@@ -72,7 +93,7 @@ class WorkReader:
                 continue
             del self._pending[stream]
             try:
-                entries += _entries(task.result())
+                entries += _entries(task.result(), self.inspect)
             except redis_errors.RedisError as exc:
                 failure = failure or exc
             except redis_errors.RedisClusterException as exc:  # no node answered (not a RedisError)
@@ -105,7 +126,7 @@ class WorkReader:
                     if task.done():
                         del self._pending[stream]
                         with contextlib.suppress(redis_errors.RedisError, redis_errors.RedisClusterException):
-                            taken += _entries(task.result())
+                            taken += _entries(task.result(), self.inspect)
                 await self._hand_back(taken)
         finally:
             waiter.cancel()

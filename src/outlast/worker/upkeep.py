@@ -60,12 +60,14 @@ class Upkeep:
         claim: ClaimFn,
         dispatch: DispatchFn,
         unserved: Callable[[str], bool],
+        read_lanes: Callable[[], list[Lane]] | None = None,
         commit_wait: CommitWait | None = None,
     ) -> None:
         """``jobs``: the worker's runs (read here, owned by the worker); ``stopping``: set when it
         drains; ``served``/``digest``: the workflows its code has (reported); ``claim`` and
         ``dispatch``: the worker's, for orphans and stranded entries; ``unserved``: whether a run
         is known to be of a workflow the worker's code lacks (a takeover scan looks past it);
+        ``read_lanes``: every partition lane the worker reads (default: ``lanes``);
         ``commit_wait``: its store's setting, reported with its shortfalls."""
         self.redis = redis
         self.commit_wait = commit_wait
@@ -84,6 +86,7 @@ class Upkeep:
         self.claim = claim
         self.dispatch = dispatch
         self.unserved = unserved
+        self.read_lanes = read_lanes or (lambda: self.lanes)
         #: Orphans wait for a slot: the worker's next free one goes to a takeover scan.
         self.takeover_wanted = False
         #: The worker's loop (news from other threads are handed to it); set by ``bind``.
@@ -256,7 +259,7 @@ class Upkeep:
 
     async def reclaim_unclaimed(self) -> None:
         """Dispatch entries a dead worker read but never claimed (its lease never existed)."""
-        for lane in self.lanes:
+        for lane in self.read_lanes():
             free = self.concurrency - len(self.jobs)
             if free <= 0:
                 return
@@ -265,6 +268,8 @@ class Upkeep:
                     lane.stream, keys.WORK_GROUP, self.worker_id, min_idle_time=self.lease_ms, count=free
                 )
             )
-            await self.dispatch(
-                [(lane, entry_id, fields[b"run"].decode()) for entry_id, fields in reply[1] if fields]
-            )
+            entries = [(lane, id_, (fields or {}).get(b"run", b"").decode()) for id_, fields in reply[1]]
+            for _, entry_id, run_id in entries:
+                if not run_id:  # a bell, or an entry without fields (the beat's pump does a bell's work)
+                    self.books.ack(lane.stream, entry_id)
+            await self.dispatch([entry for entry in entries if entry[2]])

@@ -42,9 +42,10 @@ from outlast.store import keys
 from outlast.store.base import AttemptStart
 from outlast.store.client import RedisClient
 from outlast.store.commands import server_ms
-from outlast.store.errors import BUSYGROUP, NOGROUP, guard, reply_code
+from outlast.store.errors import NOGROUP, guard, reply_code
+from outlast.store.fair import FairQueues
 from outlast.store.leases import Claim, RunLeases
-from outlast.store.queue import RunQueue
+from outlast.store.queue import WORK_STREAM_MAXLEN, RunQueue
 from outlast.store.redis import RedisStore
 from outlast.store.waits import RedisWaits
 from outlast.worker.bookkeeping import Bookkeeping
@@ -52,6 +53,7 @@ from outlast.worker.heartbeat import LeaseRenewer
 from outlast.worker.jobs import SETTLED, SKIPPED, STARTED, Job, Lane, redis_url_of
 from outlast.worker.launcher import Launcher
 from outlast.worker.launching import Launching
+from outlast.worker.queues import WorkQueues
 from outlast.worker.reading import WorkReader
 from outlast.worker.unserved import UnservedRuns
 from outlast.worker.upkeep import Upkeep
@@ -116,7 +118,6 @@ class Worker:
             Lane(keys.work_stream(self.version), keys.lease_index(self.version)),
             Lane(keys.work_stream(keys.ANY_VERSION), keys.lease_index(keys.ANY_VERSION)),
         ]
-        self._lane_of = {lane.stream.encode(): lane for lane in self.lanes}
         self.jobs: dict[str, Job] = {}
         #: What CLAIM is told this worker can execute (a run of another workflow is left alone).
         self.served = tuple(wf.name for wf in self.registry)
@@ -142,11 +143,17 @@ class Worker:
             redis, self.leases, worker_id=self.id, lanes=self.lanes, max_attempts=max_attempts,
             retry_after=heartbeat, on_ended=None if observer is None else self._run_ended,
         )  # fmt: skip
+        #: Every partition of the lanes, and the fair queues behind them (outlast.worker.queues).
+        self.queues = WorkQueues(
+            redis, [(self.version, self.lanes[0]), (keys.ANY_VERSION, self.lanes[1])],
+            FairQueues(redis, WORK_STREAM_MAXLEN), worker_id=self.id, ack=self.books.ack, every=heartbeat,
+        )  # fmt: skip
         self.upkeep = Upkeep(
             redis, self.waits, worker_id=self.id, version=self.version, served=self.served,
             digest=self.digest, concurrency=concurrency, heartbeat=heartbeat, lease_ms=self.lease_ms,
             lanes=self.lanes, jobs=self.jobs, stopping=self._stopping, books=self.books,
             claim=self._try_claim, dispatch=self._dispatch, unserved=self.unserved.known,
+            read_lanes=self.queues.lanes,
             commit_wait=self.store.commit_wait,
         )  # fmt: skip
         #: With a launcher, runs are executed by what it launches (``outlast execute``), not in here.
@@ -191,6 +198,7 @@ class Worker:
                 task.cancel()
             await asyncio.gather(*background, return_exceptions=True)
             await self.unserved.flush()
+            await self.queues.flush()
             with contextlib.suppress(OutlastError):
                 await self.books.flush()
             renewer.stop()
@@ -209,17 +217,9 @@ class Worker:
             held=self.upkeep.held, on_renewed=self.upkeep.renewed,
         )  # fmt: skip
 
-    async def _create_groups(self) -> None:
-        for lane in self.lanes:
-            try:
-                await guard(self.redis.xgroup_create(lane.stream, keys.WORK_GROUP, id="0", mkstream=True))
-            except OutlastError as exc:
-                if reply_code(exc) != BUSYGROUP:  # (the group exists: fine)
-                    raise
-
     async def _prepare(self) -> None:
         await self.store.check_commit_wait()  # (ConfigError: the server lacks WAITAOF)
-        await self._create_groups()
+        await self.queues.prepare()  # (every partition's group created)
         # Refused (ConfigError) when a live worker of this version runs other code.
         now = await server_ms(self.redis) / 1000
         await register_workflows(self.redis, self.version, self.registry, worker=self.upkeep.info(now))
@@ -229,7 +229,9 @@ class Worker:
 
     async def _dispatch_loop(self, burst: bool) -> None:
         block_ms = 50 if burst else int(self.heartbeat * 1000)
-        reader = WorkReader(self.redis, self.id, [lane.stream for lane in self.lanes], self.queue)
+        # (the list of streams grows in place when another worker raises the partitions)
+        reader = WorkReader(self.redis, self.id, self.queues.names, self.queue, inspect=self.queues.inspect)
+        loop = asyncio.get_running_loop()
         stopping = asyncio.ensure_future(self._stopping.wait())  # one waiter for the whole loop
         try:
             while not self._stopping.is_set():
@@ -244,7 +246,12 @@ class Worker:
                     self._slot_free.clear()
                     await reader.park(self._slot_free)  # (cluster: reads still out hand runs back)
                     continue
-                read = asyncio.ensure_future(reader.read(free, block_ms))
+                # Fair runs pumped for this worker's free slots (and the partitions' upkeep).
+                pumped = await self.queues.before_read(free, loop.time())
+                if len(pumped) >= free:
+                    await self._dispatch(pumped)
+                    continue
+                read = asyncio.ensure_future(reader.read(free - len(pumped), None if pumped else block_ms))
                 await asyncio.wait([read, stopping], return_when=asyncio.FIRST_COMPLETED)
                 if not read.done():
                     read.cancel()
@@ -257,10 +264,12 @@ class Worker:
                     log.warning("worker %s: reading the work stream failed: %s", self.id, exc)
                     if reply_code(exc) == NOGROUP:  # the server lost its data (restart without persistence)
                         with contextlib.suppress(OutlastError, redis_errors.RedisError):
-                            await self._create_groups()
+                            await self.queues.create_groups()
                     await asyncio.sleep(self.heartbeat)
                     continue
-                batch = [(self._lane_of[stream], entry_id, run_id) for stream, entry_id, run_id in entries]
+                batch = pumped + [
+                    (self.queues.lane_of(stream), entry_id, run_id) for stream, entry_id, run_id in entries
+                ]
                 await self._dispatch(batch)
                 if burst and not batch and not self.jobs and not await self.upkeep.takeover_scan():
                     break
@@ -347,6 +356,7 @@ class Worker:
         finally:
             self.jobs.pop(job.run_id, None)
             self._slot_free.set()
+            self.queues.run_ended(claim.record)  # (a capped key's slot, once the run ended)
             if self.observer is not None and job.attempt is not None:
                 self._observe(self.observer.attempt_ended(job.run_id, job.attempt_no))
         if not settled:
