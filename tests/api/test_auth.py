@@ -6,6 +6,7 @@ import uuid
 
 import httpx
 import pytest
+import redis.asyncio as aioredis
 import typer
 from typer.testing import CliRunner
 
@@ -13,6 +14,7 @@ from outlast.api.auth import parse_api_keys
 from outlast.cli.api import is_loopback, register
 from outlast.client import AsyncClient, ClientError
 from outlast.errors import ConfigError
+from outlast.store import keys
 
 from .conftest import KEYS, Servers
 from .support import read_sse, until
@@ -95,3 +97,22 @@ async def test_a_percent_encoded_token_name_is_redacted_too(servers: Servers) ->
     lines = [line for line in servers.keyed.proc.output.splitlines() if path in line]
     assert all("=[redacted]" in line for line in lines), lines
     assert not any("key-b" in line for line in lines), "an API key reached the log"
+
+
+async def test_fairness_keys_are_per_tenant(servers: Servers, store_redis: aioredis.Redis) -> None:
+    """A tenant's runs queue fairly behind its own name unless it names a key, and a key it names
+    is scoped to it (as idempotency keys are): no tenant can join or cap another's queue."""
+    async with AsyncClient(servers.keyed.base_url, "key-a") as a:
+        default = await a.start("noop3", {"x": 1})
+        named = await a.start("noop3", {"x": 2}, fairness_key="batch", max_concurrency=5)
+        for run in (default, named):
+            assert (await a.result(run.run_id, timeout=30)) is not None
+    meta = [await store_redis.hget(keys.run_keys(r.run_id).meta, "fairness_key") for r in (default, named)]
+    assert meta == [b"tenant-a", b"t8:tenant-a:batch"]
+    async with AsyncClient(servers.api.base_url) as open_mode:
+        with pytest.raises(ClientError) as refused:
+            await open_mode.start("noop3", {"x": 3}, max_concurrency=2)
+        assert (refused.value.status, refused.value.code) == (422, "invalid_request")
+        plain = await open_mode.start("noop3", {"x": 4})  # no tenant, no key: straight to the stream
+        await open_mode.result(plain.run_id, timeout=30)
+    assert await store_redis.hget(keys.run_keys(plain.run_id).meta, "fairness_key") is None

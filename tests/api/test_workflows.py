@@ -26,7 +26,7 @@ async def test_a_body_without_the_input_wrapper_says_where_the_input_goes(http: 
     # With "input" there, the hint names the fields a start body has.
     error = error_of(await http.post(START, json={"input": {"name": "x"}, "surprise": 1}), 422)
     assert "unknown field(s) 'surprise'" in error["message"]
-    assert '"input", "idempotency_key" and "version"' in error["message"]
+    assert '"input", "idempotency_key", "version", "fairness_key" and "max_concurrency"' in error["message"]
 
 
 async def test_content_type_missing_is_json_and_a_non_json_one_is_415(http: httpx.AsyncClient) -> None:

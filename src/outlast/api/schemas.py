@@ -38,6 +38,19 @@ class StartRun(BaseModel):
         pattern=r"^[A-Za-z0-9_.:-]+$",
         description="Deployment version to run on (default: the active one).",
     )
+    fairness_key: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=200,
+        description="Queue the run fairly behind this key (per tenant; default: the tenant, if any): "
+        "runs are taken round-robin across keys, so one key's burst does not hold up the others'.",
+    )
+    max_concurrency: int | None = Field(
+        default=None,
+        ge=0,
+        le=1_000_000,
+        description="With fairness_key: the most runs of the key in flight across the fleet (0 clears).",
+    )
 
     @model_validator(mode="before")
     @classmethod
@@ -50,7 +63,8 @@ class StartRun(BaseModel):
                 hint = (
                     'the workflow\'s input goes under "input": {"input": {...}}'
                     if "input" not in data
-                    else 'a start body has only "input", "idempotency_key" and "version"'
+                    else 'a start body has only "input", "idempotency_key", "version", "fairness_key" '
+                    'and "max_concurrency"'
                 )
                 raise PydanticCustomError("input_not_wrapped", f"unknown field(s) {names}: {hint}")
         return data

@@ -115,17 +115,26 @@ async def launch(
     schema: dict[str, Any] | None = None,
     *,
     same_input: bool = True,
+    fairness_key: str | None = None,
+    max_concurrency: int | None = None,
 ) -> tuple[Started, RunRecord | None]:
     """Validate ``input`` and start a run; with a key already used, the existing run and its record
-    (409 if that run was started with a different input, unless ``same_input`` is False)."""
+    (409 if that run was started with a different input, unless ``same_input`` is False).
+    ``fairness_key`` is scoped by tenant as idempotency keys are (default: the tenant)."""
     if schema is None:
         version, schema = await workflow_schema(state, name, version)
     validate_input(name, schema, input)
     check_unicode(input)
     idem = None if idempotency_key is None else scoped_key(tenant, idempotency_key)
+    fair = None if fairness_key is None else scoped_key(tenant, fairness_key)
+    if max_concurrency is not None and fair is None:
+        if tenant is None:
+            raise ApiError(422, "invalid_request", "max_concurrency needs a fairness_key")
+        fair = tenant  # (the tenant's own key)
     started = await state.dispatcher.start(
-        name, input, version=version, idempotency_key=idem, tenant=tenant or ""
-    )
+        name, input, version=version, idempotency_key=idem, tenant=tenant or "", fairness_key=fair,
+        max_concurrency=max_concurrency,
+    )  # fmt: skip
     if started.created:
         state.metrics.runs_started.labels(name).inc()
         return started, None
@@ -197,7 +206,10 @@ async def start_run(
     202 with the run's URLs; ``?wait=`` answers 200 with the finished run if it ends in time; a
     streaming Accept header streams the run's events in this response.
     """
-    started, record = await launch(state, tenant, name, body.input, body.version, body.idempotency_key)
+    started, record = await launch(
+        state, tenant, name, body.input, body.version, body.idempotency_key,
+        fairness_key=body.fairness_key, max_concurrency=body.max_concurrency,
+    )  # fmt: skip
     run_id = started.run_id
     after, run_status = (1, RunStatus.QUEUED) if record is None else (record.last_seq, record.status)
     fmt = stream_format(accept)

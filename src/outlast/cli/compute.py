@@ -1,4 +1,4 @@
-"""CLI commands of the compute plane: worker, workers, cancel, input, deploy."""
+"""CLI commands of the compute plane: worker, workers, cancel, input, fairness, deploy."""
 
 from __future__ import annotations
 
@@ -167,6 +167,29 @@ def cancel(run_id: str, redis: RedisOption = None) -> None:
             console.print(f"run {run_id} already ended ({result.status}); nothing to cancel")
         else:
             console.print(f"run {run_id}: {result.status}")
+
+    run_async(go())
+
+
+@app.command()
+def fairness(
+    key: Annotated[str, typer.Argument(help="The fairness key (a tenant's runs use the tenant's name).")],
+    max_concurrency: Annotated[
+        int | None, typer.Option(help="Most runs of the key in flight across the fleet (0: no cap).")
+    ] = None,
+    weight: Annotated[
+        int | None, typer.Option(help="Runs per round-robin turn (default 1; 0: back to 1).")
+    ] = None,
+    redis: RedisOption = None,
+) -> None:
+    """Set a fairness key's cap and weight, for every version (docs/compute.md, fair queues)."""
+    if max_concurrency is None and weight is None:
+        fail("give --max-concurrency and/or --weight")
+
+    async def go() -> None:
+        async with connect(redis) as client:
+            await Dispatcher(client).set_fairness(key, max_concurrency=max_concurrency, weight=weight)
+        console.print(f"fairness key {escape(key)}: max_concurrency={max_concurrency}, weight={weight}")
 
     run_async(go())
 

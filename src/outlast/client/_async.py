@@ -98,16 +98,24 @@ class AsyncClient:
         version: str | None = None,
         *,
         wait: float | None = None,
+        fairness_key: str | None = None,
+        max_concurrency: int | None = None,
     ) -> Run:
         """Start a run (the input is checked against the workflow's schema: ClientError 422).
 
         With ``wait``, the server waits up to that many seconds and returns the finished run.
+        ``fairness_key`` queues it fairly behind that key (default: your tenant, if any);
+        ``max_concurrency`` caps the key's runs in flight across the fleet.
         """
         body: dict[str, Any] = {"input": input or {}}
         if idempotency_key is not None:
             body["idempotency_key"] = idempotency_key
         if version is not None:
             body["version"] = version
+        if fairness_key is not None:
+            body["fairness_key"] = fairness_key
+        if max_concurrency is not None:
+            body["max_concurrency"] = max_concurrency
         params = {"wait": wait} if wait is not None else None
         timeout = self.timeout + (wait or 0)
         data = await self._request(

@@ -57,8 +57,15 @@ class Client:
         version: str | None = None,
         *,
         wait: float | None = None,
+        fairness_key: str | None = None,
+        max_concurrency: int | None = None,
     ) -> Run:
-        return self._call(self._async.start(workflow, input, idempotency_key, version, wait=wait))
+        return self._call(
+            self._async.start(
+                workflow, input, idempotency_key, version, wait=wait, fairness_key=fairness_key,
+                max_concurrency=max_concurrency,
+            )
+        )  # fmt: skip
 
     def get(self, run_id: str) -> Run:
         return self._call(self._async.get(run_id))

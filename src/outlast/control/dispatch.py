@@ -17,7 +17,7 @@ from typing import Any, cast
 from outlast import events as ev
 from outlast.control.registry import RegistryCache, read_active, read_workflow
 from outlast.core.workflow import Workflow
-from outlast.errors import ConfigError, RunFailed, StoreError, WorkflowNotFound
+from outlast.errors import ConfigError, RunFailed, WorkflowNotFound
 from outlast.events import RunStatus
 from outlast.ids import new_run_id
 from outlast.store import keys, scripts
@@ -25,6 +25,7 @@ from outlast.store.base import NewRun, RunRecord
 from outlast.store.client import RedisClient, register_script
 from outlast.store.commands import server_ms
 from outlast.store.errors import guard, text
+from outlast.store.fair import Fairness, check_fairness_key, partition_of
 from outlast.store.leases import RunLeases
 from outlast.store.pubsub import publish
 from outlast.store.queue import RunQueue
@@ -151,13 +152,10 @@ class Dispatcher:
         report: list[dict[str, Any]] = []
         for version in await self.versions():
             in_flight = await self._in_flight(version)
+            _, partitions = await self.queue.partitions.get(version)  # (every partition, fair queues too)
             queued = 0
-            try:
-                groups: list[dict[str, Any]] = await guard(self.redis.xinfo_groups(keys.work_stream(version)))
-            except StoreError:
-                groups = []  # no stream yet
-            for group in groups:
-                queued += int(group.get("lag") or 0) + int(group.get("pending") or 0)
+            for index in range(partitions):
+                queued += await self.queue.fair.queued(keys.work_partition(version, index))
             if version == active:
                 state = "active"
             else:
@@ -208,8 +206,16 @@ class Dispatcher:
         tenant: str = "",
         run_id: str | None = None,
         extra: dict[str, str] | None = None,
+        fairness_key: str | None = None,
+        max_concurrency: int | None = None,
+        weight: int | None = None,
     ) -> Started:
         """Record a queued run and dispatch it to a worker of its version.
+
+        ``fairness_key`` (default: ``tenant``, if any; ``""`` for none) queues the run behind
+        its key: workers take runs round-robin across keys, so one key's burst does not hold up
+        another key's runs; ``max_concurrency`` and ``weight`` (runs per turn) set the key's
+        limits as :meth:`set_fairness` does, for its partition (docs/compute.md, "Fair queues").
 
         A Workflow object validates ``input`` here; a workflow name must be registered by a
         worker of the version (``input`` is then expected to be validated by the caller, as the
@@ -249,7 +255,11 @@ class Dispatcher:
                         await self._redispatch(record)
                         return Started(run.run_id, False, record.version)
                     queued = run.queued_event(secret_args)  # its run expired: start it under that id
-        created = await self.queue.enqueue(run, queued, lane)
+        key = tenant if fairness_key is None else fairness_key
+        if not key and (max_concurrency is not None or weight is not None):
+            raise ConfigError("max_concurrency and weight are limits of a fairness key: give one")
+        fair = Fairness(key, max_concurrency, weight) if key else None
+        created = await self.queue.enqueue(run, queued, lane, fair)
         return Started(run.run_id, created, version)
 
     async def _redispatch(self, record: RunRecord) -> None:
@@ -258,10 +268,26 @@ class Dispatcher:
         duplicate entry is harmless). On one server a start is atomic: nothing to do."""
         if not self.queue.split or record.status != RunStatus.QUEUED or record.attempt != 0:
             return
+        fair = Fairness(record.fairness_key) if record.fairness_key else None  # (its fair queue again)
         await self.queue.dispatch(
             record.run_id, record.lane or record.version, version=record.version,
             created_ms=int(record.created_at * 1000), tenant=record.tenant, parent=record.parent, repair=True,
+            stream=record.queue or None, fairness=fair,
         )  # fmt: skip
+
+    async def set_fairness(
+        self, key: str, *, max_concurrency: int | None = None, weight: int | None = None
+    ) -> None:
+        """Set (0: clear) a fairness key's cap on runs in flight across the fleet and its weight
+        (runs per round-robin turn, default 1), for every known version; None leaves one alone.
+
+        Written in each partition the key may hash to (any partition count up to the most used)."""
+        Fairness(check_fairness_key(key), max_concurrency, weight)  # (validates)
+        for version in [*await self.versions(), keys.ANY_VERSION]:
+            _, most = await self.queue.partitions.get(version)
+            for index in sorted({partition_of(key, n) for n in range(1, most + 1)}):
+                stream = keys.work_partition(version, index)
+                await self.queue.fair.set_limits(stream, key, max_concurrency, weight)
 
     async def started_for(self, workflow: str, idempotency_key: str) -> str | None:
         """The run ``idempotency_key`` started for ``workflow``, if that run exists (read only)."""

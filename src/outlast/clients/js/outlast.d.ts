@@ -334,7 +334,7 @@ export declare class OutlastClient {
   startRun(
     workflow: string,
     input?: Record<string, unknown>,
-    options?: { idempotencyKey?: string; version?: string },
+    options?: { idempotencyKey?: string; version?: string; fairnessKey?: string; maxConcurrency?: number },
   ): Promise<StartedRun>;
   getRun(runId: string): Promise<RunDetail>;
   listRuns(query?: { workflow?: string; status?: RunStatus; limit?: number; cursor?: string }): Promise<RunPage>;

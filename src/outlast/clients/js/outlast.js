@@ -624,11 +624,14 @@ export class OutlastClient {
     return payload;
   }
 
-  /** Start a run of `workflow`; the same idempotencyKey returns the same run for 24 h. */
-  startRun(workflow, input = {}, { idempotencyKey, version } = {}) {
+  /** Start a run of `workflow`; the same idempotencyKey returns the same run for 24 h; a
+   * fairnessKey queues it fairly behind that key (maxConcurrency: the key's cap across the fleet). */
+  startRun(workflow, input = {}, { idempotencyKey, version, fairnessKey, maxConcurrency } = {}) {
     const body = { input };
     if (idempotencyKey != null) body.idempotency_key = idempotencyKey;
     if (version != null) body.version = version;
+    if (fairnessKey != null) body.fairness_key = fairnessKey;
+    if (maxConcurrency != null) body.max_concurrency = maxConcurrency;
     return this.request("POST", `/v1/workflows/${encodeURIComponent(workflow)}/runs`, body);
   }
 
