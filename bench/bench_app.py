@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 
 import redis.asyncio as aioredis
@@ -33,3 +34,14 @@ async def held(tag: str) -> str:
 @outlast.workflow(name="bench_held")
 async def held_run(tag: str) -> str:
     return await held(tag)
+
+
+@outlast.component
+async def call_api(i: int, ms: float) -> int:
+    await asyncio.sleep(ms / 1000)  # an I/O-bound step: a call to a slow API
+    return i
+
+
+@outlast.workflow(name="bench_io_step")
+async def io_step(i: int, ms: float = 20.0) -> int:
+    return await call_api(i, ms)

@@ -16,6 +16,7 @@ from api_latency import main as api_latency
 from cluster_clients import main as cluster_clients
 from commit_wait import main as commit_wait
 from dev_start import main as dev_start
+from fairness import main as fairness
 from fan_out import main as fan_out
 from llm_limits import main as llm_limits
 from memory_sizing import main as memory_sizing
@@ -40,6 +41,7 @@ BENCHES: dict[str, Callable[[], Awaitable[None]]] = {
     "dev": dev_start,
     "onboarding": onboarding,
     "memory": memory_sizing,
+    "fairness": fairness,
 }
 
 
