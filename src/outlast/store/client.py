@@ -9,7 +9,8 @@ arguments). These connection classes pack the asyncio way's commands with hiredi
 are parsed by hiredis either way.
 
 The pool of a single-server client also owns a :class:`~outlast.store.mux.Multiplexer`, which the store
-uses for its script calls; closing the client closes it too.
+uses for its script calls; closing the client closes it too. A cluster client has one per master
+(:class:`~outlast.store.node_mux.NodeMultiplexers`).
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ from redis.commands.core import AsyncScript
 
 from outlast.store.cluster import cluster_from_url, is_cluster_url
 from outlast.store.mux import Multiplexer, pack
+from outlast.store.node_mux import NodeMultiplexers
 
 #: What the store's code is given: a client of one server, or of a Redis / Valkey Cluster. Their
 #: commands are the same; pub/sub differs (see :mod:`outlast.store.pubsub`), and the cluster
@@ -114,15 +116,19 @@ def is_cluster(redis: RedisClient) -> bool:
     return isinstance(redis, RedisCluster)
 
 
-def multiplexer_of(redis: RedisClient, *, commits: bool = False) -> Multiplexer | None:
-    """The client's multiplexed connection (``commits``: the one for waited commits): None for a
-    client not made by :func:`redis_from_url`, for a cluster client (redis-py routes each command
-    to its slot's master), or when ``OUTLAST_MULTIPLEX=0`` (its commands then go through redis-py
-    alone)."""
-    if isinstance(redis, RedisCluster):
+def multiplexer_of(redis: RedisClient, *, commits: bool = False) -> Multiplexer | NodeMultiplexers | None:
+    """The client's multiplexed connection (``commits``: the one for waited commits); for a
+    cluster client, its multiplexed connections per master (each call routed by its keys' slot;
+    waited commits have their own path there, :mod:`outlast.store.node_commits`: None). None for
+    a client not made by :func:`redis_from_url`, or when ``OUTLAST_MULTIPLEX=0`` (its commands
+    then go through redis-py alone)."""
+    if os.environ.get("OUTLAST_MULTIPLEX", "1") == "0":
         return None
+    if isinstance(redis, RedisCluster):
+        muxes = getattr(redis, "multiplexers", None)  # (an OutlastCluster's)
+        return muxes if isinstance(muxes, NodeMultiplexers) and not commits else None
     pool = redis.connection_pool
-    if not isinstance(pool, OutlastPool) or os.environ.get("OUTLAST_MULTIPLEX", "1") == "0":
+    if not isinstance(pool, OutlastPool):
         return None
     return pool.commit_multiplexer if commits else pool.multiplexer
 

@@ -23,6 +23,7 @@ from redis.asyncio import connection as async_connection
 from redis.asyncio.cluster import ClusterNode, RedisCluster
 
 from outlast.errors import ConfigError
+from outlast.store.node_mux import NodeMultiplexers
 
 #: Cluster URL scheme → whether it speaks TLS.
 SCHEMES = {"redis+cluster": False, "rediss+cluster": True}
@@ -93,20 +94,30 @@ def _redacted(url: str) -> str:
 
 
 class OutlastCluster(RedisCluster):
-    """redis-py's cluster client, plus the single-server clients of its masters that carry
-    commits followed by WAIT/WAITAOF (see :mod:`outlast.store.node_commits`), closed with it."""
+    """redis-py's cluster client, plus a multiplexed connection per master for the store's hot
+    path (:class:`~outlast.store.node_mux.NodeMultiplexers`) and the single-server clients of its
+    masters that carry commits followed by WAIT/WAITAOF (see :mod:`outlast.store.node_commits`),
+    closed with it.
+
+    redis-py also closes its client itself to force a fresh slot map after a connection error;
+    the multiplexed connections are then closed once their owed replies arrive, not cut short,
+    and opened again by the next calls."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
+        self.multiplexers = NodeMultiplexers(self)
         self.commit_clients: dict[str, Any] = {}
 
     async def aclose(self) -> None:
         try:
             await super().aclose()
         finally:
-            clients, self.commit_clients = self.commit_clients, {}
-            for client in clients.values():
-                await client.aclose()
+            try:
+                await self.multiplexers.aclose()
+            finally:
+                clients, self.commit_clients = self.commit_clients, {}
+                for client in clients.values():
+                    await client.aclose()
 
 
 def cluster_from_url(url: str, **options: Any) -> RedisCluster:

@@ -11,6 +11,7 @@ from redis.commands.core import AsyncScript
 
 from outlast.store.client import RedisClient, multiplexer_of
 from outlast.store.errors import guard
+from outlast.store.mux import Multiplexer
 from outlast.store.node_commits import NodeCommits
 
 
@@ -41,9 +42,9 @@ class HotPath:
         self.redis = redis
         mux = multiplexer_of(redis)
         self._mux = mux if mux is not None and mux.usable else None
-        self._commit_mux = self._mux if shared_waits else multiplexer_of(redis, commits=True)
-        if self._mux is None:
-            self._commit_mux = None
+        commit_mux = self._mux if shared_waits else multiplexer_of(redis, commits=True)
+        # (on a cluster, waited commits go through NodeCommits below, not the per-master muxes)
+        self._commit_mux = commit_mux if self._mux and isinstance(commit_mux, Multiplexer) else None
         self._nodes = NodeCommits(redis) if isinstance(redis, RedisCluster) else None
 
     async def script_then_wait(

@@ -27,8 +27,12 @@ from typing import Any
 
 import hiredis
 from redis import exceptions as redis_errors
-from redis._parsers.base import BaseParser
+from redis.asyncio.cluster import ClusterParser
 from redis.asyncio.connection import Connection, ConnectionPool, SSLConnection, UnixDomainSocketConnection
+
+
+class ConnectFailed(redis_errors.ConnectionError):
+    """The connection could not be opened: the command that needed it was not sent."""
 
 
 class _ReplyError(Exception):
@@ -38,8 +42,9 @@ class _ReplyError(Exception):
 def _error(reply: _ReplyError) -> redis_errors.RedisError:
     # redis-py's own mapping, so callers see the same classes and messages either way: LOADING
     # is BusyLoadingError and NOAUTH/WRONGPASS AuthenticationError (both ConnectionErrors,
-    # which the store retries), NOSCRIPT NoScriptError, READONLY ReadOnlyError.
-    error: redis_errors.RedisError = BaseParser.parse_error(str(reply))  # type: ignore[no-untyped-call]
+    # which the store retries), NOSCRIPT NoScriptError, READONLY ReadOnlyError; and its cluster
+    # client's (a cluster node's MOVED is MovedError, ASK AskError…; one server never sends them).
+    error: redis_errors.RedisError = ClusterParser.parse_error(str(reply))
     return error
 
 
@@ -209,6 +214,28 @@ class Multiplexer:
         reply = await future
         return reply, await asyncio.shield(waited)  # shared: one caller's cancellation is its own
 
+    async def execute_asking(self, *args: Any) -> Any:
+        """``ASKING`` then one command, next to each other on this connection (a cluster node
+        serves a key of a slot being migrated to it only right after ``ASKING``)."""
+        protocol = self._protocol
+        if protocol is None or protocol.lost is not None or self._loop is not asyncio.get_running_loop():
+            protocol = await self._connect()
+        loop = asyncio.get_running_loop()
+        packed = pack(("ASKING",)) + pack(args)
+        asking: asyncio.Future[Any] = loop.create_future()
+        future: asyncio.Future[Any] = loop.create_future()
+        protocol.expect(asking)
+        protocol.expect(future)
+        self._buffer.append(packed)
+        if not self._flush_scheduled:
+            self._flush_scheduled = True
+            loop.call_soon(self._flush)
+        results = await asyncio.gather(asking, future, return_exceptions=True)
+        for result in results:
+            if isinstance(result, BaseException):
+                raise result
+        return results[1]
+
     def _flush(self) -> None:
         # The buffer always belongs to the current connection: _connect empties it when it
         # replaces a lost one (whose callers were failed by connection_lost).
@@ -278,7 +305,7 @@ class Multiplexer:
                 else:
                     await loop.create_connection(lambda: protocol, conn.host, conn.port)
         except (OSError, TimeoutError) as exc:
-            raise redis_errors.ConnectionError(f"cannot connect to the server: {exc}") from exc
+            raise ConnectFailed(f"cannot connect to the server: {exc}") from exc
         hello: list[tuple[Any, ...]] = []
         if conn.password is not None or conn.username is not None:
             hello.append(("AUTH", *[p for p in (conn.username, conn.password) if p is not None]))
@@ -317,6 +344,22 @@ class Multiplexer:
             protocol, self._protocol = self._protocol, None
         if protocol is not None and protocol.transport is not None:
             protocol.transport.close()
+
+    async def retire(self) -> None:
+        """Close the connection once the replies owed on it now have arrived (callers under way
+        get their answers; a later call opens a new connection)."""
+        if self._loop is not asyncio.get_running_loop():
+            await self.aclose()
+            return
+        async with self._connecting or contextlib.nullcontext():
+            self._flush()  # requests buffered for this connection go out on it
+            protocol, self._protocol = self._protocol, None
+        if protocol is None or protocol.transport is None:
+            return
+        owed = [future for future in protocol.waiting if not future.done()]
+        if owed and protocol.lost is None:
+            await asyncio.wait(owed)  # (the server's silence is bounded by the watchdog)
+        protocol.transport.close()
 
 
 def _abandon(transport: asyncio.Transport) -> None:

@@ -1,0 +1,152 @@
+"""The hot path on a cluster: one multiplexed connection per master, each call routed by its slot.
+
+redis-py's cluster client sends each command over a connection taken from its node's pool, with
+the same per-command machinery as its single-server client and more (slot lookup, retries,
+redirection handling): about 40 µs of client CPU a call, twice a worker's CPU per run on one
+node (measured: ``python bench/run.py cluster_clients``). The hot script calls need none of it:
+each names its keys, all in one slot, so its master is known from the client's own slot map
+(:meth:`RedisCluster.keyslot`, the nodes manager's slot cache) and the call can share that
+master's :class:`~outlast.store.mux.Multiplexer` with the other callers — one connection per
+master per client, made on first use.
+
+The cluster client stays in charge of the topology. When a call meets a change:
+
+- ``MOVED`` (a failover promoted a replica, or the slot was migrated): the client's slot map is
+  read again from the cluster (once for all callers meeting it at a time) and the call is sent
+  again, to the new master. A redirected call was not run, so sending it again is safe.
+- ``ASK`` (the slot is being migrated and the key already left): the call goes to the target node
+  right after ``ASKING``, on that node's connection; the map is left as it is (the slot still
+  belongs to the source until the migration ends).
+- ``TRYAGAIN`` (a multi-key call during a migration), ``CLUSTERDOWN``, an uncovered slot: a short
+  pause (and a fresh map), then again.
+- a node that refuses connections (nothing was sent): the map is read again and the call sent
+  where it now points; a connection lost with calls under way fails them (they may have run, as
+  on one server: the store's callers retry fenced writes) and the map is read again.
+
+Masters the fresh map no longer lists lose their connection once the replies owed on it have
+arrived. Closing the cluster client closes every connection here too.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from typing import Any
+
+from redis import exceptions as redis_errors
+from redis.asyncio.cluster import ClusterNode, RedisCluster
+from redis.asyncio.connection import ConnectionPool
+
+from outlast.store.mux import ConnectFailed, Multiplexer
+
+#: How many times one call follows a redirection or a refusing node before it gives up.
+ATTEMPTS = 5
+#: Replies while a migration or an election is under way: wait a little, then try again.
+_SETTLING = (redis_errors.TryAgainError, redis_errors.ClusterDownError, redis_errors.SlotNotCoveredError)
+_UNREACHABLE = (
+    redis_errors.ConnectionError,
+    redis_errors.TimeoutError,
+    redis_errors.RedisClusterException,  # (the map could not be read: no node answered)
+    OSError,
+)
+
+
+class NodeMultiplexers:
+    """A :class:`~outlast.store.mux.Multiplexer` per master of ``cluster``, for commands whose keys
+    all lie in one slot (scripts, HGETALL, HMGET, XRANGE…). Same interface as a Multiplexer:
+    :meth:`execute` gives the raw reply or raises redis-py's exception classes."""
+
+    def __init__(self, cluster: RedisCluster) -> None:
+        self.cluster = cluster
+        self._muxes: dict[str, Multiplexer] = {}
+        self._refreshes = 0
+        self._refresh_lock: asyncio.Lock | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        #: Redirections followed (MOVED and ASK replies), and slot maps read again: for tests.
+        self.redirects = 0
+
+    @property
+    def usable(self) -> bool:
+        """As :attr:`Multiplexer.usable`, for the cluster's connection settings (TLS clusters and
+        credential providers go through redis-py's cluster client)."""
+        kwargs: dict[str, Any] = dict(self.cluster.get_connection_kwargs())
+        kwargs.pop("response_callbacks", None)
+        return Multiplexer(ConnectionPool(**kwargs)).usable
+
+    @property
+    def refreshes(self) -> int:
+        return self._refreshes
+
+    def connections(self) -> dict[str, Multiplexer]:
+        """Node name (``host:port``) → its multiplexer, for the masters used so far."""
+        return dict(self._muxes)
+
+    async def execute(self, *args: Any) -> Any:
+        """Send one command to the master of its first key's slot; its reply."""
+        command = args[0]
+        if command in ("EVALSHA", "EVAL"):
+            key = args[3] if int(args[2]) > 0 else None
+        else:
+            key = args[1] if len(args) > 1 else None
+        if key is None:  # nothing to route by: redis-py picks a node
+            return await self.cluster.execute_command(*args)
+        await self.cluster.initialize()  # (a no-op once the client knows the slots)
+        asking: ClusterNode | None = None
+        for attempt in range(ATTEMPTS):
+            seen = self._refreshes
+            try:
+                if asking is not None:
+                    node, asking = asking, None
+                    return await self._mux(node).execute_asking(*args)
+                nodes = self.cluster.nodes_manager
+                node = nodes.get_node_from_slot(self.cluster.keyslot(key))
+                return await self._mux(node).execute(*args)
+            except redis_errors.MovedError:  # (before AskError: it is a subclass)
+                self.redirects += 1
+                await self._refresh(seen)
+            except redis_errors.AskError as exc:
+                self.redirects += 1
+                asking = self.cluster.get_node(exc.host, exc.port)
+                if asking is None:  # a node the map does not know yet
+                    await self._refresh(seen)
+            except _SETTLING:
+                await asyncio.sleep(0.05 * (attempt + 1))  # a migration or an election under way
+                with contextlib.suppress(*_UNREACHABLE):
+                    await self._refresh(seen)
+            except ConnectFailed:  # not sent: the node is gone, maybe replaced
+                with contextlib.suppress(*_UNREACHABLE):
+                    await self._refresh(seen)
+                if attempt == ATTEMPTS - 1:
+                    raise
+            except (redis_errors.ConnectionError, redis_errors.TimeoutError):
+                with contextlib.suppress(*_UNREACHABLE):  # lost under way: it may have run
+                    await self._refresh(seen)
+                raise
+        raise redis_errors.ConnectionError(f"the slot of {key!r} kept moving; try again")
+
+    def _mux(self, node: ClusterNode) -> Multiplexer:
+        mux = self._muxes.get(node.name)
+        if mux is None:
+            pool = ConnectionPool(connection_class=node.connection_class, **node.connection_kwargs)
+            mux = self._muxes[node.name] = Multiplexer(pool)
+        return mux
+
+    async def _refresh(self, seen: int) -> None:
+        """Read the slot map again, unless another caller did since this one's call (``seen``)."""
+        loop = asyncio.get_running_loop()
+        if self._refresh_lock is None or self._loop is not loop:
+            self._refresh_lock, self._loop = asyncio.Lock(), loop
+        async with self._refresh_lock:
+            if self._refreshes != seen:
+                return
+            await self.cluster.nodes_manager.initialize()
+            self._refreshes += 1
+            masters = {node.name for node in self.cluster.get_primaries()}
+            gone = [name for name in self._muxes if name not in masters]
+        await asyncio.gather(*(self._muxes.pop(name).retire() for name in gone if name in self._muxes))
+
+    async def aclose(self) -> None:
+        """Close every connection once the replies owed on it have arrived (a later call opens
+        new ones)."""
+        muxes, self._muxes = self._muxes, {}
+        await asyncio.gather(*(mux.retire() for mux in muxes.values()))
