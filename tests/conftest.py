@@ -24,7 +24,6 @@ from pathlib import Path
 
 import pytest
 
-from outlast.errors import StoreUnavailable
 from outlast.store.client import RedisClient, redis_from_url
 from outlast.store.embedded import EmbeddedServer
 from outlast.store.embedded_cluster import EmbeddedCluster
@@ -56,14 +55,8 @@ def valkey_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Embedded
 
 @pytest.fixture(scope="session")
 def valkey_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedCluster]:
-    for attempt in range(3):
-        cluster = EmbeddedCluster(tmp_path_factory.mktemp("cluster"), masters=3, replicas=0)
-        try:
-            cluster.start()
-            break
-        except StoreUnavailable:  # a port it picked was taken meanwhile (other processes bind too)
-            if attempt == 2:
-                raise
+    cluster = EmbeddedCluster(tmp_path_factory.mktemp("cluster"), masters=3, replicas=0)
+    cluster.start()  # (a node whose port was taken meanwhile is started again on fresh ones)
     yield cluster
     cluster.stop()
 

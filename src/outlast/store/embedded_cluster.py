@@ -25,6 +25,19 @@ from outlast.errors import StoreUnavailable
 from outlast.store.embedded import EmbeddedServer, free_port
 
 SLOTS = 16384
+#: How many sets of ports a node tries before the cluster gives up.
+PORT_ATTEMPTS = 5
+
+
+def _port_taken(log: Path, seen: int) -> bool:
+    """Whether the server's log, past ``seen`` bytes, says it could not bind a port."""
+    try:
+        with log.open("rb") as file:
+            file.seek(seen)
+            text = file.read().decode(errors="replace")
+    except OSError:
+        return False
+    return "Address already in use" in text
 
 
 class EmbeddedCluster:
@@ -85,12 +98,48 @@ class EmbeddedCluster:
     def start(self) -> EmbeddedCluster:
         try:
             for node in self.nodes:
-                node.start()
+                self._start_node(node)
             self._form()
         except BaseException:
             self.stop()
             raise
         return self
+
+    def _start_node(self, node: EmbeddedServer) -> None:
+        """Start ``node``, again on fresh ports if its port or bus port was taken meanwhile: they
+        were free when picked, but not held (another process may bind them before the server)."""
+        for _ in range(PORT_ATTEMPTS):
+            log = node.data_dir / "server.log"
+            seen = log.stat().st_size if log.exists() else 0
+            try:
+                node.start()
+            except StoreUnavailable:
+                if not _port_taken(log, seen):
+                    raise
+            else:
+                if self._answers_itself(node):
+                    return
+                node.kill()  # another server answered on its port; it exits (or would) on its own
+            self._new_ports(node)
+        raise StoreUnavailable(f"the local cluster did not come up: no free ports in {PORT_ATTEMPTS} tries")
+
+    def _answers_itself(self, node: EmbeddedServer) -> bool:
+        """Whether the server answering on ``node.port`` is ``node``'s process."""
+        try:
+            pid = self._cmd(node, "INFO", "server").get("process_id")
+        except redis.RedisError:
+            return False
+        return node.process is not None and pid == node.process.pid and node.running
+
+    def _new_ports(self, node: EmbeddedServer) -> None:
+        client = self._clients.pop(node.port, None)
+        if client is not None:
+            client.close()
+        self._bus_ports.pop(node.port, None)
+        node.port, bus = free_port(), free_port()
+        node.extra_args[node.extra_args.index("--cluster-port") + 1] = str(bus)
+        self._bus_ports[node.port] = bus
+        (node.data_dir / "nodes.conf").unlink(missing_ok=True)  # (it named the old ports)
 
     def _form(self) -> None:
         per = SLOTS // len(self.masters)
