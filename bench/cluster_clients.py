@@ -39,7 +39,8 @@ from glide import (
 from redis.asyncio.cluster import ClusterNode, RedisCluster
 from redis.crc import key_slot
 
-from outlast.store.client import multiplexer_of, redis_from_url
+from outlast.store.client import multiplexer_of, redis_from_url, register_script
+from outlast.store.commands import HotPath
 from outlast.store.embedded import EmbeddedServer
 from outlast.store.embedded_cluster import EmbeddedCluster
 
@@ -171,6 +172,24 @@ async def mux_per_node(cluster: EmbeddedCluster) -> tuple[Variant, Callable[[], 
     return Variant("outlast multiplexed, one per master", call, batch, pids), close
 
 
+async def outlast_cluster(cluster: EmbeddedCluster) -> tuple[Variant, Callable[[], Awaitable[None]]]:
+    """What Outlast's store does on a cluster: HotPath.script over ``redis_from_url(cluster URL)``
+    (per-master multiplexers when this build has them, else redis-py's RedisCluster)."""
+    client = redis_from_url(cluster.url)
+    hot = HotPath(client)
+    script = register_script(client, APPEND)
+
+    async def call(i: int) -> Any:
+        return await hot.script(script, KEYS[i % RUN_IDS], ["", PAYLOAD])
+
+    async def batch(ids: list[int]) -> list[Any]:
+        return await asyncio.gather(*(call(i) for i in ids))
+
+    pids = [node.process.pid for node in cluster.masters if node.process]
+    how = "mux per master" if multiplexer_of(client) is not None else "RedisCluster"
+    return Variant(f"outlast HotPath, cluster ({how})", call, batch, pids), client.aclose
+
+
 async def glide_single(server: EmbeddedServer) -> tuple[Variant, Callable[[], Awaitable[None]]]:
     client = await GlideClient.create(GlideClientConfiguration([NodeAddress("127.0.0.1", server.port)]))
     script = Script(APPEND)
@@ -241,6 +260,7 @@ async def main() -> None:
             await glide_cluster(cluster),
             await redispy_cluster(cluster),
             await mux_per_node(cluster),
+            await outlast_cluster(cluster),
             await outlast_mux(server),
             await glide_single(server),
         ]
@@ -279,7 +299,7 @@ def report(variants: list[Variant]) -> None:
         ]  # fmt: skip
         print(f"{v.label:<40}{''.join(cells)}")
     print("(CPU: per call at c=256; client = this process, all threads; server = every master's)")
-    glide, redispy, per_node, mux, _ = variants
+    glide, redispy, per_node, hot, mux, _ = variants
 
     def ratio(a: Variant, b: Variant, key: str) -> str:
         """How much better ``a`` is than ``b`` (>1: better; latency and CPU: lower is better)."""
@@ -290,6 +310,8 @@ def report(variants: list[Variant]) -> None:
         ("glide vs redis-py RedisCluster (>1: glide better)", glide, redispy),
         ("outlast multiplexed per master vs glide", per_node, glide),
         ("glide cluster vs outlast multiplexed on 1 node", glide, mux),
+        ("outlast HotPath on the cluster vs redis-py RedisCluster", hot, redispy),
+        ("outlast HotPath on the cluster vs multiplexed on 1 node", hot, mux),
     ]
     for label, a, b in pairs:
         print(f"{label}: " + ", ".join(ratio(a, b, k) for k in ("p50", "c64", "c256", "batch", "cpu256")))

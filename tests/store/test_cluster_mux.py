@@ -231,3 +231,18 @@ async def test_a_failover_is_followed_to_the_promoted_replica(replicated: Embedd
         assert node_muxes(client).refreshes >= 1
     finally:
         await client.aclose()
+
+
+async def test_tls_and_decoding_cluster_clients_leave_the_hot_path_to_redis_py() -> None:
+    # (nothing connects: the clients are made and closed)
+    for client in (
+        redis_from_url("rediss+cluster://127.0.0.1:7000"),
+        redis_from_url("redis+cluster://127.0.0.1:7000", decode_responses=True),
+    ):
+        assert isinstance(client, RedisCluster)
+        assert not node_muxes(client).usable
+        await client.aclose()
+    plain_client = redis_from_url("redis+cluster://127.0.0.1:7000")
+    assert isinstance(plain_client, RedisCluster)
+    assert node_muxes(plain_client).usable
+    await plain_client.aclose()
