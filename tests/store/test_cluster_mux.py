@@ -188,14 +188,13 @@ async def test_a_slot_migrated_away_and_one_being_migrated_are_followed(two_mast
         assert (muxes.redirects, muxes.refreshes) == (1, refreshes)
         _end_migration(two_masters, slot, target)
 
-        # A slot migrated away: the old master answers MOVED; the map is read again.
+        # A slot migrated away: the old master answers MOVED; the slot is pointed at the new one.
         slot = client.keyslot(moved)
         source, target = _begin_migration(two_masters, slot)
         _move_keys(source, target, [moved])
         _end_migration(two_masters, slot, target)
         assert await hot.script(script, [moved], []) == 2
         assert muxes.redirects == 2
-        assert muxes.refreshes == refreshes + 1
         assert await hot.script(script, [moved], []) == 3  # straight to its new master
         assert muxes.redirects == 2
         node = client.get_node_from_key(moved)

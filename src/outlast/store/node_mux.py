@@ -11,17 +11,21 @@ master per client, made on first use.
 
 The cluster client stays in charge of the topology. When a call meets a change:
 
-- ``MOVED`` (a failover promoted a replica, or the slot was migrated): the client's slot map is
-  read again from the cluster (once for all callers meeting it at a time) and the call is sent
-  again, to the new master. A redirected call was not run, so sending it again is safe.
+- ``MOVED`` (a failover promoted a replica, or the slot was migrated): the slot is pointed at the
+  node named, as redis-py's own client does, and the call is sent again there (a redirected call
+  was not run, so sending it again is safe); moved once more, the whole map is read again.
 - ``ASK`` (the slot is being migrated and the key already left): the call goes to the target node
   right after ``ASKING``, on that node's connection; the map is left as it is (the slot still
   belongs to the source until the migration ends).
 - ``TRYAGAIN`` (a multi-key call during a migration), ``CLUSTERDOWN``, an uncovered slot: a short
   pause (and a fresh map), then again.
 - a node that refuses connections (nothing was sent): the map is read again and the call sent
-  where it now points; a connection lost with calls under way fails them (they may have run, as
-  on one server: the store's callers retry fenced writes) and the map is read again.
+  where it now points (if it points elsewhere: before a replica is promoted it fails, and the
+  caller retries later); a connection lost with calls under way fails them (they may have run,
+  as on one server: the store's callers retry fenced writes) and the map is read again.
+
+The map is read again once for all callers meeting a change at a time, and at most every
+:data:`REFRESH_INTERVAL`.
 
 Masters the fresh map no longer lists lose their connection once the replies owed on it have
 arrived. Closing the cluster client closes every connection here too.
@@ -41,6 +45,8 @@ from outlast.store.mux import ConnectFailed, Multiplexer
 
 #: How many times one call follows a redirection or a refusing node before it gives up.
 ATTEMPTS = 5
+#: The slot map is read again at most this often (seconds).
+REFRESH_INTERVAL = 0.1
 #: Replies while a migration or an election is under way: wait a little, then try again.
 _SETTLING = (redis_errors.TryAgainError, redis_errors.ClusterDownError, redis_errors.SlotNotCoveredError)
 _UNREACHABLE = (
@@ -60,6 +66,7 @@ class NodeMultiplexers:
         self.cluster = cluster
         self._muxes: dict[str, Multiplexer] = {}
         self._refreshes = 0
+        self._refreshed_at = float("-inf")
         self._refresh_lock: asyncio.Lock | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         #: Redirections followed (MOVED and ASK replies), and slot maps read again: for tests.
@@ -94,16 +101,19 @@ class NodeMultiplexers:
         asking: ClusterNode | None = None
         for attempt in range(ATTEMPTS):
             seen = self._refreshes
+            node: ClusterNode | None = None
             try:
                 if asking is not None:
                     node, asking = asking, None
                     return await self._mux(node).execute_asking(*args)
-                nodes = self.cluster.nodes_manager
-                node = nodes.get_node_from_slot(self.cluster.keyslot(key))
+                node = self.cluster.nodes_manager.get_node_from_slot(self.cluster.keyslot(key))
                 return await self._mux(node).execute(*args)
-            except redis_errors.MovedError:  # (before AskError: it is a subclass)
+            except redis_errors.MovedError as exc:  # (before AskError: it is a subclass)
                 self.redirects += 1
-                await self._refresh(seen)
+                if attempt == 0:
+                    self._follow(exc)
+                else:  # moved again: the map is further behind than this one slot
+                    await self._refresh(seen)
             except redis_errors.AskError as exc:
                 self.redirects += 1
                 asking = self.cluster.get_node(exc.host, exc.port)
@@ -116,13 +126,22 @@ class NodeMultiplexers:
             except ConnectFailed:  # not sent: the node is gone, maybe replaced
                 with contextlib.suppress(*_UNREACHABLE):
                     await self._refresh(seen)
-                if attempt == ATTEMPTS - 1:
-                    raise
+                now = self.cluster.nodes_manager.slots_cache.get(self.cluster.keyslot(key))
+                if node is None or not now or now[0].name == node.name:
+                    raise  # (not replaced yet: the caller retries later)
             except (redis_errors.ConnectionError, redis_errors.TimeoutError):
                 with contextlib.suppress(*_UNREACHABLE):  # lost under way: it may have run
                     await self._refresh(seen)
                 raise
         raise redis_errors.ConnectionError(f"the slot of {key!r} kept moving; try again")
+
+    def _follow(self, moved: redis_errors.MovedError) -> None:
+        """Point the slot at the node ``moved`` names, as redis-py's cluster client does (its
+        nodes manager applies a recorded MOVED at the next lookup, done here at once): no other
+        slot changes and no node object is replaced."""
+        nodes = self.cluster.nodes_manager
+        nodes._moved_exception = moved
+        nodes.get_node_from_slot(moved.slot_id)
 
     def _mux(self, node: ClusterNode) -> Multiplexer:
         mux = self._muxes.get(node.name)
@@ -132,14 +151,19 @@ class NodeMultiplexers:
         return mux
 
     async def _refresh(self, seen: int) -> None:
-        """Read the slot map again, unless another caller did since this one's call (``seen``)."""
+        """Read the slot map again, unless another caller did since this one's call (``seen``) or
+        it was read less than :data:`REFRESH_INTERVAL` ago. (Each reading replaces redis-py's
+        node objects, closing their connections: not something to do for every failed call.)"""
         loop = asyncio.get_running_loop()
         if self._refresh_lock is None or self._loop is not loop:
             self._refresh_lock, self._loop = asyncio.Lock(), loop
         async with self._refresh_lock:
-            if self._refreshes != seen:
+            if self._refreshes != seen or loop.time() < self._refreshed_at + REFRESH_INTERVAL:
                 return
-            await self.cluster.nodes_manager.initialize()
+            try:
+                await self.cluster.nodes_manager.initialize()
+            finally:
+                self._refreshed_at = loop.time()
             self._refreshes += 1
             masters = {node.name for node in self.cluster.get_primaries()}
             gone = [name for name in self._muxes if name not in masters]
