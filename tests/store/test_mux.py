@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-# Not cluster-marked: the multiplexer speaks to one server (a cluster client has none:
-# multiplexer_of returns None), and some tests here stop or pause that server.
+# Not cluster-marked: the multiplexer speaks to one server (a cluster client has one per master,
+# tested in test_cluster_mux.py), and some tests here stop or pause that server.
 import asyncio
 import signal
 import socket
