@@ -128,8 +128,15 @@ async def test_onboarding_batch_under_limits_outage_bursts_and_sigkill(
         assert fallback.stats()["requests_by_status"].get("200", 0) > 0
 
         parent = await events_of(store, started.run_id)
-        children = [e.data["child_run_id"] for e in parent if e.type == ev.CHILD_STARTED]
-        assert len(children) == COMPANIES
+        started_children = [e.data["child_run_id"] for e in parent if e.type == ev.CHILD_STARTED]
+        assert len(started_children) == COMPANIES
+        # Children start concurrently, so their child.started events come in any order: pair each
+        # with its company by the URL it was started with (its own run.queued event).
+        by_url = {}
+        for child_id in started_children:
+            queued = (await events_of(store, child_id))[0]
+            by_url[queued.data["input"]["url"]] = child_id
+        children = [by_url[url] for url in urls]
         # Per kind of step ("fetch_page", "extract_facts"): the pages whose step the victim had
         # finished, and those it had started and not finished when it died.
         finished: dict[str, set[str]] = {"fetch_page": set(), "extract_facts": set()}
