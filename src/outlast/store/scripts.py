@@ -36,17 +36,18 @@ CREATE_RUN: Final = "local first_extra = 8\n" + _CREATE + "return 1\n"
 
 # KEYS: meta, events
 # ARGV: as CREATE_RUN
-# The first half of a start in cluster mode, where the enqueue writes (work stream, indexes) live
-# in other slots than the run's keys and follow in a second step (store/queue.py). As CREATE_RUN,
-# except that a run that exists but was never claimed (``queued`` at attempt 0) answers 2: its
-# enqueue step may have been lost with the process that started it, so the caller does it again
-# (a duplicate work-stream entry is harmless: the second claim finds the run held or ended).
-# Returns 1 when created, 2 when it exists and was never claimed, 0 otherwise.
+# The run's own step of a start in cluster mode, where the other writes (run index, work stream,
+# version, parent's children) live in other slots than the run's keys (store/queue.py). As
+# CREATE_RUN, except that a run that exists, was never claimed (``queued`` at attempt 0) and lacks
+# the ``dispatched`` marker (the start's last write) answers 2: its dispatch may have been lost
+# with the process that started it, so the caller does it again (a duplicate work-stream entry is
+# harmless: the second claim finds the run held or ended).
+# Returns 1 when created, 2 when it exists, was never claimed nor marked dispatched, 0 otherwise.
 CREATE_PENDING: Final = (
     """
-local cur = redis.call('HMGET', KEYS[1], 'status', 'attempt')
+local cur = redis.call('HMGET', KEYS[1], 'status', 'attempt', 'dispatched')
 if cur[1] then
-  if cur[1] == 'queued' and cur[2] == '0' then return 2 end
+  if cur[1] == 'queued' and cur[2] == '0' and not cur[3] then return 2 end
   return 0
 end
 local first_extra = 8
