@@ -21,16 +21,27 @@ from outlast.control import Dispatcher
 from outlast.errors import StoreUnavailable
 from outlast.events import RunStatus
 from outlast.store import keys
+from outlast.store.base import NewRun
 from outlast.store.client import RedisClient, redis_from_url
 from outlast.store.embedded_cluster import EmbeddedCluster
 from outlast.store.queue import RunQueue
-from outlast.worker import sweep
+from outlast.worker import Worker, sweep
 from outlast.worker.sweep import StartSweep
 
 from .app import quick
 from .conftest import SpawnWorker
 
 GRACE = {"OUTLAST_SWEEP_GRACE": "0.3"}
+
+pytestmark = pytest.mark.cluster
+
+
+@pytest.fixture
+def redis_url(request: pytest.FixtureRequest, valkey_cluster: EmbeddedCluster) -> str:
+    """The workers' URL: the cluster's (the ``cluster`` marker's single-server variant is skipped)."""
+    if getattr(request, "param", "cluster") != "cluster":
+        pytest.skip("one server: a start is one script (START), nothing to sweep")
+    return valkey_cluster.url
 
 
 @pytest.fixture
@@ -72,7 +83,7 @@ async def started_without_key(redis: RedisClient, step: str, fairness_key: str |
 
 
 async def test_a_start_that_died_after_recording_its_run_is_run_after_the_sweep(
-    cluster_redis: RedisClient, valkey_cluster: EmbeddedCluster, spawn_worker: SpawnWorker
+    cluster_redis: RedisClient, spawn_worker: SpawnWorker
 ) -> None:
     run_id = await started_without_key(cluster_redis, "dispatch")
     dispatcher = Dispatcher(cluster_redis)
@@ -80,20 +91,20 @@ async def test_a_start_that_died_after_recording_its_run_is_run_after_the_sweep(
     assert (record.status, record.attempt) == (RunStatus.QUEUED, 0)
     assert await cluster_redis.xlen(keys.work_stream("dev")) == 0  # on no stream: nobody would run it
 
-    await spawn_worker(url=valkey_cluster.url, env=GRACE)
+    await spawn_worker(env=GRACE)
     assert await dispatcher.result(run_id, timeout=30) == 3  # (its run.completed event)
     assert await cluster_redis.hget(keys.run_keys(run_id).meta, "dispatched") == b"1"
     assert await cluster_redis.zscore(keys.VERSIONS, "dev") is not None  # (its step 3, by the sweep)
 
 
 async def test_a_start_that_died_after_its_index_entry_leaves_no_listed_run(
-    cluster_redis: RedisClient, valkey_cluster: EmbeddedCluster, spawn_worker: SpawnWorker
+    cluster_redis: RedisClient, spawn_worker: SpawnWorker
 ) -> None:
     run_id = await started_without_key(cluster_redis, "create")
     assert await cluster_redis.zscore(keys.RUNS_INDEX, run_id) is not None
     assert not await cluster_redis.exists(keys.run_keys(run_id).meta)
 
-    await spawn_worker(url=valkey_cluster.url, env=GRACE)
+    await spawn_worker(env=GRACE)
 
     async def unlisted() -> bool:
         return await cluster_redis.zscore(keys.RUNS_INDEX, run_id) is None
@@ -104,7 +115,7 @@ async def test_a_start_that_died_after_its_index_entry_leaves_no_listed_run(
 
 @pytest.mark.parametrize("fair", [False, True], ids=["plain", "fair"])
 async def test_a_start_that_died_after_dispatching_runs_exactly_once(
-    cluster_redis: RedisClient, valkey_cluster: EmbeddedCluster, spawn_worker: SpawnWorker, fair: bool
+    cluster_redis: RedisClient, spawn_worker: SpawnWorker, fair: bool
 ) -> None:
     run_id = await started_without_key(cluster_redis, "finish", None if fair else "")
     stream = keys.work_stream("dev")
@@ -115,7 +126,7 @@ async def test_a_start_that_died_after_dispatching_runs_exactly_once(
 
     assert await entries() == 1
     # A worker of another version sweeps (so the run is still unclaimed): a second entry.
-    await spawn_worker(url=valkey_cluster.url, env=GRACE, version="other")
+    await spawn_worker(env=GRACE, version="other")
 
     async def marked() -> bool:
         return await cluster_redis.hget(keys.run_keys(run_id).meta, "dispatched") == b"1"
@@ -123,7 +134,7 @@ async def test_a_start_that_died_after_dispatching_runs_exactly_once(
     await eventually(marked)
     assert await entries() == 2
 
-    await spawn_worker(url=valkey_cluster.url, env=GRACE)
+    await spawn_worker(env=GRACE)
     dispatcher = Dispatcher(cluster_redis)
     assert await dispatcher.result(run_id, timeout=30) == 3
     record = await dispatcher.store.get_run(run_id)
@@ -201,3 +212,22 @@ async def test_a_listing_racing_a_start_keeps_its_young_index_entry(
         async with httpx.AsyncClient(transport=transport, base_url="http://api") as http:
             await http.get("/v1/runs")
         assert await cluster_redis.zscore(keys.RUNS_INDEX, "expired-long-ago") is None
+
+
+async def test_a_claimed_run_whose_start_died_before_its_last_step_gets_that_step(
+    cluster_redis: RedisClient,
+) -> None:
+    child = NewRun(run_id="child-1", workflow="quick", input={"n": 1}, parent="parent-1", tenant="t1")
+    broken = RunQueue(cluster_redis)
+    dies_at(broken, "finish")
+    with pytest.raises(StoreUnavailable):
+        await broken.enqueue(child, child.queued_event(), "dev")
+    await Worker([quick], cluster_redis).run_until_idle()  # claimed and run: not dispatched again
+    assert await cluster_redis.smembers(keys.run_keys("parent-1").children) == set()
+
+    sweeper = StartSweep(cluster_redis, RunQueue(cluster_redis), worker_id="test", every=1.0, grace=0.0)
+    assert await sweeper.sweep() == 1
+    assert (sweeper.counts.redispatched, sweeper.counts.finished) == (0, 1)
+    assert await cluster_redis.smembers(keys.run_keys("parent-1").children) == {b"child-1"}
+    assert await cluster_redis.xlen(keys.work_stream("dev")) == 1
+    assert await cluster_redis.hget(keys.run_keys("child-1").meta, "dispatched") == b"1"
