@@ -47,6 +47,9 @@ DEFAULT_GRACE = 15.0
 #: Runs read per pipelined round trip, and at most this many batches per sweep (the rest: next beat).
 BATCH = 500
 MOST_BATCHES = 20
+#: Without a cursor (the first sweep of a deployment, or the key was lost), runs started this long
+#: before the grace are checked, not the whole index (runs from before a cluster start had steps).
+FIRST_LOOKBACK_MS = 3_600_000
 
 _FIELDS = ("status", "attempt", DISPATCHED, "version", "lane", "tenant", "parent", "queue", "fairness_key")
 
@@ -101,7 +104,7 @@ class StartSweep:
         process's clock, as the index's scores are the starters'). Returns the runs examined."""
         upto = (int(time.time() * 1000) if now_ms is None else now_ms) - self.grace_ms
         raw = await guard(self.redis.get(keys.SWEEP_STARTS))
-        cursor = int(raw) if raw else 0
+        cursor = int(raw) if raw else upto - FIRST_LOOKBACK_MS  # (first sweep: not the whole index)
         examined = 0
         for _ in range(MOST_BATCHES):
             if cursor >= upto:
