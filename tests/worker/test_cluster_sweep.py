@@ -231,3 +231,6 @@ async def test_a_claimed_run_whose_start_died_before_its_last_step_gets_that_ste
     assert await cluster_redis.smembers(keys.run_keys("parent-1").children) == {b"child-1"}
     assert await cluster_redis.xlen(keys.work_stream("dev")) == 1
     assert await cluster_redis.hget(keys.run_keys("child-1").meta, "dispatched") == b"1"
+    # A run the sweep found but that expired before its marker: no meta hash of one field is made.
+    await RunQueue(cluster_redis).finish("expired-1", version="dev", created_ms=1, swept=True)
+    assert not await cluster_redis.exists(keys.run_keys("expired-1").meta)

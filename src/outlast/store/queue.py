@@ -61,6 +61,7 @@ class RunQueue:
         self._start = register_script(redis, scripts.START)
         self._create = register_script(redis, scripts.CREATE_PENDING)
         self._requeue = register_script(redis, scripts.REQUEUE)
+        self._mark = register_script(redis, scripts.MARK_DISPATCHED)
         self._hot = HotPath(redis)
         self.partitions = Partitions(redis)
         self.fair = FairQueues(redis, WORK_STREAM_MAXLEN)
@@ -135,12 +136,14 @@ class RunQueue:
     async def dispatch(
         self, run_id: str, lane: str, *, version: str, created_ms: int, tenant: str = "", parent: str = "",
         repair: bool = False, stream: str | None = None, fairness: Fairness | None = None,
+        swept: bool = False,
     ) -> None:  # fmt: skip
         """Steps (2) and (3) of a recorded run (cluster mode): its work-stream entry, then
         :meth:`finish`. ``repair``: a retried start of a run never claimed; nothing is done if
         the run is marked ``dispatched`` (the last write, so its entry exists: only a start that
         died halfway is dispatched again). ``stream``: the partition (default: the lane's first);
-        with ``fairness``, the run is queued behind its key there (``PUSH``)."""
+        with ``fairness``, the run is queued behind its key there (``PUSH``). ``swept``: see
+        :meth:`finish`."""
         if repair and await guard(self.redis.hget(keys.run_keys(run_id).meta, DISPATCHED)) is not None:
             return
         stream = stream or keys.work_stream(lane)
@@ -148,16 +151,20 @@ class RunQueue:
             await self.fair.push(stream, run_id, fairness)
         else:
             await guard(self.redis.xadd(stream, {"run": run_id}, maxlen=WORK_STREAM_MAXLEN, approximate=True))
-        await self.finish(run_id, version=version, created_ms=created_ms, tenant=tenant, parent=parent)
+        await self.finish(
+            run_id, version=version, created_ms=created_ms, tenant=tenant, parent=parent, swept=swept
+        )
 
     async def finish(
-        self, run_id: str, *, version: str, created_ms: int, tenant: str = "", parent: str = ""
-    ) -> None:
+        self, run_id: str, *, version: str, created_ms: int, tenant: str = "", parent: str = "",
+        swept: bool = False,
+    ) -> None:  # fmt: skip
         """Step (3) of a cluster start, in one pipelined round trip (one per node it spans): its
         version, its place in its parent's children, its index entries again (``NX``: a sweeper
         may have removed them while the run was not yet recorded), and the ``dispatched`` marker
-        in its meta hash last (the run's start is complete). Idempotent. The run must exist (an
-        HSET would otherwise make a meta hash of one field)."""
+        in its meta hash last (the run's start is complete). Idempotent. ``swept``: a run found
+        by the start sweeper, which may expire meanwhile: the marker is then a script of its own
+        that writes it only if the run exists (a start's own run was recorded a moment ago)."""
         pipe = self.redis.pipeline(transaction=False)
         pipe.zadd(keys.VERSIONS, {version: created_ms}, nx=True)
         if parent:
@@ -165,9 +172,12 @@ class RunQueue:
         pipe.zadd(keys.RUNS_INDEX, {run_id: created_ms}, nx=True)
         if tenant:
             pipe.zadd(keys.tenant_runs_index(tenant), {run_id: created_ms}, nx=True)
-        pipe.hset(keys.run_keys(run_id).meta, DISPATCHED, "1")
+        if not swept:
+            pipe.hset(keys.run_keys(run_id).meta, DISPATCHED, "1")
         replies: list[Any] = await guard(pipe.execute())
         del replies
+        if swept:
+            await guard(self._hot.script(self._mark, [keys.run_keys(run_id).meta], []))
 
     async def requeue(self, stream: str, entry_id: bytes, consumer: str, run_id: str) -> bool:
         """Put ``run_id`` back on ``stream`` for another worker and ack the entry ``consumer`` read

@@ -56,6 +56,15 @@ local first_extra = 8
     + "return 1\n"
 )
 
+# KEYS: meta
+# The ``dispatched`` marker a cluster start writes last, for a run the start sweeper completes:
+# only if the run still exists (an HSET would otherwise make a meta hash of one field).
+MARK_DISPATCHED: Final = """
+if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+redis.call('HSET', KEYS[1], 'dispatched', '1')
+return 1
+"""
+
 # KEYS: meta, events, work stream (the run's lane), runs index, versions[, the tenant's runs
 #       index when tenant is not ''][, parent's children]
 # ARGV: run_id, workflow, version, tenant, input_json, now, queued_envelope, now_ms,

@@ -155,13 +155,13 @@ class StartSweep:
                 fair = Fairness(fairness_key) if fairness_key else None  # (its fair queue again)
                 await self.queue.dispatch(
                     run_id, lane or version, version=version, created_ms=created_ms, tenant=tenant,
-                    parent=parent, stream=queue or None, fairness=fair,
+                    parent=parent, stream=queue or None, fairness=fair, swept=True,
                 )  # fmt: skip
                 self.counts.redispatched += 1
                 log.info("worker %s: dispatched run %s, whose start died halfway", self.worker_id, run_id)
             else:
                 await self.queue.finish(
-                    run_id, version=version, created_ms=created_ms, tenant=tenant, parent=parent
+                    run_id, version=version, created_ms=created_ms, tenant=tenant, parent=parent, swept=True
                 )
                 self.counts.finished += 1
         if gone:
