@@ -60,9 +60,21 @@ def dies_at(queue: RunQueue, step: str) -> None:
         raise StoreUnavailable(f"the starting process died before {step}")
 
     if step == "create":
-        queue._hot.script = died  # type: ignore[method-assign]  # (only CREATE_PENDING goes there)
+        before_recording(queue, died)
     else:
         setattr(queue, step, died)
+
+
+def before_recording(queue: RunQueue, then: Callable[[], Awaitable[None]]) -> None:
+    """``then()`` runs when the start is about to call CREATE_PENDING (after its index step)."""
+    script = queue._hot.script
+
+    async def call(which: Any, *args: Any) -> Any:
+        if which is queue._create:
+            await then()
+        return await script(which, *args)
+
+    queue._hot.script = call  # type: ignore[method-assign]
 
 
 async def eventually(check: Callable[[], Awaitable[bool]], timeout: float = 20) -> None:
@@ -188,14 +200,12 @@ async def test_a_listing_racing_a_start_keeps_its_young_index_entry(
         starter = Dispatcher(cluster_redis)
         recorded = asyncio.Event()
         listed = asyncio.Event()
-        script = starter.queue._hot.script
 
-        async def paused(*args: Any, **kwargs: Any) -> Any:  # between the index entry and the run
+        async def paused() -> None:  # between the index entry and the run
             recorded.set()
             await listed.wait()
-            return await script(*args, **kwargs)
 
-        starter.queue._hot.script = paused  # type: ignore[method-assign]
+        before_recording(starter.queue, paused)
         start = asyncio.create_task(starter.start(quick, {"n": 1}, run_id="racing"))
         await recorded.wait()
         transport = httpx.ASGITransport(app=app)
@@ -234,3 +244,22 @@ async def test_a_claimed_run_whose_start_died_before_its_last_step_gets_that_ste
     # A run the sweep found but that expired before its marker: no meta hash of one field is made.
     await RunQueue(cluster_redis).finish("expired-1", version="dev", created_ms=1, swept=True)
     assert not await cluster_redis.exists(keys.run_keys("expired-1").meta)
+
+
+async def test_a_slow_start_whose_entry_was_swept_meanwhile_lists_its_run_again(
+    cluster_redis: RedisClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from outlast.store import queue as queue_module
+
+    monkeypatch.setattr(queue_module, "REINDEX_AFTER", 0.0)  # (as if it stalled past the threshold)
+    starter = Dispatcher(cluster_redis)
+    sweeper = StartSweep(cluster_redis, RunQueue(cluster_redis), worker_id="test", every=1.0, grace=0.0)
+
+    async def stalled() -> None:  # a sweep passes between its index entry and its run
+        await sweeper.sweep(now_ms=int(time.time() * 1000) + 1)
+
+    before_recording(starter.queue, stalled)
+    await starter.start(quick, {"n": 1}, run_id="slow", tenant="t1")
+    assert sweeper.counts.forgotten == 1  # its entry was dropped, its run not yet recorded
+    assert await cluster_redis.zscore(keys.RUNS_INDEX, "slow") is not None
+    assert await cluster_redis.zscore(keys.tenant_runs_index("t1"), "slow") is not None

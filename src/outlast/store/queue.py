@@ -3,15 +3,18 @@
 On one server a start is one script (``START``): the run's record and ``run.queued`` event, its
 work-stream entry, its index entries and its parent's children set, all at once. In a Redis
 Cluster those keys live in different hash slots (no script may span them), so a start takes four
-steps: (0) the run index entries (one pipelined round trip), (1) ``CREATE_PENDING`` on the run's
-slot, (2) the work-stream entry (or the fair queue's ``PUSH``), (3) one pipelined round trip with
-the version, the parent's children set, the index entries again (``NX``) and the ``dispatched``
-marker in the run's meta hash. The index comes first so that a run always leaves a trace a sweeper
-finds without scanning all runs: a process that dies between the steps leaves either an index
-entry without a run (removed) or a run without the marker (dispatched again if never claimed, its
-step (3) written either way) — see :mod:`outlast.worker.sweep`. A retried start of the same run
-(a child's replay, an idempotency key) finds it unmarked and never claimed and dispatches it at
-once. A duplicate work-stream entry is harmless: the second claim finds the run held or ended.
+steps: (0) the run index entries (``INDEX_RUN``, at once), (1) ``CREATE_PENDING`` on the run's
+slot, (2) the work-stream entry (``ADD_ENTRY``, or the fair queue's ``PUSH``), (3) one pipelined
+round trip with the version, the parent's children set (the index entries again if the start was
+slow: :data:`REINDEX_AFTER`) and the ``dispatched`` marker in the run's meta hash. Steps 0-2 go
+over the hot path's multiplexed connections (scripts for that reason), so a cluster start costs
+its starter about the CPU it did in two steps. The index comes first so that a run always leaves a
+trace a sweeper finds without scanning all runs: a process that dies between the steps leaves
+either an index entry without a run (removed) or a run without the marker (dispatched again if
+never claimed, its step (3) written either way) — see :mod:`outlast.worker.sweep`. A retried start
+of the same run (a child's replay, an idempotency key) finds it unmarked and never claimed and
+dispatches it at once. A duplicate work-stream entry is harmless: the second claim finds the run
+held or ended.
 
 The stream is one of the lane's partitions; a run with a fairness key is queued behind its key in
 its partition (:mod:`outlast.store.fair`): ``START_FAIR`` on one server, the one-slot ``PUSH`` as
@@ -37,6 +40,9 @@ WORK_STREAM_MAXLEN = 100_000
 #: The meta field a cluster start writes last (step 3): its start is complete. The single-server
 #: ``START`` does not write it (one script: a run either exists whole or not at all).
 DISPATCHED = "dispatched"
+#: Seconds between a cluster start's index step and its dispatch beyond which the start writes its
+#: index entries again in its last step (the start sweeper's grace must stay above it).
+REINDEX_AFTER = 1.0
 
 
 def create_run_args(run: NewRun, queued_event: bytes, *more: Any) -> list[Any]:
@@ -62,6 +68,8 @@ class RunQueue:
         self._create = register_script(redis, scripts.CREATE_PENDING)
         self._requeue = register_script(redis, scripts.REQUEUE)
         self._mark = register_script(redis, scripts.MARK_DISPATCHED)
+        self._index = register_script(redis, scripts.INDEX_RUN)
+        self._add_entry = register_script(redis, scripts.ADD_ENTRY)
         self._hot = HotPath(redis)
         self.partitions = Partitions(redis)
         self.fair = FairQueues(redis, WORK_STREAM_MAXLEN)
@@ -80,6 +88,7 @@ class RunQueue:
         run_keys = keys.run_keys(run.run_id)
         now_ms = int(time.time() * 1000)
         if self.split:
+            began = time.monotonic()
             await self.index(run.run_id, now_ms, run.tenant)  # (0) first: the sweeper's way in
             args = create_run_args(run, queued_event)
             reply: int = await guard(self._hot.script(self._create, [run_keys.meta, run_keys.events], args))
@@ -93,6 +102,7 @@ class RunQueue:
                     parent=run.parent,
                     stream=stream,
                     fairness=fairness,
+                    reindex=time.monotonic() - began > REINDEX_AFTER,
                 )
             return reply == 1
         if fairness is not None:
@@ -126,52 +136,59 @@ class RunQueue:
 
     async def index(self, run_id: str, created_ms: int, tenant: str = "") -> None:
         """Step (0) of a cluster start: the run index entries (score ``created_ms``, kept if
-        present), at once (two plain commands cost redis-py's cluster client less than a pipeline)."""
-        writes = [self.redis.zadd(keys.RUNS_INDEX, {run_id: created_ms}, nx=True)]
-        if tenant:
-            writes.append(self.redis.zadd(keys.tenant_runs_index(tenant), {run_id: created_ms}, nx=True))
-        replies: list[Any] = await guard(asyncio.gather(*writes))
+        present), at once, over the hot path (``INDEX_RUN``: a plain cluster command or pipeline
+        costs redis-py's cluster client more CPU than the script over the multiplexer)."""
+        write = self._hot.script(self._index, [keys.RUNS_INDEX], [created_ms, run_id])
+        if not tenant:
+            await guard(write)
+            return
+        tenant_write = self._hot.script(self._index, [keys.tenant_runs_index(tenant)], [created_ms, run_id])
+        replies: tuple[Any, Any] = await guard(asyncio.gather(write, tenant_write))
         del replies
 
     async def dispatch(
         self, run_id: str, lane: str, *, version: str, created_ms: int, tenant: str = "", parent: str = "",
         repair: bool = False, stream: str | None = None, fairness: Fairness | None = None,
-        swept: bool = False,
+        reindex: bool = True, swept: bool = False,
     ) -> None:  # fmt: skip
         """Steps (2) and (3) of a recorded run (cluster mode): its work-stream entry, then
         :meth:`finish`. ``repair``: a retried start of a run never claimed; nothing is done if
         the run is marked ``dispatched`` (the last write, so its entry exists: only a start that
         died halfway is dispatched again). ``stream``: the partition (default: the lane's first);
-        with ``fairness``, the run is queued behind its key there (``PUSH``). ``swept``: see
-        :meth:`finish`."""
+        with ``fairness``, the run is queued behind its key there (``PUSH``). ``reindex``,
+        ``swept``: see :meth:`finish`."""
         if repair and await guard(self.redis.hget(keys.run_keys(run_id).meta, DISPATCHED)) is not None:
             return
         stream = stream or keys.work_stream(lane)
         if fairness is not None:
             await self.fair.push(stream, run_id, fairness)
-        else:
-            await guard(self.redis.xadd(stream, {"run": run_id}, maxlen=WORK_STREAM_MAXLEN, approximate=True))
+        else:  # (over the hot path, as step 0)
+            await guard(self._hot.script(self._add_entry, [stream], [WORK_STREAM_MAXLEN, run_id]))
         await self.finish(
-            run_id, version=version, created_ms=created_ms, tenant=tenant, parent=parent, swept=swept
-        )
+            run_id, version=version, created_ms=created_ms, tenant=tenant, parent=parent, reindex=reindex,
+            swept=swept,
+        )  # fmt: skip
 
     async def finish(
         self, run_id: str, *, version: str, created_ms: int, tenant: str = "", parent: str = "",
-        swept: bool = False,
+        reindex: bool = True, swept: bool = False,
     ) -> None:  # fmt: skip
         """Step (3) of a cluster start, in one pipelined round trip (one per node it spans): its
-        version, its place in its parent's children, its index entries again (``NX``: a sweeper
-        may have removed them while the run was not yet recorded), and the ``dispatched`` marker
-        in its meta hash last (the run's start is complete). Idempotent. ``swept``: a run found
+        version, its place in its parent's children, with ``reindex`` its index entries again
+        (``NX``: a start slower than :data:`REINDEX_AFTER` may have had them removed by a sweeper
+        before its run was recorded; each write costs the starter CPU, so a fast start skips
+        them), and the ``dispatched`` marker in its meta hash last (the run's start is
+        complete). Idempotent. ``swept``: a run found
         by the start sweeper, which may expire meanwhile: the marker is then a script of its own
         that writes it only if the run exists (a start's own run was recorded a moment ago)."""
         pipe = self.redis.pipeline(transaction=False)
         pipe.zadd(keys.VERSIONS, {version: created_ms}, nx=True)
         if parent:
             pipe.sadd(keys.run_keys(parent).children, run_id)
-        pipe.zadd(keys.RUNS_INDEX, {run_id: created_ms}, nx=True)
-        if tenant:
-            pipe.zadd(keys.tenant_runs_index(tenant), {run_id: created_ms}, nx=True)
+        if reindex:
+            pipe.zadd(keys.RUNS_INDEX, {run_id: created_ms}, nx=True)
+            if tenant:
+                pipe.zadd(keys.tenant_runs_index(tenant), {run_id: created_ms}, nx=True)
         if not swept:
             pipe.hset(keys.run_keys(run_id).meta, DISPATCHED, "1")
         replies: list[Any] = await guard(pipe.execute())

@@ -56,6 +56,17 @@ local first_extra = 8
     + "return 1\n"
 )
 
+# KEYS: a run index (``outlast:runs`` or a tenant's)
+# ARGV: created ms, run id
+# Step (0) of a cluster start: ZADD NX. A script only so that it goes over the hot path's
+# multiplexed connection (a plain redis-py cluster command costs the starter more CPU).
+INDEX_RUN: Final = "return redis.call('ZADD', KEYS[1], 'NX', ARGV[1], ARGV[2])\n"
+
+# KEYS: a work stream
+# ARGV: maxlen, run id
+# Step (2) of a cluster start: the run's entry (as START's XADD), a script for the same reason.
+ADD_ENTRY: Final = "return redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[1], '*', 'run', ARGV[2])\n"
+
 # KEYS: meta
 # The ``dispatched`` marker a cluster start writes last, for a run the start sweeper completes:
 # only if the run still exists (an HSET would otherwise make a meta hash of one field).

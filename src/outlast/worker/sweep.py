@@ -155,14 +155,15 @@ class StartSweep:
                 fair = Fairness(fairness_key) if fairness_key else None  # (its fair queue again)
                 await self.queue.dispatch(
                     run_id, lane or version, version=version, created_ms=created_ms, tenant=tenant,
-                    parent=parent, stream=queue or None, fairness=fair, swept=True,
+                    parent=parent, stream=queue or None, fairness=fair, reindex=False, swept=True,
                 )  # fmt: skip
                 self.counts.redispatched += 1
                 log.info("worker %s: dispatched run %s, whose start died halfway", self.worker_id, run_id)
             else:
                 await self.queue.finish(
-                    run_id, version=version, created_ms=created_ms, tenant=tenant, parent=parent, swept=True
-                )
+                    run_id, version=version, created_ms=created_ms, tenant=tenant, parent=parent,
+                    reindex=False, swept=True,
+                )  # fmt: skip
                 self.counts.finished += 1
         if gone:
             await guard(self.redis.zrem(keys.RUNS_INDEX, *gone))
