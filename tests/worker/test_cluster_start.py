@@ -1,6 +1,7 @@
-"""A start on a cluster takes two steps (the run on its slot, then its work-stream entry and index
-entries elsewhere; see outlast/store/queue.py). A process that dies between them leaves a run
-recorded but never dispatched: its caller got an error, and retrying the start repairs it."""
+"""A start on a cluster takes several steps (its index entry, the run on its slot, its work-stream
+entry, the rest; see outlast/store/queue.py). A process that dies between them leaves a run
+recorded but never dispatched: its caller got an error, and retrying the start repairs it at once
+(without a retry, the start sweeper does: tests/worker/test_start_sweep.py)."""
 
 from __future__ import annotations
 
@@ -54,12 +55,13 @@ async def test_a_retried_start_dispatches_a_run_whose_first_start_died_halfway(
     record = await broken.store.get_run(run_id)
     assert (record.status, record.attempt) == (RunStatus.QUEUED, 0)
     assert await cluster_redis.xlen(keys.work_stream("dev")) == 0  # recorded, not dispatched
-    assert not await listed(cluster_redis, run_id)
+    assert await listed(cluster_redis, run_id)  # (the index first: the sweeper's way in)
+    assert await cluster_redis.hget(keys.run_keys(run_id).meta, "dispatched") is None
 
     dispatcher = Dispatcher(cluster_redis)
     again = await dispatcher.start(quick, {"n": 2}, idempotency_key="order-7")
     assert (again.run_id, again.created) == (run_id, False)
-    assert await listed(cluster_redis, run_id)
+    assert await cluster_redis.hget(keys.run_keys(run_id).meta, "dispatched") == b"1"
     await Worker([quick], cluster_redis).run_until_idle()
     assert await dispatcher.result(run_id, timeout=10) == 2
     # Retried again once dispatched: nothing more is queued.

@@ -118,7 +118,7 @@ async def list_runs(
     reader = state.dispatcher.reader
     pos = _decode_cursor(cursor) if cursor else None
     found: list[RunSummary] = []
-    expired: list[str] = []
+    expired: list[tuple[str, int]] = []
     scanned = 0
     exhausted = False
     while len(found) < limit and scanned < SCAN_LIMIT:
@@ -131,7 +131,7 @@ async def list_runs(
             scanned += 1
             pos = (score, run_id)
             if values is None:
-                expired.append(run_id)
+                expired.append((run_id, score))
                 continue
             owner = values.pop("tenant", None)
             if tenant is not None and owner != tenant:
@@ -143,7 +143,8 @@ async def list_runs(
             found.append(RunSummary.model_validate(values))
             if len(found) >= limit:
                 break
-    # The indexes outlive expired runs: prune them (their keys are gone for good).
+    # The indexes outlive expired runs: prune them (their keys are gone for good; entries younger
+    # than a minute are kept, a start may be recording them).
     await reader.forget(expired, tenant)
     more = not exhausted and pos is not None
     return RunPage(runs=found, next_cursor=_encode_cursor(*pos) if more and pos is not None else None)

@@ -2,7 +2,9 @@
 
 The API plane and the CLI use :class:`Dispatcher`; they never execute workflow code. Starting a
 run writes its record and its ``run.queued`` event and puts its id on the work stream of its
-deployment version, in one script (``START``), so no half-written run can exist.
+deployment version, in one script (``START``), so no half-written run can exist. On a cluster it
+takes four steps (:mod:`outlast.store.queue`); one that died halfway is completed by a retried
+start, or else by the workers' start sweep (:mod:`outlast.worker.sweep`).
 """
 
 from __future__ import annotations
@@ -264,8 +266,9 @@ class Dispatcher:
 
     async def _redispatch(self, record: RunRecord) -> None:
         """Cluster mode: a run an earlier start recorded but never saw claimed may have lost its
-        enqueue step with that start's process (see store/queue.py); dispatch it again (a
-        duplicate entry is harmless). On one server a start is atomic: nothing to do."""
+        dispatch with that start's process (see store/queue.py); dispatch it again unless it is
+        marked ``dispatched`` (a duplicate entry is harmless). On one server a start is atomic:
+        nothing to do."""
         if not self.queue.split or record.status != RunStatus.QUEUED or record.attempt != 0:
             return
         fair = Fairness(record.fairness_key) if record.fairness_key else None  # (its fair queue again)

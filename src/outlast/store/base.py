@@ -56,7 +56,7 @@ CORE_META_FIELDS = frozenset(
     {"v", "run_id", "workflow", "version", "tenant", "input", "status", "attempt", "last_seq", "created_at",
      "updated_at", "started_at", "finished_at", "result", "error", "progress", "status_message",
      "lease_owner", "lease_until", "cancel_requested", "lost_workers", "lane", "parent", "resumes",
-     "losses", "tokens", "cost", "fairness_key", "queue"}
+     "losses", "tokens", "cost", "fairness_key", "queue", "dispatched"}
 )  # fmt: skip
 
 

@@ -101,13 +101,22 @@ goes when emptied; the hashes stay (a few bytes per key ever capped or weighted)
 ``outlast:deploy``               hash    ``active`` → version new runs go to; ``previous`` → the
                                          one ``rollback`` returns to. Writer: ``outlast deploy``.
 ``outlast:runs``                 zset    run id → created ms: the run index for listing.
-                                         Writer: start. Pruned by API listings (ZREM of ids
-                                         whose run expired).
+                                         Writer: start (on a cluster its first write, and again
+                                         in its last step). Pruned by API listings (ZREM of ids
+                                         whose run expired, older than a minute) and by the start
+                                         sweeper (ids without a run, once past its grace).
 ``outlast:runs:tenant:<tenant>`` zset    the same, for one tenant's runs only (runs started
                                          with a tenant, and their children): a tenant's
                                          listing never reads another tenant's entries.
-                                         Writer: start, in the same script as ``outlast:runs``.
+                                         Writer: start, with ``outlast:runs`` (same steps).
                                          Pruned with it by API listings.
+``outlast:sweep:starts``         string  the start sweeper's cursor (cluster mode): the created
+                                         ms up to which the run index was checked for half-started
+                                         runs. Writer: the worker holding ``outlast:sweep:lock``
+                                         (:mod:`outlast.worker.sweep`). Permanent.
+``outlast:sweep:lock``           string  the worker id sweeping starts now: SET NX PX one
+                                         heartbeat, tried by every worker's beat (leader-free, one
+                                         sweeper at a time); left to expire.
 ``outlast:idem:{<workflow>}:<key>`` string  run id started for an idempotency key. TTL 24 h.
 ``outlast:chat:{<workflow>}:<scope>:<chat_id>``  string  the run answering the latest message of a
                                          chat (the AI SDK chat endpoints; ``scope`` is ``t<len>:<tenant>``,
@@ -215,6 +224,8 @@ SETTLED_CHANNEL = f"{PREFIX}:settled"
 DEPLOY_CHANNEL = f"{PREFIX}:deploy:changed"
 TIMERS = f"{PREFIX}:timers"
 PARTITIONS = f"{PREFIX}:partitions"
+SWEEP_STARTS = f"{PREFIX}:sweep:starts"
+SWEEP_LOCK = f"{PREFIX}:sweep:lock"
 WORK_GROUP = "workers"
 #: The pseudo-version of upgrade-safe runs: a worker of any version may execute them.
 ANY_VERSION = "@any"

@@ -6,6 +6,7 @@ runtime's reads and writes are :class:`~outlast.store.redis.RedisStore`'s.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
 from typing import Any
 
@@ -15,6 +16,10 @@ from outlast.store.base import RunRecord
 from outlast.store.client import RedisClient, register_script
 from outlast.store.commands import HotPath, hash_reply
 from outlast.store.errors import guard
+
+#: Seconds an index entry without a run is kept by listings: a start may not have recorded it yet
+#: (the index's scores are the starters' clocks: they must agree within this).
+FORGET_GRACE = 60.0
 
 #: A stream entry as stored: (seq, envelope JSON).
 Entry = tuple[int, bytes]
@@ -116,16 +121,24 @@ class RunReader:
             for row in rows
         ]
 
-    async def forget(self, run_ids: Sequence[str], tenant: str | None = None) -> None:
-        """Drop expired runs from the run index, and from ``tenant``'s (both outlive their keys)."""
+    async def forget(
+        self, entries: Sequence[tuple[str, int]], tenant: str | None = None, now_ms: int | None = None
+    ) -> list[str]:
+        """Drop index entries (run id, created ms) whose run is gone from the run index, and from
+        ``tenant``'s (both outlive their keys); returns the ids dropped. Entries younger than
+        :data:`FORGET_GRACE` seconds are kept: on a cluster a start writes its index entries
+        before its run (:mod:`outlast.store.queue`), so a listing racing it finds no run yet."""
+        cutoff = (int(time.time() * 1000) if now_ms is None else now_ms) - int(FORGET_GRACE * 1000)
+        run_ids = [run_id for run_id, created_ms in entries if created_ms < cutoff]
         if not run_ids:
-            return
+            return []
         pipe = self.redis.pipeline(transaction=False)
         pipe.zrem(keys.RUNS_INDEX, *run_ids)
         if tenant:
             pipe.zrem(keys.tenant_runs_index(tenant), *run_ids)
         removed: list[int] = await guard(pipe.execute())
         del removed
+        return run_ids
 
     # -- the workflow registry ----------------------------------------------------------------
 

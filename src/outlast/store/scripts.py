@@ -36,17 +36,18 @@ CREATE_RUN: Final = "local first_extra = 8\n" + _CREATE + "return 1\n"
 
 # KEYS: meta, events
 # ARGV: as CREATE_RUN
-# The first half of a start in cluster mode, where the enqueue writes (work stream, indexes) live
-# in other slots than the run's keys and follow in a second step (store/queue.py). As CREATE_RUN,
-# except that a run that exists but was never claimed (``queued`` at attempt 0) answers 2: its
-# enqueue step may have been lost with the process that started it, so the caller does it again
-# (a duplicate work-stream entry is harmless: the second claim finds the run held or ended).
-# Returns 1 when created, 2 when it exists and was never claimed, 0 otherwise.
+# The run's own step of a start in cluster mode, where the other writes (run index, work stream,
+# version, parent's children) live in other slots than the run's keys (store/queue.py). As
+# CREATE_RUN, except that a run that exists, was never claimed (``queued`` at attempt 0) and lacks
+# the ``dispatched`` marker (the start's last write) answers 2: its dispatch may have been lost
+# with the process that started it, so the caller does it again (a duplicate work-stream entry is
+# harmless: the second claim finds the run held or ended).
+# Returns 1 when created, 2 when it exists, was never claimed nor marked dispatched, 0 otherwise.
 CREATE_PENDING: Final = (
     """
-local cur = redis.call('HMGET', KEYS[1], 'status', 'attempt')
+local cur = redis.call('HMGET', KEYS[1], 'status', 'attempt', 'dispatched')
 if cur[1] then
-  if cur[1] == 'queued' and cur[2] == '0' then return 2 end
+  if cur[1] == 'queued' and cur[2] == '0' and not cur[3] then return 2 end
   return 0
 end
 local first_extra = 8
@@ -54,6 +55,26 @@ local first_extra = 8
     + _CREATE
     + "return 1\n"
 )
+
+# KEYS: a run index (``outlast:runs`` or a tenant's)
+# ARGV: created ms, run id
+# Step (0) of a cluster start: ZADD NX. A script only so that it goes over the hot path's
+# multiplexed connection (a plain redis-py cluster command costs the starter more CPU).
+INDEX_RUN: Final = "return redis.call('ZADD', KEYS[1], 'NX', ARGV[1], ARGV[2])\n"
+
+# KEYS: a work stream
+# ARGV: maxlen, run id
+# Step (2) of a cluster start: the run's entry (as START's XADD), a script for the same reason.
+ADD_ENTRY: Final = "return redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[1], '*', 'run', ARGV[2])\n"
+
+# KEYS: meta
+# The ``dispatched`` marker a cluster start writes last, for a run the start sweeper completes:
+# only if the run still exists (an HSET would otherwise make a meta hash of one field).
+MARK_DISPATCHED: Final = """
+if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+redis.call('HSET', KEYS[1], 'dispatched', '1')
+return 1
+"""
 
 # KEYS: meta, events, work stream (the run's lane), runs index, versions[, the tenant's runs
 #       index when tenant is not ''][, parent's children]

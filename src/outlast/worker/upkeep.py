@@ -1,5 +1,6 @@
 """A worker's upkeep: lease news from the heartbeat thread, cancel and settled-wait notices, and
-the beat loop (reports, takeover scans, stranded entries, due timers)."""
+the beat loop (reports, takeover scans, stranded entries, due timers, on a cluster the start
+sweep)."""
 
 from __future__ import annotations
 
@@ -17,15 +18,17 @@ from redis import exceptions as redis_errors
 from outlast.errors import OutlastError
 from outlast.events import Reason
 from outlast.store import keys
-from outlast.store.client import RedisClient
+from outlast.store.client import RedisClient, is_cluster
 from outlast.store.commands import server_ms
 from outlast.store.durability import CommitWait
 from outlast.store.errors import guard
 from outlast.store.pubsub import subscription
+from outlast.store.queue import RunQueue
 from outlast.store.waits import RedisWaits
 from outlast.worker.bookkeeping import Bookkeeping
 from outlast.worker.heartbeat import Held, Renewal
 from outlast.worker.jobs import STARTED, Job, Lane
+from outlast.worker.sweep import StartSweep
 
 log = logging.getLogger("outlast.worker")
 
@@ -92,6 +95,10 @@ class Upkeep:
         #: The worker's loop (news from other threads are handed to it); set by ``bind``.
         self.loop: asyncio.AbstractEventLoop | None = None
         self._wake = asyncio.Event()
+        #: Cluster mode: finishes starts that died between their steps (outlast.worker.sweep).
+        self.sweep: StartSweep | None = None
+        if is_cluster(redis):
+            self.sweep = StartSweep(redis, RunQueue(redis), worker_id=worker_id, every=heartbeat)
 
     def bind(self) -> None:
         """Take the running loop (call from it before the heartbeat thread starts)."""
@@ -186,6 +193,8 @@ class Upkeep:
                     await self.report()
                     if not self.stopping.is_set():
                         await self.reclaim_unclaimed()
+                        if self.sweep is not None:
+                            await self.sweep.beat()
                     woken = False
                 if not self.stopping.is_set() and not woken:  # (woken: a timer was armed, re-plan)
                     await self.takeover_scan()
