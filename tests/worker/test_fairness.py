@@ -59,10 +59,12 @@ async def test_a_burst_of_one_key_does_not_hold_up_another_keys_runs(
     b_last = max(started for _, started in b_times)
     # Every B run started before A's 100th-from-last (without fairness: after all of A's).
     assert b_last < a_started[-100]
-    # Between B's first start and its last run starting, only the runs already pumped or running
-    # and B's round-robin partners of A started: a few dozen of the thousands queued.
-    b_first = min(created for created, _ in b_times)
-    assert sum(1 for t in a_started if b_first <= t <= b_last) <= 200
+    # Once all of B's runs were queued, until the last of them started, only the runs already
+    # pumped or running and B's round-robin partners of A started: a few dozen of the thousands
+    # queued. (Counted from B's last start, not its first: how many of A's run while B's ten are
+    # being started one by one depends on the machine's speed, not on fairness.)
+    b_queued = max(created for created, _ in b_times)
+    assert sum(1 for t in a_started if b_queued <= t <= b_last) <= 200
     assert sum(1 for t in a_started if t > b_last) >= 4000
     waits = sorted(started - created for created, started in b_times)
     print(f"B start→running: p50 {waits[4] * 1000:.0f} ms, max {waits[-1] * 1000:.0f} ms")
