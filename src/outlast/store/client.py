@@ -119,14 +119,14 @@ def is_cluster(redis: RedisClient) -> bool:
 def multiplexer_of(redis: RedisClient, *, commits: bool = False) -> Multiplexer | NodeMultiplexers | None:
     """The client's multiplexed connection (``commits``: the one for waited commits); for a
     cluster client, its multiplexed connections per master (each call routed by its keys' slot;
-    waited commits have their own path there, :mod:`outlast.store.node_commits`: None). None for
-    a client not made by :func:`redis_from_url`, or when ``OUTLAST_MULTIPLEX=0`` (its commands
-    then go through redis-py alone)."""
+    the same object for commits: its ``execute_then_wait`` uses a second connection per master).
+    None for a client not made by :func:`redis_from_url`, or when ``OUTLAST_MULTIPLEX=0`` (its
+    commands then go through redis-py alone)."""
     if os.environ.get("OUTLAST_MULTIPLEX", "1") == "0":
         return None
     if isinstance(redis, RedisCluster):
         muxes = getattr(redis, "multiplexers", None)  # (an OutlastCluster's)
-        return muxes if isinstance(muxes, NodeMultiplexers) and not commits else None
+        return muxes if isinstance(muxes, NodeMultiplexers) else None
     pool = redis.connection_pool
     if not isinstance(pool, OutlastPool):
         return None

@@ -95,9 +95,10 @@ def _redacted(url: str) -> str:
 
 class OutlastCluster(RedisCluster):
     """redis-py's cluster client, plus a multiplexed connection per master for the store's hot
-    path (:class:`~outlast.store.node_mux.NodeMultiplexers`) and the single-server clients of its
-    masters that carry commits followed by WAIT/WAITAOF (see :mod:`outlast.store.node_commits`),
-    closed with it.
+    path and another for commits followed by WAIT/WAITAOF
+    (:class:`~outlast.store.node_mux.NodeMultiplexers`), closed with it; and, for a cluster whose
+    connections those do not serve (TLS…), single-server clients of its masters for the commits
+    (see :mod:`outlast.store.node_commits`).
 
     redis-py also closes its client itself to force a fresh slot map after a connection error;
     the multiplexed connections are then closed once their owed replies arrive, not cut short,

@@ -11,7 +11,6 @@ from redis.commands.core import AsyncScript
 
 from outlast.store.client import RedisClient, multiplexer_of
 from outlast.store.errors import guard
-from outlast.store.mux import Multiplexer
 from outlast.store.node_commits import NodeCommits
 
 
@@ -43,16 +42,20 @@ class HotPath:
         mux = multiplexer_of(redis)
         self._mux = mux if mux is not None and mux.usable else None
         commit_mux = self._mux if shared_waits else multiplexer_of(redis, commits=True)
-        # (on a cluster, waited commits go through NodeCommits below, not the per-master muxes)
-        self._commit_mux = commit_mux if self._mux and isinstance(commit_mux, Multiplexer) else None
-        self._nodes = NodeCommits(redis) if isinstance(redis, RedisCluster) else None
+        # (on a cluster: the per-master commit multiplexers, routed by slot)
+        self._commit_mux = commit_mux if self._mux else None
+        # A cluster without multiplexers: a pipeline to the master of the keys' slot.
+        piped = self._commit_mux is None
+        self._nodes = NodeCommits(redis) if piped and isinstance(redis, RedisCluster) else None
 
     async def script_then_wait(
         self, script: AsyncScript, keys: list[Any], args: list[Any], wait: tuple[Any, ...]
     ) -> tuple[Any, Any]:
         """Call a script, then ``wait`` (WAIT/WAITAOF) on the same connection: (script's reply,
-        wait's reply). Without a multiplexer, the pair is one redis-py pipeline (one connection);
-        on a cluster, it goes to the master of the keys' slot (see :mod:`outlast.store.node_commits`)."""
+        wait's reply), over the commit multiplexer (on a cluster: that of the master of the keys'
+        slot, see :meth:`~outlast.store.node_mux.NodeMultiplexers.execute_then_wait`). Without a
+        multiplexer, the pair is one redis-py pipeline (one connection; on a cluster, to the
+        master of the keys' slot, see :mod:`outlast.store.node_commits`)."""
         if self._nodes is not None:
             return await self._nodes.script_then_wait(script, keys, args, wait)
         if self._commit_mux is None:

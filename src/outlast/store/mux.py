@@ -188,20 +188,28 @@ class Multiplexer:
                 asyncio.get_running_loop().call_soon(self._flush)
         return await future
 
-    async def execute_then_wait(self, wait: tuple[Any, ...], *args: Any) -> tuple[Any, Any]:
+    async def execute_then_wait(
+        self, wait: tuple[Any, ...], *args: Any, asking: bool = False
+    ) -> tuple[Any, Any]:
         """Send one command followed, on this connection, by ``wait`` (``WAIT n ms`` or
         ``WAITAOF local n ms``, which cover every write the connection made before them): the
         command's reply and the wait's. Commands share waits (group commit): one wait follows
         the commands written in the same event-loop turn, and while a wait is in flight (the
         server holds up the connection until it ends) the commands written meanwhile share the
         next one, sent when it returns. The command's error, if any, is raised (its wait is still
-        sent; a failed command wrote nothing to wait for)."""
+        sent; a failed command wrote nothing to wait for). ``asking``: the command goes right
+        after ``ASKING`` (a cluster node importing the slot, see :meth:`execute_asking`)."""
         protocol = self._protocol
         if protocol is None or protocol.lost is not None or self._loop is not asyncio.get_running_loop():
             protocol = await self._connect()
         packed = pack(args)
         loop = asyncio.get_running_loop()
         future: asyncio.Future[Any] = loop.create_future()
+        if asking:
+            asked: asyncio.Future[Any] = loop.create_future()
+            asked.add_done_callback(_retrieved)  # (its error, if any, shows in the command's reply)
+            protocol.expect(asked)
+            packed = pack(("ASKING",)) + packed
         protocol.expect(future)
         self._buffer.append(packed)
         waited = self._waits.get(wait)

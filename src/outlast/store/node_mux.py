@@ -24,6 +24,12 @@ The cluster client stays in charge of the topology. When a call meets a change:
   caller retries later); a connection lost with calls under way fails them (they may have run,
   as on one server: the store's callers retry fenced writes) and the map is read again.
 
+Waited commits (a script call then ``WAIT``/``WAITAOF``, which covers the writes made earlier on
+its own connection and names no key) take the same route over a second multiplexer per master,
+as on one server (:attr:`~outlast.store.client.OutlastPool.commit_multiplexer`): a wait blocks
+only the commits behind it, never claims or reads, and the commits written while it blocks
+share the next one. After ``ASK`` the pair goes to the target as ``ASKING``, script, wait.
+
 The map is read again once for all callers meeting a change at a time, and at most every
 :data:`REFRESH_INTERVAL`.
 
@@ -35,7 +41,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from typing import Any
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
 
 from redis import exceptions as redis_errors
 from redis.asyncio.cluster import ClusterNode, RedisCluster
@@ -43,6 +50,7 @@ from redis.asyncio.connection import ConnectionPool
 
 from outlast.store.mux import ConnectFailed, Multiplexer
 
+_T = TypeVar("_T")
 #: How many times one call follows a redirection or a refusing node before it gives up.
 ATTEMPTS = 5
 #: The slot map is read again at most this often (seconds).
@@ -65,6 +73,7 @@ class NodeMultiplexers:
     def __init__(self, cluster: RedisCluster) -> None:
         self.cluster = cluster
         self._muxes: dict[str, Multiplexer] = {}
+        self._commit_muxes: dict[str, Multiplexer] = {}  # (script + WAIT pairs, see execute_then_wait)
         self._refreshes = 0
         self._refreshed_at = float("-inf")
         self._refresh_lock: asyncio.Lock | None = None
@@ -84,9 +93,10 @@ class NodeMultiplexers:
     def refreshes(self) -> int:
         return self._refreshes
 
-    def connections(self) -> dict[str, Multiplexer]:
-        """Node name (``host:port``) → its multiplexer, for the masters used so far."""
-        return dict(self._muxes)
+    def connections(self, *, commits: bool = False) -> dict[str, Multiplexer]:
+        """Node name (``host:port``) → its multiplexer (``commits``: its commit multiplexer), for
+        the masters used so far."""
+        return dict(self._commit_muxes if commits else self._muxes)
 
     async def execute(self, *args: Any) -> Any:
         """Send one command to the master of its first key's slot; its reply."""
@@ -97,6 +107,28 @@ class NodeMultiplexers:
             key = args[1] if len(args) > 1 else None
         if key is None:  # nothing to route by: redis-py picks a node
             return await self.cluster.execute_command(*args)
+
+        def send(node: ClusterNode, asking: bool) -> Awaitable[Any]:
+            mux = self._mux(node, self._muxes)
+            return mux.execute_asking(*args) if asking else mux.execute(*args)
+
+        return await self.route(key, send)
+
+    async def execute_then_wait(self, wait: tuple[Any, ...], *args: Any) -> tuple[Any, Any]:
+        """As :meth:`Multiplexer.execute_then_wait`: a script call (``EVALSHA sha n key…``) then
+        ``wait`` (WAIT/WAITAOF) on the commit connection of the master of its first key's slot —
+        a second connection per master beside the hot one, so a blocked wait holds up only other
+        commits to that master (which share its waits: group commit)."""
+
+        def send(node: ClusterNode, asking: bool) -> Awaitable[tuple[Any, Any]]:
+            return self._mux(node, self._commit_muxes).execute_then_wait(wait, *args, asking=asking)
+
+        reply: tuple[Any, Any] = await self.route(args[3], send)
+        return reply
+
+    async def route(self, key: Any, send: Callable[[ClusterNode, bool], Awaitable[_T]]) -> _T:
+        """``send(master, asking)`` to the master of ``key``'s slot, following the topology
+        changes it meets (see the module's docstring); ``asking``: after ``ASKING``."""
         await self.cluster.initialize()  # (a no-op once the client knows the slots)
         asking: ClusterNode | None = None
         for attempt in range(ATTEMPTS):
@@ -105,9 +137,9 @@ class NodeMultiplexers:
             try:
                 if asking is not None:
                     node, asking = asking, None
-                    return await self._mux(node).execute_asking(*args)
+                    return await send(node, True)
                 node = self.cluster.nodes_manager.get_node_from_slot(self.cluster.keyslot(key))
-                return await self._mux(node).execute(*args)
+                return await send(node, False)
             except redis_errors.MovedError as exc:  # (before AskError: it is a subclass)
                 self.redirects += 1
                 if attempt == 0:
@@ -143,11 +175,12 @@ class NodeMultiplexers:
         nodes._moved_exception = moved
         nodes.get_node_from_slot(moved.slot_id)
 
-    def _mux(self, node: ClusterNode) -> Multiplexer:
-        mux = self._muxes.get(node.name)
+    @staticmethod
+    def _mux(node: ClusterNode, muxes: dict[str, Multiplexer]) -> Multiplexer:
+        mux = muxes.get(node.name)
         if mux is None:
             pool = ConnectionPool(connection_class=node.connection_class, **node.connection_kwargs)
-            mux = self._muxes[node.name] = Multiplexer(pool)
+            mux = muxes[node.name] = Multiplexer(pool)
         return mux
 
     async def _refresh(self, seen: int) -> None:
@@ -166,11 +199,17 @@ class NodeMultiplexers:
                 self._refreshed_at = loop.time()
             self._refreshes += 1
             masters = {node.name for node in self.cluster.get_primaries()}
-            gone = [name for name in self._muxes if name not in masters]
-        await asyncio.gather(*(self._muxes.pop(name).retire() for name in gone if name in self._muxes))
+            gone = [
+                muxes.pop(name)
+                for muxes in (self._muxes, self._commit_muxes)
+                for name in list(muxes)
+                if name not in masters
+            ]
+        await asyncio.gather(*(mux.retire() for mux in gone))
 
     async def aclose(self) -> None:
         """Close every connection once the replies owed on it have arrived (a later call opens
         new ones)."""
         muxes, self._muxes = self._muxes, {}
-        await asyncio.gather(*(mux.retire() for mux in muxes.values()))
+        commits, self._commit_muxes = self._commit_muxes, {}
+        await asyncio.gather(*(mux.retire() for mux in (*muxes.values(), *commits.values())))
