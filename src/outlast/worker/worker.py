@@ -24,20 +24,19 @@ import logging
 import os
 import socket
 import uuid
-from collections.abc import Coroutine, Iterable
+from collections.abc import Iterable
 from typing import Any
 
 from redis import exceptions as redis_errors
 
 from outlast import events as ev
 from outlast.control.registry import register_workflows, workflows_digest
-from outlast.core.runner import Outcome, Runner
+from outlast.core.runner import Runner
 from outlast.core.workflow import Registry, Workflow
 from outlast.errors import ConfigError, OutlastError, StaleAttemptError, WorkflowNotFound
 from outlast.events import AttemptStatus, ClaimStatus, RunStatus
 from outlast.observe import RunObserver
 from outlast.observe.logs import bind_run, worker_id_var
-from outlast.sizes import cap_text
 from outlast.store import keys
 from outlast.store.base import AttemptStart
 from outlast.store.client import RedisClient
@@ -53,8 +52,10 @@ from outlast.worker.heartbeat import LeaseRenewer
 from outlast.worker.jobs import SETTLED, SKIPPED, STARTED, Job, Lane, redis_url_of
 from outlast.worker.launcher import Launcher
 from outlast.worker.launching import Launching
+from outlast.worker.observing import Observing
 from outlast.worker.queues import WorkQueues
 from outlast.worker.reading import WorkReader
+from outlast.worker.runlog import log_end, log_takeover
 from outlast.worker.unserved import UnservedRuns
 from outlast.worker.upkeep import Upkeep
 
@@ -137,11 +138,10 @@ class Worker:
         self._claims_done = asyncio.Event()
         self._claims_done.set()
         #: Told when an attempt ends here (OpenTelemetry export: outlast.observe).
-        self.observer = observer
-        self._observing: set[asyncio.Task[None]] = set()
+        self.observing = Observing(observer, worker_id=self.id)
         self.books = Bookkeeping(
             redis, self.leases, worker_id=self.id, lanes=self.lanes, max_attempts=max_attempts,
-            retry_after=heartbeat, on_ended=None if observer is None else self._run_ended,
+            retry_after=heartbeat, on_ended=None if observer is None else self.observing.run_ended,
         )  # fmt: skip
         #: Every partition of the lanes, and the fair queues behind them (outlast.worker.queues).
         self.queues = WorkQueues(
@@ -203,7 +203,7 @@ class Worker:
                 await self.books.flush()
             renewer.stop()
             await asyncio.to_thread(renewer.join)
-            await self._close_observer()
+            await self.observing.aclose()
             with contextlib.suppress(OutlastError):
                 await guard(self.redis.hdel(keys.WORKERS, self.id))
 
@@ -335,14 +335,9 @@ class Worker:
         # A run found through the lease index (a takeover) is listed there already.
         job = Job(run_id, claim.attempt, lane, entry_id=entry_id, indexed=entry_id is None)
         self.jobs[run_id] = job
-        self._log_takeover(run_id, claim)
+        log_takeover(self.id, run_id, claim)
         self._executed += 1
         job.task = asyncio.create_task(self._execute(job, claim), name=f"outlast-run-{run_id}")
-
-    def _log_takeover(self, run_id: str, claim: Claim) -> None:
-        if claim.detail:  # (found by a takeover scan, or its entry re-read after its worker died)
-            log.info("worker %s: took over run %s (attempt %s) from lost worker %s", self.id, run_id,
-                     claim.attempt, claim.detail)  # fmt: skip
 
     async def _execute(self, job: Job, claim: Claim) -> None:
         bind_run(job.run_id, job.attempt_no)  # this task's log lines name the run (the body's too)
@@ -357,8 +352,8 @@ class Worker:
             self.jobs.pop(job.run_id, None)
             self._slot_free.set()
             self.queues.run_ended(claim.record)  # (a capped key's slot, once the run ended)
-            if self.observer is not None and job.attempt is not None:
-                self._observe(self.observer.attempt_ended(job.run_id, job.attempt_no))
+            if job.attempt is not None:
+                self.observing.attempt_ended(job.run_id, job.attempt_no)
         if not settled:
             # The store failed under this attempt (not a takeover): hand the run on now rather
             # than leave it looking alive, and keep its entry unless the hand-off is recorded.
@@ -396,7 +391,7 @@ class Worker:
         if outcome.status != AttemptStatus.ABANDONED:
             # Ended or parked here: unlist it even if the renewer listed it after our last look.
             job.indexed = True
-            self._log_end(run_id, claim.attempt, outcome)
+            log_end(self.id, run_id, claim.attempt, outcome)
             return True
         why = outcome.error["message"] if outcome.error else ""
         log.warning("worker %s: abandoned run %s attempt %s: %s", self.id, run_id, claim.attempt, why)
@@ -404,19 +399,6 @@ class Worker:
             job.indexed = False  # the new owner keeps it listed
             return True
         return False
-
-    def _log_end(self, run_id: str, attempt: int, outcome: Outcome) -> None:
-        """One line per run end (and suspension) in the worker's log."""
-        if outcome.status == AttemptStatus.FAILED:
-            error = outcome.error
-            log.warning(
-                "worker %s: run %s failed (attempt %s): %s: %s", self.id, run_id, attempt,
-                error["type"] if error else "?", cap_text(error["message"] if error else "", 500),
-            )  # fmt: skip
-        elif outcome.status == AttemptStatus.SUSPENDED:
-            log.info("worker %s: run %s is waiting (attempt %s)", self.id, run_id, attempt)
-        else:
-            log.info("worker %s: run %s %s (attempt %s)", self.id, run_id, outcome.status, attempt)
 
     async def hand_off(self, job: Job, *, draining: bool = False) -> bool:
         """Release a run's lease and list it as expired so any worker takes it over at once.
@@ -434,33 +416,6 @@ class Worker:
         except OutlastError as exc:
             log.warning("worker %s: could not hand run %s on: %s", self.id, job.run_id, exc)
             return False
-
-    # -- observing -----------------------------------------------------------------------------
-
-    def _observe(self, report: Coroutine[Any, Any, None]) -> None:
-        """Run an observer's report in the background: it never holds up the run or the slot."""
-        task = asyncio.create_task(report, name="outlast-observe")
-        self._observing.add(task)
-        task.add_done_callback(self._observed)
-
-    def _observed(self, task: asyncio.Task[None]) -> None:
-        self._observing.discard(task)
-        if not task.cancelled() and task.exception() is not None:
-            log.warning("worker %s: observer failed: %r", self.id, task.exception())
-
-    def _run_ended(self, run_id: str) -> None:
-        if self.observer is not None:  # a run this worker ended without executing it (exhausted)
-            self._observe(self.observer.run_ended(run_id))
-
-    async def _close_observer(self, timeout: float = 5.0) -> None:
-        if self.observer is None:
-            return
-        if self._observing:
-            await asyncio.wait(list(self._observing), timeout=timeout)
-        try:
-            await asyncio.wait_for(self.observer.aclose(), timeout)
-        except Exception as exc:  # an exporter that cannot flush must not keep the worker alive
-            log.warning("worker %s: closing the observer failed: %r", self.id, exc)
 
     # -- draining ------------------------------------------------------------------------------
 
@@ -507,7 +462,7 @@ class Worker:
         lane_version = claim.record.lane or claim.record.version
         lane = Lane(keys.work_stream(lane_version), keys.lease_index(lane_version))
         job = Job(run_id, claim.attempt, lane, indexed=True)
-        self._log_takeover(run_id, claim)
+        log_takeover(self.id, run_id, claim)
         await guard(self.redis.zadd(lane.index, {run_id: claim.lease_until}))  # findable if we die
         renewer = self._renewer()
         self.jobs[run_id] = job
@@ -526,7 +481,7 @@ class Worker:
                 await notices
             renewer.stop()
             await asyncio.to_thread(renewer.join)
-            await self._close_observer()
+            await self.observing.aclose()
         record = await self.store.get_run(run_id)
         if record.status in ev.TERMINAL_STATUSES or record.status == RunStatus.WAITING:
             return record.status
