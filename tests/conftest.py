@@ -105,6 +105,13 @@ async def redis(redis_url: str) -> AsyncIterator[RedisClient]:
 
 
 @pytest.fixture
+async def cluster_redis(valkey_cluster: EmbeddedCluster) -> AsyncIterator[RedisClient]:
+    """A client of the session's cluster, flushed: for tests that are about the cluster alone."""
+    async with _flushed_client(valkey_cluster.url) as client:
+        yield client
+
+
+@pytest.fixture
 async def any_store(request: pytest.FixtureRequest) -> AsyncIterator[MemoryStore | RedisStore]:
     """A fresh store of the backend the test is parametrised with (see pytest_generate_tests)."""
     backend = getattr(request, "param", "memory")

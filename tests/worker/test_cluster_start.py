@@ -5,7 +5,6 @@ recorded but never dispatched: its caller got an error, and retrying the start r
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
@@ -15,20 +14,11 @@ from outlast.errors import StoreUnavailable
 from outlast.events import RunStatus
 from outlast.store import keys
 from outlast.store.base import NewRun
-from outlast.store.client import RedisClient, redis_from_url
-from outlast.store.embedded_cluster import EmbeddedCluster
+from outlast.store.client import RedisClient
 from outlast.store.queue import RunQueue
 from outlast.worker import Worker
 
 from .app import quick
-
-
-@pytest.fixture
-async def cluster_redis(valkey_cluster: EmbeddedCluster) -> AsyncIterator[RedisClient]:
-    client = redis_from_url(valkey_cluster.url)
-    await client.flushdb()  # (every master)
-    yield client
-    await client.aclose()
 
 
 def dies_before_dispatching(queue: RunQueue) -> None:

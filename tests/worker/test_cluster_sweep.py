@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import httpx
@@ -22,7 +22,7 @@ from outlast.errors import StoreUnavailable
 from outlast.events import RunStatus
 from outlast.store import keys
 from outlast.store.base import NewRun
-from outlast.store.client import RedisClient, redis_from_url
+from outlast.store.client import RedisClient
 from outlast.store.embedded_cluster import EmbeddedCluster
 from outlast.store.queue import RunQueue
 from outlast.worker import Worker, sweep
@@ -42,14 +42,6 @@ def redis_url(request: pytest.FixtureRequest, valkey_cluster: EmbeddedCluster) -
     if getattr(request, "param", "cluster") != "cluster":
         pytest.skip("one server: a start is one script (START), nothing to sweep")
     return valkey_cluster.url
-
-
-@pytest.fixture
-async def cluster_redis(valkey_cluster: EmbeddedCluster) -> AsyncIterator[RedisClient]:
-    client = redis_from_url(valkey_cluster.url)
-    await client.flushdb()  # (every master)
-    yield client
-    await client.aclose()
 
 
 def dies_at(queue: RunQueue, step: str) -> None:
