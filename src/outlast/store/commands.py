@@ -11,7 +11,7 @@ from redis.commands.core import AsyncScript
 
 from outlast.store.client import RedisClient, multiplexer_of
 from outlast.store.errors import guard
-from outlast.store.node_commits import NodeCommits
+from outlast.store.node_commits import NodeCommits, pipelined_pair
 
 
 async def server_ms(redis: RedisClient) -> int:
@@ -59,7 +59,7 @@ class HotPath:
         if self._nodes is not None:
             return await self._nodes.script_then_wait(script, keys, args, wait)
         if self._commit_mux is None:
-            return await self._pipelined(script, keys, args, wait)
+            return await pipelined_pair(self.redis, script, keys, args, wait)
         try:
             reply: tuple[Any, Any] = await self._commit_mux.execute_then_wait(
                 wait, "EVALSHA", script.sha, len(keys), *keys, *args
@@ -70,23 +70,6 @@ class HotPath:
                 wait, "EVALSHA", script.sha, len(keys), *keys, *args
             )
         return reply
-
-    async def _pipelined(
-        self, script: AsyncScript, keys: list[Any], args: list[Any], wait: tuple[Any, ...]
-    ) -> tuple[Any, Any]:
-        for loaded in (False, True):
-            async with self.redis.pipeline(transaction=False) as pipe:
-                pipe.evalsha(script.sha, len(keys), *keys, *args)
-                pipe.execute_command(*wait)
-                reply, waited = await pipe.execute(raise_on_error=False)
-            if isinstance(reply, redis_errors.NoScriptError) and not loaded:
-                await self.redis.script_load(script.script)
-                continue
-            for result in (reply, waited):
-                if isinstance(result, Exception):
-                    raise result
-            break
-        return reply, waited
 
     async def script(self, script: AsyncScript, keys: list[Any], args: list[Any]) -> Any:
         """Call a script; one the server lost (a restart) is loaded and called again."""

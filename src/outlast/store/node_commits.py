@@ -22,6 +22,39 @@ from outlast.store.client import OutlastPool
 from outlast.store.node_mux import NodeMultiplexers
 
 
+async def pipelined_pair(
+    client: aioredis.Redis | RedisCluster,
+    script: AsyncScript,
+    keys: list[Any],
+    args: list[Any],
+    wait: tuple[Any, ...],
+    *,
+    asking: bool = False,
+    cluster_errors: bool = False,
+) -> tuple[Any, Any]:
+    """A script call and ``wait`` as one redis-py pipeline (one connection): (script's reply,
+    wait's reply). A script the server lost is loaded and the pair sent again; ``asking`` sends
+    ``ASKING`` first; ``cluster_errors`` raises MOVED/ASK… replies as redis-py's cluster errors.
+    Also the single-server path of :meth:`~outlast.store.commands.HotPath.script_then_wait`."""
+    for loaded in (False, True):
+        async with client.pipeline(transaction=False) as pipe:
+            if asking:
+                pipe.execute_command("ASKING")
+            pipe.evalsha(script.sha, len(keys), *keys, *args)
+            pipe.execute_command(*wait)
+            *_, reply, waited = await pipe.execute(raise_on_error=False)
+        if isinstance(reply, redis_errors.NoScriptError) and not loaded:
+            await client.script_load(script.script)
+            continue
+        for result in (reply, waited):
+            if cluster_errors and isinstance(result, redis_errors.ResponseError):
+                raise ClusterParser.parse_error(str(result))
+            if isinstance(result, Exception):
+                raise result
+        break
+    return reply, waited
+
+
 class NodeCommits:
     """Script + wait pairs as pipelines to the masters of a cluster client (see the module)."""
 
@@ -45,28 +78,10 @@ class NodeCommits:
     async def script_then_wait(
         self, script: AsyncScript, keys: list[Any], args: list[Any], wait: tuple[Any, ...]
     ) -> tuple[Any, Any]:
-        loaded = False
-
         async def send(node: ClusterNode, asking: bool) -> tuple[Any, Any]:
-            nonlocal loaded
-            client = self._client(node)
-            while True:
-                async with client.pipeline(transaction=False) as pipe:
-                    if asking:
-                        pipe.execute_command("ASKING")
-                    pipe.evalsha(script.sha, len(keys), *keys, *args)
-                    pipe.execute_command(*wait)
-                    *_, reply, waited = await pipe.execute(raise_on_error=False)
-                if isinstance(reply, redis_errors.NoScriptError) and not loaded:
-                    loaded = True
-                    await client.script_load(script.script)
-                    continue
-                for result in (reply, waited):
-                    if isinstance(result, redis_errors.ResponseError):
-                        # (a single-server client reads MOVED/ASK… as plain ResponseErrors)
-                        raise ClusterParser.parse_error(str(result))
-                    if isinstance(result, Exception):
-                        raise result
-                return reply, waited
+            # (a single-server client reads MOVED/ASK… as plain ResponseErrors: parsed here)
+            return await pipelined_pair(
+                self._client(node), script, keys, args, wait, asking=asking, cluster_errors=True
+            )
 
         return await self.router.route(keys[0], send)
