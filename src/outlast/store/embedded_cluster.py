@@ -151,7 +151,7 @@ class EmbeddedCluster:
         self._wait(lambda: all(self._known(node) >= len(self.nodes) for node in self.nodes), "nodes to meet")
         for index, replica in enumerate(self.replicas):
             master = self.masters[index // self._replicas_per_master]
-            master_id = self._cmd(master, "CLUSTER", "MYID").decode()
+            master_id = self._cmd(master, "CLUSTER", "MYID")
             self._wait(partial(self._knows, replica, master_id), "replicas to learn their master")
             self._cmd(replica, "CLUSTER", "REPLICATE", master_id)
         self._wait(self.healthy, "the cluster to be ok")
@@ -162,8 +162,7 @@ class EmbeddedCluster:
             if not node.running:
                 continue
             try:
-                info = self._cmd(node, "CLUSTER", "INFO")
-                text = info.decode() if isinstance(info, bytes) else str(info)
+                text = self._cmd(node, "CLUSTER", "INFO")
                 if "cluster_state:ok" not in text:
                     return False
                 if node in self.replicas:
@@ -215,23 +214,14 @@ class EmbeddedCluster:
 
     def _serves_slots(self, node: EmbeddedServer) -> bool:
         node_id = self._cmd(node, "CLUSTER", "MYID")
-        node_id = node_id.decode() if isinstance(node_id, bytes) else node_id
-        for _low, _high, master, *_ in self._cmd(node, "CLUSTER", "SLOTS"):
-            master_id = master[2].decode() if isinstance(master[2], bytes) else master[2]
-            if master_id == node_id:
-                return True
-        return False
+        return any(master[2] == node_id for _low, _high, master, *_ in self._cmd(node, "CLUSTER", "SLOTS"))
 
     def _known(self, node: EmbeddedServer) -> int:
-        text = self._cmd(node, "CLUSTER", "NODES")
-        text = text.decode() if isinstance(text, bytes) else str(text)
+        text: str = self._cmd(node, "CLUSTER", "NODES")
         return sum(1 for line in text.splitlines() if line.strip() and "handshake" not in line)
 
-    def _knows(self, node: EmbeddedServer, node_id: bytes | str) -> bool:
-        wanted = node_id.decode() if isinstance(node_id, bytes) else node_id
-        text = self._cmd(node, "CLUSTER", "NODES")
-        text = text.decode() if isinstance(text, bytes) else str(text)
-        return wanted in text
+    def _knows(self, node: EmbeddedServer, node_id: str) -> bool:
+        return node_id in self._cmd(node, "CLUSTER", "NODES")
 
     def _cmd(self, node: EmbeddedServer, *args: str | int) -> Any:
         return self._client(node).execute_command(*args)  # type: ignore[no-untyped-call]
@@ -239,7 +229,7 @@ class EmbeddedCluster:
     def _client(self, node: EmbeddedServer) -> redis.Redis:
         client = self._clients.get(node.port)
         if client is None:
-            client = redis.Redis(host="127.0.0.1", port=node.port, socket_timeout=2)
+            client = redis.Redis(host="127.0.0.1", port=node.port, socket_timeout=2, decode_responses=True)
             self._clients[node.port] = client
         return client
 
